@@ -1,0 +1,539 @@
+"""SFT → labelled rankings → reward model → RL (or DPO) → evaluation, as one resumable run.
+
+Each stage writes its own folder under ``output_dir`` and a ``stage.json`` when it is complete::
+
+    base/      the embedded tiny checkpoint (only when model_name_or_path is left empty)
+    sft/       model/ (full checkpoint; LoRA runs are merged), checkpoints/ while training
+    labels/    rankings.jsonl (K answers per prompt, ranked), train.jsonl / test.jsonl (chosen, rejected pairs)
+    rm/        model/ (sequence classifier, num_labels=1), checkpoints/
+    rl/        model/, checkpoints/
+    eval/      samples.jsonl (what each model answered)
+    report.json, report.md
+
+Rerunning the same command skips every complete stage (``stage.json`` present and made with the same settings) and
+resumes a cut-off stage from its last trainer checkpoint. A stage whose settings changed is refused rather than
+silently reused; the message names the stage and the way out. A failing stage never touches earlier stages' folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, load_dataset, load_from_disk
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer, get_peft_config
+
+from .evaluation import oracle_accuracy, sample_completions, score_with_reward_model
+from .models import check_model_path, disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer
+from .toy import AdditionTask, Labeller, ensure_tiny_checkpoint, oracle_correct, pairs_from_ranking
+from .toy.task import ERROR_KINDS
+
+logger = logging.getLogger("trl_ext.pipeline")
+
+STAGES = ("sft", "labels", "rm", "rl", "eval")
+# name -> (config class, trainer class); later algorithms register here. "dpo" is the non-RL route on the labels.
+RL_ALGORITHMS: dict[str, tuple[type, type]] = {"grpo": (GRPOConfig, GRPOTrainer)}
+
+
+class StageMismatchError(RuntimeError):
+    """A stage folder was made with other settings than the ones given now."""
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of the whole run. Model settings (path, LoRA, 4-bit) come from TRL's ``ModelConfig`` beside it.
+
+    The ``sft``, ``rm`` and ``rl`` mappings hold any field of the stage's TRL config (``SFTConfig``, ``RewardConfig``,
+    ``GRPOConfig``/the algorithm's config) and override the defaults chosen here for the embedded model.
+    """
+
+    output_dir: str = field(default="runs/tiny", metadata={"help": "Folder that receives one subfolder per stage."})
+    seed: int = field(default=0, metadata={"help": "Seed of every stage (data, initialisation, sampling)."})
+    algorithm: str = field(default="grpo", metadata={"help": f"RL algorithm: one of {sorted(RL_ALGORITHMS)}."})
+    until: str = field(default="eval", metadata={"help": f"Last stage to run, one of {list(STAGES)}."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub (off: safer)."})
+    # -- the embedded task --------------------------------------------------------------------------------------
+    task_low: int = field(default=10, metadata={"help": "Smallest operand of the addition task."})
+    task_high: int = field(default=49, metadata={"help": "Largest operand of the addition task."})
+    eval_size: int = field(default=200, metadata={"help": "Held-out (a, b) pairs used only for evaluation."})
+    demo_error_rate: float = field(default=0.5, metadata={"help": "Share of SFT demonstrations that are wrong."})
+    demo_error_kinds: list[str] = field(
+        default_factory=lambda: ["swap"], metadata={"help": f"Demonstrators' slips, from {list(ERROR_KINDS)}."}
+    )
+    num_sft_examples: int = field(default=12000, metadata={"help": "SFT demonstrations to write."})
+    num_label_prompts: int = field(default=1500, metadata={"help": "Prompts whose K sampled answers get ranked."})
+    num_ranked: int = field(default=4, metadata={"help": "K: answers sampled and ranked per prompt (>= 2)."})
+    labeller_noise: float = field(default=0.1, metadata={"help": "Chance the labeller misjudges one answer."})
+    label_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for the K answers."})
+    rm_test_fraction: float = field(default=0.15, metadata={"help": "Share of label prompts held out to test the RM."})
+    num_rl_prompts: int = field(default=4000, metadata={"help": "Training prompts for the RL stage."})
+    eval_samples: int = field(default=4, metadata={"help": "Sampled answers per eval prompt (besides greedy)."})
+    eval_temperature: float = field(default=1.0, metadata={"help": "Temperature of the sampled evaluation."})
+    # -- data from files or a hub, instead of the embedded task ----------------------------------------------------
+    sft_dataset_name: str | None = field(default=None, metadata={"help": "SFT data (prompt/completion or messages)."})
+    preference_dataset_name: str | None = field(
+        default=None, metadata={"help": "Pairs (prompt, chosen, rejected); replaces sampling + labeller."}
+    )
+    prompt_dataset_name: str | None = field(default=None, metadata={"help": "RL prompts (a `prompt` column)."})
+    dataset_split: str = field(default="train", metadata={"help": "Split read from each named dataset."})
+    # -- per-stage TRL configs ---------------------------------------------------------------------------------------
+    sft: dict[str, Any] | str | None = field(default=None, metadata={"help": "SFTConfig fields (JSON or YAML map)."})
+    rm: dict[str, Any] | str | None = field(default=None, metadata={"help": "RewardConfig fields."})
+    rl: dict[str, Any] | str | None = field(default=None, metadata={"help": "RL algorithm config fields."})
+
+    def __post_init__(self):
+        for name in ("sft", "rm", "rl"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"--{name} must be a JSON object of {name} config fields: {e}") from None
+            setattr(self, name, dict(value or {}))
+        if self.algorithm not in RL_ALGORITHMS:
+            raise ValueError(
+                f"algorithm={self.algorithm!r} is unknown; choose one of {sorted(RL_ALGORITHMS)} "
+                "(set `algorithm:` in the YAML or pass --algorithm)."
+            )
+        if self.until not in STAGES:
+            raise ValueError(f"until={self.until!r} is not a stage; choose one of {list(STAGES)}.")
+        if self.num_ranked < 2:
+            raise ValueError(f"num_ranked={self.num_ranked}: a ranking needs K >= 2 answers per prompt.")
+        if not 0 < self.rm_test_fraction < 1:
+            raise ValueError(f"rm_test_fraction={self.rm_test_fraction} must be strictly between 0 and 1.")
+        for name in ("num_sft_examples", "num_label_prompts", "num_rl_prompts", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        self.task  # validates the task fields
+        Labeller(self.labeller_noise)
+
+    @property
+    def task(self) -> AdditionTask:
+        return AdditionTask(
+            low=self.task_low,
+            high=self.task_high,
+            eval_size=self.eval_size,
+            demo_error_rate=self.demo_error_rate,
+            demo_error_kinds=tuple(self.demo_error_kinds),
+        )
+
+    @property
+    def uses_embedded_task(self) -> bool:
+        return self.sft_dataset_name is None and self.prompt_dataset_name is None
+
+
+# ---- defaults for the embedded model (2 CPU cores); YAML `sft:`/`rm:`/`rl:` maps override them -------------------
+_COMMON = dict(report_to=[], logging_steps=10, save_strategy="steps", save_steps=50, save_total_limit=1)
+SFT_DEFAULTS = dict(
+    learning_rate=2e-3, num_train_epochs=3, per_device_train_batch_size=64, lr_scheduler_type="cosine",
+    warmup_steps=0.05, max_length=32,
+)
+RM_DEFAULTS = dict(
+    learning_rate=5e-4, num_train_epochs=2, per_device_train_batch_size=64, per_device_eval_batch_size=256,
+    lr_scheduler_type="cosine", warmup_steps=0.05, max_length=32, eval_strategy="no",
+)
+RL_DEFAULTS = dict(
+    learning_rate=5e-5, max_steps=150, per_device_train_batch_size=64, num_generations=8, max_completion_length=8,
+    temperature=1.0, beta=0.0, lr_scheduler_type="constant", logging_steps=10,
+)
+
+
+def _stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, seed: int, what: str):
+    valid = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(
+            f"`{what}:` has fields that {config_cls.__name__} does not know: {unknown}. "
+            f"Check their spelling against trl.{config_cls.__name__}."
+        )
+    kwargs = {**_COMMON, **defaults, **overrides, "output_dir": str(output_dir), "seed": seed}
+    if not torch.cuda.is_available():
+        kwargs.setdefault("use_cpu", True)
+    return config_cls(**kwargs)
+
+
+# ---- data ---------------------------------------------------------------------------------------------------------
+def load_named_dataset(name: str, split: str) -> Dataset:
+    """A dataset from a folder written by ``save_to_disk``, a .json/.jsonl/.csv/.parquet file, or a hub id."""
+    path = Path(name).expanduser()
+    if path.is_dir() and (path / "dataset_info.json").exists():
+        return load_from_disk(str(path))
+    if path.is_file():
+        kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
+        if kind is None:
+            raise ValueError(f"dataset {name!r}: unsupported file type {path.suffix!r}; use jsonl, json, csv or parquet.")
+        return load_dataset(kind, data_files=str(path), split="train")
+    if name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"dataset {name!r} does not exist.")
+    return load_dataset(name, split=split)
+
+
+def _is_empty(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip() == ""
+    if isinstance(value, list):
+        return len(value) == 0 or all(_is_empty(m.get("content") if isinstance(m, dict) else m) for m in value)
+    return False
+
+
+def validate_columns(dataset: Dataset, required: list[str], what: str) -> None:
+    """Fail with the dataset, the row and the column when a required column is missing or a value is empty."""
+    missing = [c for c in required if c not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"{what}: column(s) {missing} missing; the dataset has {dataset.column_names}. "
+            f"Rename the columns (dataset.rename_column) or pick a dataset with {required}."
+        )
+    for column in required:
+        for i, value in enumerate(dataset[column]):
+            if _is_empty(value):
+                raise ValueError(f"{what}: row {i} has an empty {column!r}. Remove the row or fill it in.")
+
+
+# ---- stage bookkeeping ------------------------------------------------------------------------------------------
+def _fingerprint(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_json_atomic(path: Path, payload) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], dict]) -> dict:
+    """Run ``fn(folder)`` unless the stage is already complete with the same settings; record time and metrics."""
+    folder = run_dir / name
+    marker = folder / "stage.json"
+    fingerprint = _fingerprint(settings)
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info["fingerprint"] != fingerprint:
+            changed = sorted(
+                k for k in set(settings) | set(info["settings"]) if settings.get(k) != info["settings"].get(k)
+            )
+            raise StageMismatchError(
+                f"stage {name!r} in {folder} was made with other settings (changed: {changed}). Use a new "
+                f"--output_dir, or delete {folder} (and the stages after it) to redo it."
+            )
+        logger.info("stage %s: complete in %s, skipped", name, folder)
+        return info
+    folder.mkdir(parents=True, exist_ok=True)
+    logger.info("stage %s: running in %s", name, folder)
+    start = time.perf_counter()
+    metrics = fn(folder)
+    info = {
+        "stage": name,
+        "fingerprint": fingerprint,
+        "settings": json.loads(json.dumps(settings, default=str)),
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        "metrics": metrics,
+    }
+    _write_json_atomic(marker, info)
+    return info
+
+
+def _train(trainer, folder: Path) -> dict:
+    """Train, resuming from the newest checkpoint in ``folder/checkpoints`` if an earlier run was cut off."""
+    ckpt_dir = folder / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last:
+        logger.info("resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    return {"train_loss": result.training_loss, "global_step": result.global_step, "resumed_from": last}
+
+
+def _save_model(trainer, folder: Path, base_name: str, model_args: ModelConfig, auto_cls, tokenizer, **load_kw) -> str:
+    """Write ``folder/model`` as a full checkpoint: LoRA adapters are merged into a full-precision copy of the base."""
+    target = folder / "model"
+    tmp = folder / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "peft_config"):  # a PeftModel: merge into an unquantised base so later stages load one folder
+        adapter_dir = folder / "adapter"
+        model.save_pretrained(adapter_dir)
+        from peft import PeftModel
+
+        dtype = torch.float32 if not torch.cuda.is_available() else torch.bfloat16
+        base = auto_cls.from_pretrained(base_name, dtype=dtype, **load_kw)
+        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+        merged.save_pretrained(tmp, safe_serialization=True)
+    else:
+        model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return str(target)
+
+
+# ---- stages -------------------------------------------------------------------------------------------------------
+def resolve_base(cfg: PipelineConfig, model_args: ModelConfig, run_dir: Path) -> str:
+    """The base model: the user's path or hub id, or the embedded tiny checkpoint built into ``run_dir/base``."""
+    if model_args.model_name_or_path:
+        return check_model_path(model_args.model_name_or_path)
+    return str(ensure_tiny_checkpoint(run_dir / "base"))
+
+
+def _model_settings(model_args: ModelConfig) -> dict:
+    return asdict(model_args)
+
+
+def sft_dataset(cfg: PipelineConfig) -> Dataset:
+    if cfg.sft_dataset_name:
+        ds = load_named_dataset(cfg.sft_dataset_name, cfg.dataset_split)
+        needed = ["messages"] if "messages" in ds.column_names else ["prompt", "completion"]
+        validate_columns(ds, needed, f"sft_dataset_name={cfg.sft_dataset_name!r}")
+        return ds
+    return cfg.task.sft_dataset(cfg.num_sft_examples, seed=cfg.seed)
+
+
+def run_sft(cfg: PipelineConfig, model_args: ModelConfig, base: str, folder: Path) -> dict:
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(model_args, base, cfg.trust_remote_code)
+    model = load_causal_lm(model_args, base, cfg.trust_remote_code)
+    args = _stage_args(SFTConfig, SFT_DEFAULTS, cfg.sft, folder / "checkpoints", cfg.seed, "sft")
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=sft_dataset(cfg), processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    metrics = _train(trainer, folder)
+    metrics["model"] = _save_model(trainer, folder, base, model_args, AutoModelForCausalLM, tokenizer)
+    return metrics
+
+
+def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, folder: Path) -> dict:
+    """Sample K answers per prompt from the SFT model, let the labeller rank them, turn rankings into pairs."""
+    if cfg.preference_dataset_name:
+        ds = load_named_dataset(cfg.preference_dataset_name, cfg.dataset_split)
+        validate_columns(ds, ["chosen", "rejected"], f"preference_dataset_name={cfg.preference_dataset_name!r}")
+        split = ds.train_test_split(test_size=cfg.rm_test_fraction, seed=cfg.seed)
+        split["train"].to_json(folder / "train.jsonl")
+        split["test"].to_json(folder / "test.jsonl")
+        return {"train_pairs": len(split["train"]), "test_pairs": len(split["test"]), "source": "dataset"}
+
+    tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(sft_model, dtype=torch.float32 if not torch.cuda.is_available() else "auto")
+    if torch.cuda.is_available():
+        model.to("cuda")
+    prompts = cfg.task.prompt_dataset(cfg.num_label_prompts, seed=cfg.seed + 1)["prompt"]
+    answers = sample_completions(
+        model, tokenizer, prompts, num_samples=cfg.num_ranked, temperature=cfg.label_temperature,
+        max_new_tokens=8, seed=cfg.seed, desc="sampling answers to rank",
+    )
+    labeller = Labeller(cfg.labeller_noise)
+    rng = random.Random(cfg.seed)
+    n_test = max(1, int(round(cfg.rm_test_fraction * len(prompts))))
+    rows = {"train": [], "test": []}
+    with open(folder / "rankings.jsonl.tmp", "w") as rankings:
+        for i, (prompt, ks) in enumerate(zip(prompts, answers, strict=True)):
+            tiers = labeller.rank(prompt, ks, rng)
+            rankings.write(json.dumps({"prompt": prompt, "answers": ks, "ranking": tiers}) + "\n")
+            split = "test" if i < n_test else "train"
+            for c, r in pairs_from_ranking(tiers, ks):
+                rows[split].append({
+                    "prompt": prompt,
+                    "chosen": [{"role": "assistant", "content": ks[c]}],
+                    "rejected": [{"role": "assistant", "content": ks[r]}],
+                })
+    if not rows["train"] or not rows["test"]:
+        raise RuntimeError(
+            f"labels: the labeller found no preference among the SFT model's answers (train pairs: {len(rows['train'])}, "
+            f"test pairs: {len(rows['test'])}): every answer to a prompt was judged equal. Raise label_temperature "
+            "or num_ranked, or num_label_prompts."
+        )
+    for split, split_rows in rows.items():
+        Dataset.from_list(split_rows).to_json(folder / f"{split}.jsonl")
+    os.replace(folder / "rankings.jsonl.tmp", folder / "rankings.jsonl")
+    flat = [a for ks in answers for a in ks]
+    return {
+        "prompts": len(prompts), "k": cfg.num_ranked, "train_pairs": len(rows["train"]), "test_pairs": len(rows["test"]),
+        "sampled_accuracy": oracle_accuracy(prompts, answers, oracle_correct), "distinct_answers": len(set(flat)),
+    }
+
+
+def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels: Path, folder: Path) -> dict:
+    """Train a sequence-classification reward model from the SFT model on the labelled pairs (TRL RewardTrainer)."""
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
+    model = load_sequence_classifier(model_args, sft_model, num_labels=1, trust_remote_code=cfg.trust_remote_code)
+    train = load_dataset("json", data_files=str(labels / "train.jsonl"), split="train")
+    test = load_dataset("json", data_files=str(labels / "test.jsonl"), split="train")
+    args = _stage_args(RewardConfig, RM_DEFAULTS, cfg.rm, folder / "checkpoints", cfg.seed, "rm")
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None:
+        peft_config.task_type = "SEQ_CLS"  # keeps the score head trainable (modules_to_save)
+    trainer = RewardTrainer(
+        model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    metrics = _train(trainer, folder)
+    evaluation = trainer.evaluate()
+    metrics["test_pairwise_accuracy"] = evaluation["eval_accuracy"]
+    metrics["test_pairs"] = len(test)
+    metrics["model"] = _save_model(
+        trainer, folder, sft_model, model_args, AutoModelForSequenceClassification, tokenizer, num_labels=1
+    )
+    return metrics
+
+
+def rl_prompts(cfg: PipelineConfig) -> Dataset:
+    if cfg.prompt_dataset_name:
+        ds = load_named_dataset(cfg.prompt_dataset_name, cfg.dataset_split)
+        validate_columns(ds, ["prompt"], f"prompt_dataset_name={cfg.prompt_dataset_name!r}")
+        return ds
+    return cfg.task.prompt_dataset(cfg.num_rl_prompts, seed=cfg.seed + 2)
+
+
+def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_model: str, folder: Path) -> dict:
+    set_seed(cfg.seed)
+    config_cls, trainer_cls = RL_ALGORITHMS[cfg.algorithm]
+    tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
+    model = load_causal_lm(model_args, sft_model, cfg.trust_remote_code)
+    reward_model = load_sequence_classifier(model_args, rm_model, num_labels=1, trust_remote_code=cfg.trust_remote_code)
+    reward_tokenizer = load_tokenizer(model_args, rm_model, cfg.trust_remote_code)
+    args = _stage_args(config_cls, RL_DEFAULTS, cfg.rl, folder / "checkpoints", cfg.seed, "rl")
+    trainer = trainer_cls(
+        model=model, reward_funcs=[reward_model], args=args, train_dataset=rl_prompts(cfg),
+        processing_class=tokenizer, reward_processing_classes=[reward_tokenizer], peft_config=get_peft_config(model_args),
+    )
+    disable_bnb_cpu_repack(trainer.model)
+    metrics = _train(trainer, folder)
+    history = [h for h in trainer.state.log_history if "reward" in h]
+    metrics["reward_first"] = history[0]["reward"] if history else None
+    metrics["reward_last"] = history[-1]["reward"] if history else None
+    metrics["model"] = _save_model(trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer)
+    return metrics
+
+
+def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, folder: Path) -> dict:
+    """Oracle accuracy (greedy and sampled) and mean RM score of each model on the held-out prompts."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    prompts = cfg.task.eval_dataset()["prompt"]
+    rm = rm_tok = None
+    if rm_model is not None:
+        rm = AutoModelForSequenceClassification.from_pretrained(rm_model, num_labels=1).to(device)
+        rm_tok = load_tokenizer(ModelConfig(), rm_model)
+    results = {}
+    with open(folder / "samples.jsonl.tmp", "w") as out:
+        for name, path in models.items():
+            tokenizer = load_tokenizer(ModelConfig(), path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+            greedy = sample_completions(model, tokenizer, prompts, temperature=0.0, desc=f"eval {name} greedy")
+            sampled = sample_completions(
+                model, tokenizer, prompts, num_samples=cfg.eval_samples, temperature=cfg.eval_temperature,
+                seed=cfg.seed, desc=f"eval {name} sampled",
+            )
+            row = {
+                "oracle_accuracy_greedy": oracle_accuracy(prompts, greedy, oracle_correct),
+                "oracle_accuracy_sampled": oracle_accuracy(prompts, sampled, oracle_correct),
+            }
+            if rm is not None:
+                flat_p = [p for p, cs in zip(prompts, sampled) for _ in cs]
+                flat_c = [c for cs in sampled for c in cs]
+                scores = score_with_reward_model(rm, rm_tok, flat_p, flat_c)
+                row["rm_score_sampled"] = float(sum(scores) / len(scores))
+            results[name] = row
+            for p, g, s in zip(prompts, greedy, sampled):
+                out.write(json.dumps({"model": name, "prompt": p[-1]["content"], "greedy": g[0], "sampled": s}) + "\n")
+    os.replace(folder / "samples.jsonl.tmp", folder / "samples.jsonl")
+    return results
+
+
+# ---- the whole run ------------------------------------------------------------------------------------------------
+def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None) -> dict:
+    """Run (or resume) every stage up to ``cfg.until``; return the report and write report.json / report.md."""
+    model_args = model_args or ModelConfig()
+    if model_args.model_name_or_path is None and not cfg.uses_embedded_task:
+        raise ValueError("model_name_or_path is required when the data come from named datasets.")
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base = resolve_base(cfg, model_args, run_dir)
+    stop = STAGES.index(cfg.until)
+    common = {"seed": cfg.seed, "model": _model_settings(model_args), "base": base}
+    task = {k: getattr(cfg, k) for k in ("task_low", "task_high", "eval_size", "demo_error_rate", "demo_error_kinds")}
+    infos: dict[str, dict] = {}
+
+    sft_settings = {**common, **task, "n": cfg.num_sft_examples, "data": cfg.sft_dataset_name, "sft": cfg.sft}
+    infos["sft"] = _run_stage(run_dir, "sft", sft_settings, lambda f: run_sft(cfg, model_args, base, f))
+    sft_model = infos["sft"]["metrics"]["model"]
+    if stop >= 1:
+        label_settings = {
+            "sft": infos["sft"]["fingerprint"], "data": cfg.preference_dataset_name,
+            **{k: getattr(cfg, k) for k in ("num_label_prompts", "num_ranked", "labeller_noise", "label_temperature",
+                                            "rm_test_fraction")},
+        }
+        infos["labels"] = _run_stage(run_dir, "labels", label_settings, lambda f: run_labels(cfg, model_args, sft_model, f))
+    if stop >= 2:
+        rm_settings = {"labels": infos["labels"]["fingerprint"], "model": _model_settings(model_args), "rm": cfg.rm}
+        infos["rm"] = _run_stage(
+            run_dir, "rm", rm_settings, lambda f: run_rm(cfg, model_args, sft_model, run_dir / "labels", f)
+        )
+    if stop >= 3:
+        rm_model = infos["rm"]["metrics"]["model"]
+        rl_settings = {
+            "rm": infos["rm"]["fingerprint"], "algorithm": cfg.algorithm, "rl": cfg.rl, "n": cfg.num_rl_prompts,
+            "data": cfg.prompt_dataset_name, "model": _model_settings(model_args),
+        }
+        infos["rl"] = _run_stage(run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, rm_model, f))
+    if stop >= 4:
+        models = {"base": base, "sft": sft_model, "rl": infos["rl"]["metrics"]["model"]}
+        if not cfg.uses_embedded_task:
+            raise NotImplementedError("eval: the oracle exists only for the embedded task; stop with --until rl.")
+        eval_settings = {"rl": infos["rl"]["fingerprint"], "n": cfg.eval_samples, "t": cfg.eval_temperature}
+        infos["eval"] = _run_stage(
+            run_dir, "eval", eval_settings, lambda f: run_eval(cfg, models, infos["rm"]["metrics"]["model"], f)
+        )
+    report = build_report(cfg, infos)
+    _write_json_atomic(run_dir / "report.json", report)
+    (run_dir / "report.md").write_text(format_report(report))
+    return report
+
+
+def build_report(cfg: PipelineConfig, infos: dict[str, dict]) -> dict:
+    report = {
+        "output_dir": cfg.output_dir,
+        "algorithm": cfg.algorithm,
+        "seed": cfg.seed,
+        "wall_time_s": {name: info["wall_time_s"] for name, info in infos.items()},
+    }
+    if "rm" in infos:
+        report["rm_test_pairwise_accuracy"] = infos["rm"]["metrics"]["test_pairwise_accuracy"]
+    if "eval" in infos:
+        report["models"] = infos["eval"]["metrics"]
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"# trl_ext pipeline report ({report['algorithm']}, seed {report['seed']})", ""]
+    if "models" in report:
+        lines += [
+            "| model | oracle accuracy (greedy) | oracle accuracy (sampled) | mean RM score (sampled) |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, row in report["models"].items():
+            rm = row.get("rm_score_sampled")
+            lines.append(
+                f"| {name} | {row['oracle_accuracy_greedy']:.3f} | {row['oracle_accuracy_sampled']:.3f} | "
+                f"{'' if rm is None else f'{rm:.3f}'} |"
+            )
+        lines.append("")
+    if "rm_test_pairwise_accuracy" in report:
+        lines += [f"Reward model held-out pairwise accuracy: {report['rm_test_pairwise_accuracy']:.3f}", ""]
+    lines += ["| stage | wall time (s) |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in report["wall_time_s"].items()]
+    lines.append(f"| total | {sum(report['wall_time_s'].values()):.1f} |")
+    return "\n".join(lines) + "\n"
