@@ -247,8 +247,10 @@ def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], di
     return info
 
 
-def _train(trainer, folder: Path) -> dict:
+def _train(trainer, folder: Path, callbacks=None) -> dict:
     """Train, resuming from the newest checkpoint in ``folder/checkpoints`` if an earlier run was cut off."""
+    for callback in callbacks or ():
+        trainer.add_callback(callback)
     ckpt_dir = folder / "checkpoints"
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     if last:
@@ -301,7 +303,7 @@ def sft_dataset(cfg: PipelineConfig) -> Dataset:
     return cfg.task.sft_dataset(cfg.num_sft_examples, seed=cfg.seed)
 
 
-def run_sft(cfg: PipelineConfig, model_args: ModelConfig, base: str, folder: Path) -> dict:
+def run_sft(cfg: PipelineConfig, model_args: ModelConfig, base: str, folder: Path, callbacks=None) -> dict:
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_args, base, cfg.trust_remote_code)
     model = load_causal_lm(model_args, base, cfg.trust_remote_code)
@@ -310,7 +312,7 @@ def run_sft(cfg: PipelineConfig, model_args: ModelConfig, base: str, folder: Pat
         model=model, args=args, train_dataset=sft_dataset(cfg), processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    metrics = _train(trainer, folder)
+    metrics = _train(trainer, folder, callbacks)
     metrics["model"] = _save_model(trainer, folder, base, model_args, AutoModelForCausalLM, tokenizer)
     return metrics
 
@@ -365,7 +367,7 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
     }
 
 
-def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels: Path, folder: Path) -> dict:
+def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels: Path, folder: Path, callbacks=None) -> dict:
     """Train a sequence-classification reward model from the SFT model on the labelled pairs (TRL RewardTrainer)."""
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
@@ -380,7 +382,7 @@ def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels:
         model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tokenizer,
         peft_config=peft_config,
     )
-    metrics = _train(trainer, folder)
+    metrics = _train(trainer, folder, callbacks)
     evaluation = trainer.evaluate()
     metrics["test_pairwise_accuracy"] = evaluation["eval_accuracy"]
     metrics["test_pairs"] = len(test)
@@ -398,7 +400,7 @@ def rl_prompts(cfg: PipelineConfig) -> Dataset:
     return cfg.task.prompt_dataset(cfg.num_rl_prompts, seed=cfg.seed + 2)
 
 
-def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_model: str, folder: Path) -> dict:
+def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_model: str, folder: Path, callbacks=None) -> dict:
     set_seed(cfg.seed)
     config_cls, trainer_cls = RL_ALGORITHMS[cfg.algorithm]
     tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
@@ -411,7 +413,7 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_mode
         processing_class=tokenizer, reward_processing_classes=[reward_tokenizer], peft_config=get_peft_config(model_args),
     )
     disable_bnb_cpu_repack(trainer.model)
-    metrics = _train(trainer, folder)
+    metrics = _train(trainer, folder, callbacks)
     history = [h for h in trainer.state.log_history if "reward" in h]
     metrics["reward_first"] = history[0]["reward"] if history else None
     metrics["reward_last"] = history[-1]["reward"] if history else None
@@ -454,8 +456,11 @@ def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, 
 
 
 # ---- the whole run ------------------------------------------------------------------------------------------------
-def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None) -> dict:
-    """Run (or resume) every stage up to ``cfg.until``; return the report and write report.json / report.md."""
+def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, callbacks=None) -> dict:
+    """Run (or resume) every stage up to ``cfg.until``; return the report and write report.json / report.md.
+
+    ``callbacks`` (transformers ``TrainerCallback`` objects) are added to every trainer the run creates.
+    """
     model_args = model_args or ModelConfig()
     if model_args.model_name_or_path is None and not cfg.uses_embedded_task:
         raise ValueError("model_name_or_path is required when the data come from named datasets.")
@@ -468,7 +473,7 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None) -> 
     infos: dict[str, dict] = {}
 
     sft_settings = {**common, **task, "n": cfg.num_sft_examples, "data": cfg.sft_dataset_name, "sft": cfg.sft}
-    infos["sft"] = _run_stage(run_dir, "sft", sft_settings, lambda f: run_sft(cfg, model_args, base, f))
+    infos["sft"] = _run_stage(run_dir, "sft", sft_settings, lambda f: run_sft(cfg, model_args, base, f, callbacks))
     sft_model = infos["sft"]["metrics"]["model"]
     if stop >= 1:
         label_settings = {
@@ -480,7 +485,7 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None) -> 
     if stop >= 2:
         rm_settings = {"labels": infos["labels"]["fingerprint"], "model": _model_settings(model_args), "rm": cfg.rm}
         infos["rm"] = _run_stage(
-            run_dir, "rm", rm_settings, lambda f: run_rm(cfg, model_args, sft_model, run_dir / "labels", f)
+            run_dir, "rm", rm_settings, lambda f: run_rm(cfg, model_args, sft_model, run_dir / "labels", f, callbacks)
         )
     if stop >= 3:
         rm_model = infos["rm"]["metrics"]["model"]
@@ -488,7 +493,7 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None) -> 
             "rm": infos["rm"]["fingerprint"], "algorithm": cfg.algorithm, "rl": cfg.rl, "n": cfg.num_rl_prompts,
             "data": cfg.prompt_dataset_name, "model": _model_settings(model_args),
         }
-        infos["rl"] = _run_stage(run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, rm_model, f))
+        infos["rl"] = _run_stage(run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, rm_model, f, callbacks))
     if stop >= 4:
         models = {"base": base, "sft": sft_model, "rl": infos["rl"]["metrics"]["model"]}
         if not cfg.uses_embedded_task:

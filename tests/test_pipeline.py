@@ -1,0 +1,153 @@
+"""The pipeline end to end on a CPU-sized config, its resume logic, and its errors on bad input."""
+
+import json
+import shutil
+
+import pytest
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, TrainerCallback
+from trl import ModelConfig
+
+from trl_ext.pipeline import PipelineConfig, StageMismatchError, run_pipeline, validate_columns
+
+# A few seconds per stage: enough to exercise every stage, not to learn anything.
+SMALL = dict(
+    num_sft_examples=256, num_label_prompts=48, num_rl_prompts=32, eval_size=16, eval_samples=2,
+    sft={"num_train_epochs": 1, "save_steps": 2}, rm={"num_train_epochs": 1, "save_steps": 2},
+    rl={"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4},
+)
+
+
+def small(tmp_path, **overrides):
+    return PipelineConfig(output_dir=str(tmp_path / "run"), **{**SMALL, **overrides})
+
+
+class StopAt(TrainerCallback):
+    """Raises inside training once ``step`` is reached, after the checkpoint of that step was written."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            raise KeyboardInterrupt(f"cut off at step {state.global_step}")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    cfg = small(tmp_path_factory.mktemp("pipeline"))
+    return cfg, run_pipeline(cfg)
+
+
+def test_every_stage_writes_its_folder_and_the_report(finished_run):
+    cfg, report = finished_run
+    run = cfg.output_dir
+    for stage in ("sft", "labels", "rm", "rl", "eval"):
+        info = json.load(open(f"{run}/{stage}/stage.json"))
+        assert info["stage"] == stage and info["wall_time_s"] >= 0
+    for stage in ("sft", "rm", "rl"):
+        assert (shutil.os.path.exists(f"{run}/{stage}/model/model.safetensors"))
+    AutoModelForCausalLM.from_pretrained(f"{run}/rl/model")
+    assert set(report["models"]) == {"base", "sft", "rl"}
+    for row in report["models"].values():
+        assert 0.0 <= row["oracle_accuracy_greedy"] <= 1.0 and "rm_score_sampled" in row
+    assert 0.0 <= report["rm_test_pairwise_accuracy"] <= 1.0
+    assert set(report["wall_time_s"]) == {"sft", "labels", "rm", "rl", "eval"}
+    assert json.load(open(f"{run}/report.json")) == report
+    assert "| rl |" in open(f"{run}/report.md").read()
+
+
+def test_labels_are_all_pairs_of_each_ranking(finished_run):
+    cfg, _ = finished_run
+    rankings = [json.loads(line) for line in open(f"{cfg.output_dir}/labels/rankings.jsonl")]
+    assert len(rankings) == cfg.num_label_prompts
+    expected = 0
+    for r in rankings:
+        assert len(r["answers"]) == cfg.num_ranked
+        assert sorted(i for tier in r["ranking"] for i in tier) == list(range(cfg.num_ranked))
+        tiers, answers = r["ranking"], r["answers"]
+        expected += sum(
+            answers[c] != answers[x] for hi, t in enumerate(tiers) for lower in tiers[hi + 1 :] for c in t for x in lower
+        )
+    n_pairs = sum(1 for _ in open(f"{cfg.output_dir}/labels/train.jsonl")) + sum(
+        1 for _ in open(f"{cfg.output_dir}/labels/test.jsonl")
+    )
+    assert n_pairs == expected
+
+
+def test_rerun_skips_complete_stages(finished_run):
+    cfg, report = finished_run
+    before = {s: open(f"{cfg.output_dir}/{s}/stage.json").read() for s in ("sft", "labels", "rm", "rl", "eval")}
+    again = run_pipeline(cfg)
+    assert again == report
+    after = {s: open(f"{cfg.output_dir}/{s}/stage.json").read() for s in before}
+    assert after == before
+
+
+def test_changed_settings_are_refused_not_reused(finished_run):
+    cfg, _ = finished_run
+    changed = PipelineConfig(**{**cfg.__dict__, "rl": {**cfg.rl, "learning_rate": 1e-3}})
+    with pytest.raises(StageMismatchError, match="stage 'rl'.*changed: \\['rl'\\]"):
+        run_pipeline(changed)
+
+
+def test_a_cut_off_stage_resumes_and_earlier_stages_stay_intact(tmp_path):
+    cfg = small(tmp_path, until="rl")
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, callbacks=[StopAt(2)])  # dies in SFT right after checkpoint-2
+    assert not (tmp_path / "run/sft/stage.json").exists()
+    assert (tmp_path / "run/sft/checkpoints/checkpoint-2").is_dir()
+    cfg_rm = small(tmp_path, until="rm")
+    run_pipeline(cfg_rm)
+    sft = json.load(open(tmp_path / "run/sft/stage.json"))
+    assert sft["metrics"]["resumed_from"].endswith("checkpoint-2")
+    assert sft["metrics"]["global_step"] == 4  # 256 rows / 64 per step, one epoch: the same as an uncut run
+    earlier = {s: open(tmp_path / f"run/{s}/stage.json").read() for s in ("sft", "labels", "rm")}
+    with pytest.raises(KeyboardInterrupt):  # RL cut off: the finished stages are untouched
+        run_pipeline(cfg, callbacks=[StopAt(2)])
+    assert {s: open(tmp_path / f"run/{s}/stage.json").read() for s in earlier} == earlier
+    assert not (tmp_path / "run/rl/stage.json").exists()
+    run_pipeline(cfg)
+    rl = json.load(open(tmp_path / "run/rl/stage.json"))
+    assert rl["metrics"]["resumed_from"].endswith("checkpoint-2") and rl["metrics"]["global_step"] == 4
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"algorithm": "ppo2"}, "algorithm='ppo2' is unknown"),
+        ({"num_ranked": 1}, "num_ranked=1: a ranking needs K >= 2"),
+        ({"until": "deploy"}, "until='deploy' is not a stage"),
+        ({"rl": "{not json"}, "--rl must be a JSON object"),
+        ({"demo_error_rate": 2.0}, "demo_error_rate must be in"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        small(tmp_path, **overrides)
+
+
+def test_unknown_stage_field_names_the_config(tmp_path):
+    cfg = small(tmp_path, sft={"learning_rat": 1e-3})
+    with pytest.raises(ValueError, match=r"`sft:` has fields that SFTConfig does not know: \['learning_rat'\]"):
+        run_pipeline(cfg)
+
+
+def test_missing_model_path_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model_name_or_path='\./no/such/model' does not exist"):
+        run_pipeline(small(tmp_path), ModelConfig(model_name_or_path="./no/such/model"))
+
+
+def test_prompt_dataset_errors_name_the_column_and_the_row(tmp_path):
+    with pytest.raises(ValueError, match=r"column\(s\) \['prompt'\] missing; the dataset has \['question'\]"):
+        validate_columns(Dataset.from_dict({"question": ["1+1"]}), ["prompt"], "prompts")
+    rows = Dataset.from_dict({"prompt": [[{"role": "user", "content": "1+1"}], [{"role": "user", "content": " "}]]})
+    with pytest.raises(ValueError, match="row 1 has an empty 'prompt'"):
+        validate_columns(rows, ["prompt"], "prompts")
+    path = tmp_path / "prompts.jsonl"
+    Dataset.from_dict({"question": ["1+1"]}).to_json(path)
+    cfg = small(tmp_path, prompt_dataset_name=str(path))
+    with pytest.raises(ValueError, match=f"prompt_dataset_name='{path}': column"):
+        from trl_ext.pipeline import rl_prompts
+
+        rl_prompts(cfg)
