@@ -66,13 +66,13 @@ class PipelineConfig:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub (off: safer)."})
     # -- the embedded task --------------------------------------------------------------------------------------
     task_low: int = field(default=10, metadata={"help": "Smallest operand of the addition task."})
-    task_high: int = field(default=49, metadata={"help": "Largest operand of the addition task."})
+    task_high: int = field(default=99, metadata={"help": "Largest operand of the addition task."})
     eval_size: int = field(default=200, metadata={"help": "Held-out (a, b) pairs used only for evaluation."})
     demo_error_rate: float = field(default=0.5, metadata={"help": "Share of SFT demonstrations that are wrong."})
     demo_error_kinds: list[str] = field(
         default_factory=lambda: ["swap"], metadata={"help": f"Demonstrators' slips, from {list(ERROR_KINDS)}."}
     )
-    num_sft_examples: int = field(default=12000, metadata={"help": "SFT demonstrations to write."})
+    num_sft_examples: int = field(default=8000, metadata={"help": "SFT demonstrations to write."})
     num_label_prompts: int = field(default=1500, metadata={"help": "Prompts whose K sampled answers get ranked."})
     num_ranked: int = field(default=4, metadata={"help": "K: answers sampled and ranked per prompt (>= 2)."})
     labeller_noise: float = field(default=0.1, metadata={"help": "Chance the labeller misjudges one answer."})
@@ -137,7 +137,7 @@ class PipelineConfig:
 # ---- defaults for the embedded model (2 CPU cores); YAML `sft:`/`rm:`/`rl:` maps override them -------------------
 _COMMON = dict(report_to=[], logging_steps=10, save_strategy="steps", save_steps=50, save_total_limit=1)
 SFT_DEFAULTS = dict(
-    learning_rate=2e-3, num_train_epochs=3, per_device_train_batch_size=64, lr_scheduler_type="cosine",
+    learning_rate=1e-3, num_train_epochs=3, per_device_train_batch_size=64, lr_scheduler_type="cosine",
     warmup_steps=0.05, max_length=32,
 )
 RM_DEFAULTS = dict(
@@ -421,10 +421,20 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_mode
     return metrics
 
 
+def eval_prompts(cfg: PipelineConfig) -> list:
+    """The embedded task's held-out prompts, or the last ``eval_size`` rows of a named prompt dataset."""
+    if cfg.uses_embedded_task:
+        return cfg.task.eval_dataset()["prompt"]
+    prompts = rl_prompts(cfg)["prompt"]
+    return prompts[-min(cfg.eval_size, len(prompts)) :]
+
+
 def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, folder: Path) -> dict:
-    """Oracle accuracy (greedy and sampled) and mean RM score of each model on the held-out prompts."""
+    """Oracle accuracy (greedy and sampled; embedded task only) and mean RM score of each model on held-out prompts."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    prompts = cfg.task.eval_dataset()["prompt"]
+    prompts = eval_prompts(cfg)
+    oracle = oracle_correct if cfg.uses_embedded_task else None
+    max_new_tokens = int(cfg.rl.get("max_completion_length", RL_DEFAULTS["max_completion_length"]))
     rm = rm_tok = None
     if rm_model is not None:
         rm = AutoModelForSequenceClassification.from_pretrained(rm_model, num_labels=1).to(device)
@@ -432,17 +442,19 @@ def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, 
     results = {}
     with open(folder / "samples.jsonl.tmp", "w") as out:
         for name, path in models.items():
-            tokenizer = load_tokenizer(ModelConfig(), path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
-            greedy = sample_completions(model, tokenizer, prompts, temperature=0.0, desc=f"eval {name} greedy")
+            tokenizer = load_tokenizer(ModelConfig(), path, cfg.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype="auto", trust_remote_code=cfg.trust_remote_code)
+            model.to(device)
+            kw = dict(max_new_tokens=max_new_tokens)
+            greedy = sample_completions(model, tokenizer, prompts, temperature=0.0, desc=f"eval {name} greedy", **kw)
             sampled = sample_completions(
                 model, tokenizer, prompts, num_samples=cfg.eval_samples, temperature=cfg.eval_temperature,
-                seed=cfg.seed, desc=f"eval {name} sampled",
+                seed=cfg.seed, desc=f"eval {name} sampled", **kw,
             )
-            row = {
-                "oracle_accuracy_greedy": oracle_accuracy(prompts, greedy, oracle_correct),
-                "oracle_accuracy_sampled": oracle_accuracy(prompts, sampled, oracle_correct),
-            }
+            row = {}
+            if oracle is not None:
+                row["oracle_accuracy_greedy"] = oracle_accuracy(prompts, greedy, oracle)
+                row["oracle_accuracy_sampled"] = oracle_accuracy(prompts, sampled, oracle)
             if rm is not None:
                 flat_p = [p for p, cs in zip(prompts, sampled) for _ in cs]
                 flat_c = [c for cs in sampled for c in cs]
@@ -450,7 +462,8 @@ def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, 
                 row["rm_score_sampled"] = float(sum(scores) / len(scores))
             results[name] = row
             for p, g, s in zip(prompts, greedy, sampled):
-                out.write(json.dumps({"model": name, "prompt": p[-1]["content"], "greedy": g[0], "sampled": s}) + "\n")
+                out.write(json.dumps({"model": name, "prompt": p, "greedy": g[0], "sampled": s}) + "\n")
+            del model
     os.replace(folder / "samples.jsonl.tmp", folder / "samples.jsonl")
     return results
 
@@ -496,8 +509,6 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
         infos["rl"] = _run_stage(run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, rm_model, f, callbacks))
     if stop >= 4:
         models = {"base": base, "sft": sft_model, "rl": infos["rl"]["metrics"]["model"]}
-        if not cfg.uses_embedded_task:
-            raise NotImplementedError("eval: the oracle exists only for the embedded task; stop with --until rl.")
         eval_settings = {"rl": infos["rl"]["fingerprint"], "n": cfg.eval_samples, "t": cfg.eval_temperature}
         infos["eval"] = _run_stage(
             run_dir, "eval", eval_settings, lambda f: run_eval(cfg, models, infos["rm"]["metrics"]["model"], f)
@@ -525,16 +536,15 @@ def build_report(cfg: PipelineConfig, infos: dict[str, dict]) -> dict:
 def format_report(report: dict) -> str:
     lines = [f"# trl_ext pipeline report ({report['algorithm']}, seed {report['seed']})", ""]
     if "models" in report:
-        lines += [
-            "| model | oracle accuracy (greedy) | oracle accuracy (sampled) | mean RM score (sampled) |",
-            "|---|---:|---:|---:|",
+        columns = [
+            ("oracle_accuracy_greedy", "oracle accuracy (greedy)"),
+            ("oracle_accuracy_sampled", "oracle accuracy (sampled)"),
+            ("rm_score_sampled", "mean RM score (sampled)"),
         ]
+        lines += ["| model | " + " | ".join(c[1] for c in columns) + " |", "|---|" + "---:|" * len(columns)]
         for name, row in report["models"].items():
-            rm = row.get("rm_score_sampled")
-            lines.append(
-                f"| {name} | {row['oracle_accuracy_greedy']:.3f} | {row['oracle_accuracy_sampled']:.3f} | "
-                f"{'' if rm is None else f'{rm:.3f}'} |"
-            )
+            cells = ["n/a" if row.get(key) is None else f"{row[key]:.3f}" for key, _ in columns]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     if "rm_test_pairwise_accuracy" in report:
         lines += [f"Reward model held-out pairwise accuracy: {report['rm_test_pairwise_accuracy']:.3f}", ""]
