@@ -100,12 +100,13 @@ def test_labeller_ranks_in_tiers_and_pairs_cover_every_strict_preference():
     assert pairs_from_ranking([[0], [1]], ["42", "42"]) == []
 
 
-def test_labeller_noise_flips_judgements_at_its_rate():
+def test_labeller_noise_reorders_neighbouring_tiers_at_its_rate_and_never_breaks_ties():
     prompt = [{"role": "user", "content": "27+15"}]
     rng = random.Random(0)
-    flips = sum(Labeller(noise=0.2).rank(prompt, ["42", "24"], rng) != [[0], [1]] for _ in range(5000))
-    # the ranking is right only when neither answer is misjudged: P = 0.8^2
-    assert abs(flips / 5000 - (1 - 0.8**2)) < 0.03
+    labeller = Labeller(noise=0.2)
+    flips = sum(labeller.rank(prompt, ["42", "24"], rng) != [[0], [1]] for _ in range(5000))
+    assert abs(flips / 5000 - 0.2) < 0.03  # binomial sd 0.006
+    assert all(labeller.rank(prompt, ["24", "33"], rng) == [[0, 1]] for _ in range(200))  # two wrong answers tie
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ The seed's three stages need three kinds of people; here each is a small, seeded
   habits along with the skill, which leaves room for RL to improve.
 * **The oracle** knows the right answer: :func:`oracle_correct` is the ground truth used for evaluation.
 * **The labeller** (reward-model data) is shown K sampled answers to a prompt and ranks them best to worst, e.g.
-  ``A > C = D > B``: correct answers above wrong numbers above malformed text. With probability ``noise`` it misjudges
-  an answer's correctness, as a tired human would. Rankings become all pairwise (chosen, rejected) comparisons.
+  ``A > C = D > B``: correct answers above wrong numbers above malformed text. With probability ``noise`` it puts
+  two neighbouring tiers the wrong way round, as a tired human would. Rankings become all pairwise (chosen, rejected)
+  comparisons.
 
 Prompts are conversational (``[{"role": "user", "content": "27+15"}]``) so the same data works with any chat model.
 Evaluation prompts are a fixed held-out set of (a, b) pairs that no training split ever contains.
@@ -157,8 +158,9 @@ def oracle_correct(prompts, completions, **kwargs) -> list[float]:
 class Labeller:
     """Ranks K answers to one prompt, best first, as tiers of equally good answers ("A > C = D > B").
 
-    ``noise`` is the probability that the labeller misjudges one answer (a right answer taken for wrong or the
-    reverse); malformed answers are always recognised.
+    The true order is correct answers, then wrong numbers, then malformed text; answers of one kind tie. With
+    probability ``noise`` the labeller gets each boundary between two neighbouring tiers the wrong way round (a tired
+    human ranking wrong above right). Noise reorders real differences; it never invents a preference between ties.
     """
 
     noise: float = 0.1
@@ -170,13 +172,12 @@ class Labeller:
     def rank(self, prompt, answers: Sequence[str], rng: random.Random) -> list[list[int]]:
         if len(answers) < 2:
             raise ValueError(f"Labeller.rank needs K >= 2 answers to rank, got K={len(answers)}.")
-        judged = []
-        for answer in answers:
-            u = oracle_utility(prompt, answer)
-            if u >= 0 and rng.random() < self.noise:
-                u = 1 - u
-            judged.append(u)
-        return [[i for i, u in enumerate(judged) if u == level] for level in (1, 0, -1) if level in judged]
+        utility = [oracle_utility(prompt, answer) for answer in answers]
+        tiers = [[i for i, u in enumerate(utility) if u == level] for level in (1, 0, -1) if level in utility]
+        for i in range(len(tiers) - 1):
+            if rng.random() < self.noise:
+                tiers[i], tiers[i + 1] = tiers[i + 1], tiers[i]
+        return tiers
 
 
 def pairs_from_ranking(tiers: Sequence[Sequence[int]], answers: Sequence[str]) -> list[tuple[int, int]]:
