@@ -137,41 +137,54 @@ class RMTokenizer:
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length={self.max_length}: a reward model needs at least 2 tokens.")
 
-    def _ids(self, prompt, completion) -> tuple[list[int], int]:
-        """Full ids and the number of leading ids that belong to the prompt."""
+    def _full_ids(self, prompts: Sequence, completions: Sequence, conversational: bool) -> list[list[int]]:
+        """Token ids of every (prompt, completion) pair: one batched tokenizer call."""
         tok = self.tokenizer
-        if _is_conversation(prompt):
-            if isinstance(completion, str):
-                completion = [{"role": "assistant", "content": completion}]
+        if conversational:
             if getattr(tok, "chat_template", None) is None:
                 raise ValueError(
                     f"The reward model's tokenizer ({type(tok).__name__}, {getattr(tok, 'name_or_path', '')!r}) has no "
                     "chat_template, but the prompts are conversations. Give it one (tokenizer.chat_template = ...) or "
                     "pass a tokenizer that has one."
                 )
+            conversations = [list(p) + list(c) for p, c in zip(prompts, completions)]
             kw = self.chat_template_kwargs
-            full = tok.apply_chat_template(prompt + completion, tokenize=True, return_dict=True, **kw)["input_ids"]
-            head = tok.apply_chat_template(prompt, tokenize=True, return_dict=True, add_generation_prompt=True, **kw)
-            return list(full), _common_prefix_length(full, head["input_ids"])
-        if not isinstance(prompt, str) or not isinstance(completion, str):
-            raise TypeError(
-                f"prompt is a {type(prompt).__name__} and completion a {type(completion).__name__}: give both as "
-                "strings, or the prompt as a list of chat messages."
-            )
-        text = prompt + completion
-        if self.append_eos and tok.eos_token is not None and not text.endswith(tok.eos_token):
-            text += tok.eos_token
-        full = tok(text)["input_ids"]
-        return list(full), _common_prefix_length(full, tok(prompt)["input_ids"])
+            return tok.apply_chat_template(conversations, tokenize=True, return_dict=True, **kw)["input_ids"]
+        texts = [p + c for p, c in zip(prompts, completions)]
+        if self.append_eos and tok.eos_token is not None:
+            texts = [t if t.endswith(tok.eos_token) else t + tok.eos_token for t in texts]
+        return tok(texts)["input_ids"]
+
+    def _prompt_length(self, full: list[int], prompt, conversational: bool) -> int:
+        """How many leading ids of ``full`` are the prompt's (computed only for inputs that must be cut)."""
+        tok = self.tokenizer
+        if conversational:
+            head = tok.apply_chat_template(
+                list(prompt), tokenize=True, return_dict=True, add_generation_prompt=True, **self.chat_template_kwargs
+            )["input_ids"]
+        else:
+            head = tok(prompt)["input_ids"]
+        return _common_prefix_length(full, head)
 
     def __call__(self, prompts: Sequence, completions: Sequence) -> _Tokenised:
+        conversational = _is_conversation(prompts[0])
+        for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            ok = _is_conversation(prompt) and _is_conversation(completion) if conversational else (
+                isinstance(prompt, str) and isinstance(completion, str))
+            if not ok:
+                raise TypeError(
+                    f"Row {row}: prompt is a {type(prompt).__name__} and completion a {type(completion).__name__}; "
+                    f"row 0 is {'a conversation' if conversational else 'plain text'}. Give every row as two strings, "
+                    "or every row as two lists of chat messages (TRL's conversational format)."
+                )
         out = _Tokenised([])
         bos = getattr(self.tokenizer, "bos_token_id", None)
-        for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-            ids, n_prompt = self._ids(prompt, completion)
-            limit = self.max_length
+        limit = self.max_length
+        for row, ids in enumerate(self._full_ids(prompts, completions, conversational)):
+            ids = list(ids)
             if limit is not None and len(ids) > limit:
-                keep = 1 if bos is not None and ids and ids[0] == bos else 0
+                n_prompt = self._prompt_length(ids, prompts[row], conversational)
+                keep = 1 if bos is not None and ids and ids[0] == bos else 0  # a leading BOS stays
                 excess = len(ids) - limit
                 if excess <= n_prompt - keep:
                     ids = ids[:keep] + ids[keep + excess :]
@@ -361,6 +374,12 @@ class _MixtureSource:
 
     def __call__(self, prompts, completions, completion_ids, kwargs, name) -> list:
         columns = [part(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs) for part in self.parts]
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):  # TRL logs only the mixture's total; each part's mean goes beside it
+            for part, column in zip(self.parts, columns):
+                values = [x for x in column if x is not None]
+                if values:
+                    log_metric(f"rewards/{name}/{part.__name__}", math.fsum(values) / len(values))
         out = []
         for row in zip(*columns):
             terms = [w * x for w, x in zip(self.weights, row) if x is not None]
@@ -458,6 +477,7 @@ class RewardAdapter:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1.")
         if isinstance(model, (str, os.PathLike)):
+            name = name or "rm_" + Path(str(model).rstrip("/")).name
             model, source_path = _load_reward_model(model, dict(model_kwargs or {}))
             if tokenizer is None:
                 tokenizer = AutoTokenizer.from_pretrained(source_path)
@@ -631,8 +651,8 @@ def _load_reward_model(path_or_id: str | os.PathLike, model_kwargs: dict):
     """Load an RM from a folder / hub id; returns (model, where its tokenizer is)."""
     from transformers import AutoModelForSequenceClassification
 
-    name = check_model_path(path_or_id, field="reward model") if not (Path(path_or_id) / "adapter_config.json").exists() else str(path_or_id)
     model_kwargs.setdefault("num_labels", 1)
+    name = str(path_or_id)
     if (Path(name) / "adapter_config.json").exists():
         from peft import PeftConfig, PeftModel
 
@@ -641,4 +661,5 @@ def _load_reward_model(path_or_id: str | os.PathLike, model_kwargs: dict):
         model = PeftModel.from_pretrained(base, name)
         has_tok = (Path(name) / "tokenizer_config.json").exists()
         return model, name if has_tok else config.base_model_name_or_path
+    name = check_model_path(name, field="reward model")
     return AutoModelForSequenceClassification.from_pretrained(name, **model_kwargs), name
