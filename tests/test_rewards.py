@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -247,6 +248,10 @@ def test_function_returning_wrong_count_or_non_numbers():
     def scalar(prompts, completions, **kwargs):
         return 1.0
 
+    def mixed_types(prompts, completions, **kwargs):
+        return np.array([True, 0.5, 2])  # bools and numpy values are numbers, as TRL takes them
+
+    assert RewardAdapter.from_function(mixed_types).score(["a"] * 3, ["x"] * 3) == [1.0, 0.5, 2.0]
     with pytest.raises(ValueError, match="'short' returned 1 values for 2 completions"):
         RewardAdapter.from_function(short).score(["a", "b"], ["x", "y"])
     with pytest.raises(TypeError, match="'words' returned 'good' \\(str\\) for row 0"):
@@ -470,3 +475,22 @@ def test_trl_grpo_accepts_the_adapter(base_path, toy_tokenizer, toy_rm, tmp_path
     assert {"rewards/rm_plus_length/mean", "rewards/rm_plus_length/length_reward", "rewards/rm_base/prompt_truncated"} <= logged
     assert rm.stats["rows"] == 4
     assert not toy_rm.training
+
+
+def test_grpo_trains_the_policy_adapter_and_never_the_shared_reward_adapter(base_path, toy_tokenizer,
+                                                                            trained_rm_adapter, tmp_path):
+    from trl import GRPOConfig, GRPOTrainer
+
+    folder, _ = trained_rm_adapter
+    policy = make_policy(base_path)
+    reward = RewardAdapter.shared_base(policy, folder, batch_size=3)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters() if "lora_" in n}
+    args = GRPOConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, num_generations=4,
+                      max_completion_length=4, learning_rate=1e-2, report_to=[], use_cpu=True, bf16=False,
+                      disable_tqdm=True, save_strategy="no")
+    trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=args, processing_class=toy_tokenizer,
+                          train_dataset=Dataset.from_dict({"prompt": PROMPTS[:4]}))
+    trainer.train()
+    moved = {n for n, p in policy.named_parameters() if n in before and not torch.equal(p, before[n])}
+    assert moved and all(".default." in n for n in moved)  # the policy learned, the reward adapter did not
+    assert reward.stats["rows"] == 8 and policy.active_adapter == "default"

@@ -25,6 +25,18 @@ pairs, so scores are on the scale the RM was trained on:
 
 Per-source post-processing, in this order: empty completions (optional fixed reward), NaN check, running
 normalisation, clipping.
+
+Example (the RL stage with a trained RM and a rule; the shared-base variant trains the RM as a LoRA adapter)::
+
+    rm = RewardAdapter.from_model("out/rm", batch_size=16)                 # RewardTrainer's output folder
+    reward = RewardAdapter.mixture([rm, oracle_correct], weights=[1.0, 0.5])
+    GRPOTrainer(model=policy, reward_funcs=[reward], ...)                  # logs rewards/mix_rm_rm_oracle_correct/...
+
+    # shared base: RewardTrainer(model=AutoModelForSequenceClassification.from_pretrained(base, num_labels=1),
+    #     peft_config=LoraConfig(task_type="SEQ_CLS", ...)).save_model("out/rm_lora"); then, on the policy's base:
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(task_type="CAUSAL_LM", ...))
+    reward = RewardAdapter.shared_base(policy, "out/rm_lora", batch_size=16)
+    GRPOTrainer(model=policy, reward_funcs=[reward], ...)                  # no peft_config: policy is already LoRA
 """
 
 from __future__ import annotations
@@ -34,13 +46,14 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .models import backbone_of, check_model_path, load_reward_adapter_onto
+from .models import backbone_of, check_model_path, disable_bnb_cpu_repack, load_reward_adapter_onto
 
 logger = logging.getLogger(__name__)
 
@@ -246,23 +259,6 @@ def _max_length(tokenizer, config, given: int | None) -> int | None:
     return getattr(text_config, "max_position_embeddings", None)
 
 
-class _train_state:
-    """Context: eval mode and inference mode while scoring, then the module's previous train/eval state."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.module = module
-
-    def __enter__(self):
-        self.was_training = self.module.training
-        self.module.eval()
-        self.inference = torch.inference_mode()
-        self.inference.__enter__()
-
-    def __exit__(self, *exc):
-        self.inference.__exit__(*exc)
-        self.module.train(self.was_training)
-
-
 # ---- sources: each returns raw scores (list[float | None]) -----------------------------------------------------------------
 class _FunctionSource:
     def __init__(self, fn: RewardFunc):
@@ -270,8 +266,8 @@ class _FunctionSource:
 
     def __call__(self, prompts, completions, completion_ids, kwargs, name) -> list:
         out = self.fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
-        if isinstance(out, torch.Tensor):
-            out = out.detach().cpu().reshape(-1).tolist()
+        if hasattr(out, "tolist") and not isinstance(out, list):  # a 1-D torch tensor or numpy array
+            out = out.tolist()
         if isinstance(out, (str, bytes)) or not isinstance(out, Sequence):
             raise TypeError(
                 f"Reward function {name!r} returned a {type(out).__name__}; it must return a list with one float (or "
@@ -284,9 +280,9 @@ class _FunctionSource:
             )
         values = []
         for row, x in enumerate(out):
-            if isinstance(x, torch.Tensor) and x.numel() == 1:
+            if hasattr(x, "item") and getattr(x, "ndim", 0) == 0:  # a 0-d tensor or numpy scalar
                 x = x.item()
-            if x is not None and (isinstance(x, bool) or not isinstance(x, numbers.Real)):
+            if x is not None and not isinstance(x, numbers.Real):  # bools count, as in TRL (True -> 1.0)
                 raise TypeError(
                     f"Reward function {name!r} returned {x!r} ({type(x).__name__}) for row {row}; each value must be "
                     "a real number, or None for 'no reward for this row'."
@@ -320,16 +316,23 @@ class _ModelSource:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, L)
         return logits[:, self.label_index].float()
 
-    @property
-    def module(self):
-        return self.model
+    @contextmanager
+    def scoring(self):
+        """Eval mode and inference mode for the whole call, then the model's previous train/eval mode."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.model.train(was_training)
 
     def __call__(self, prompts, completions, completion_ids, kwargs, name) -> tuple[list, _Tokenised]:
         tokenised = self.rm_tokenizer(prompts, completions)
         ids = tokenised.input_ids
         scores: list[float | None] = [None] * len(ids)
-        device = next(self.module.parameters()).device
-        with _train_state(self.module):
+        device = next(self.model.parameters()).device
+        with self.scoring():
             for batch in micro_batches([len(r) for r in ids], self.batch_size):
                 input_ids, attention_mask = _pad_right([ids[i] for i in batch], self.pad_id, device)
                 for i, s in zip(batch, self.forward(input_ids, attention_mask).tolist()):
@@ -347,20 +350,26 @@ class _SharedBaseSource(_ModelSource):
         # The pad id RewardTrainer trained with: the tokenizer's pad token, else its EOS.
         self.pad_id, _ = _resolve_pad_id(rm_tokenizer.tokenizer, None, name)
 
-    def forward(self, input_ids, attention_mask):
+    @contextmanager
+    def scoring(self):
+        """The reward adapter active for the whole call; then the previous active adapter, every parameter's
+        ``requires_grad`` (``set_adapter`` rewrites them for all adapters; the policy's optimizer must see the same
+        trainable set) and the train/eval mode."""
         policy = self.model
         previous = policy.active_adapter
-        # set_adapter also rewrites requires_grad of every adapter; snapshot and restore it exactly, so the policy's
-        # optimizer sees the same trainable set before and after.
         grads = {p: p.requires_grad for p in policy.parameters()}
         try:
             policy.set_adapter(self.adapter_name, inference_mode=True)
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-            hidden = hidden.last_hidden_state  # (B, T, H)
+            with super().scoring():
+                yield
         finally:
             policy.set_adapter(previous)
             for p, g in grads.items():
                 p.requires_grad_(g)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        hidden = hidden.last_hidden_state  # (B, T, H); the LM head is never run, so no (B, T, vocab) logits
         # Same pooling as HF's XForSequenceClassification: the rightmost token that is not the pad token.
         non_pad = (input_ids != self.pad_id).to(torch.int32)  # (B, T)
         last = (torch.arange(input_ids.shape[1], device=input_ids.device, dtype=torch.int32) * non_pad).argmax(-1)
@@ -523,7 +532,9 @@ class RewardAdapter:
         kept by the adapter. While scoring, that adapter is made active, the policy's transformer runs without the LM
         head (so no (B, T, vocab) logits), the hidden state at the last non-pad token goes through the head; then the
         previous active adapter, every parameter's ``requires_grad`` and the train/eval mode are restored, so the
-        policy's outputs and its trainable set are unchanged. ``tokenizer``: default from the adapter folder (where
+        policy's outputs and its trainable set are unchanged. On CPU a 4-bit policy gets
+        :func:`trl_ext.models.disable_bnb_cpu_repack` (an eval-mode forward would otherwise break its next training
+        step). ``tokenizer``: default from the adapter folder (where
         RewardTrainer saves it). Pass the policy to the trainer as this PeftModel, without ``peft_config``.
         """
         from transformers import AutoTokenizer
@@ -531,6 +542,7 @@ class RewardAdapter:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1.")
         head = load_reward_adapter_onto(policy, adapter, adapter_name=adapter_name)
+        disable_bnb_cpu_repack(policy)  # scoring is an eval-mode forward: on CPU it would repack 4-bit weights
         if tokenizer is None:
             path = Path(adapter)
             has_tok = (path / "tokenizer_config.json").exists()
