@@ -110,6 +110,17 @@ def test_scores_equal_rm_forward_conversational(toy_rm, toy_tokenizer):
     assert adapter.__name__ == "rm_base"
 
 
+def test_rm_from_a_saved_folder_and_a_missing_one(toy_rm, toy_tokenizer, tmp_path):
+    toy_rm.save_pretrained(tmp_path / "rm")
+    toy_tokenizer.save_pretrained(tmp_path / "rm")
+    adapter = RewardAdapter.from_model(tmp_path / "rm", batch_size=4)
+    expected = [own_forward(toy_rm, chat_ids(toy_tokenizer, p, c)) for p, c in zip(PROMPTS, COMPLETIONS)]
+    assert_close(adapter.score(PROMPTS, COMPLETIONS), expected)
+    assert adapter.__name__ == "rm_rm"
+    with pytest.raises(FileNotFoundError, match="reward model='/nowhere/rm' does not exist"):
+        RewardAdapter.from_model("/nowhere/rm")
+
+
 def test_foreign_tokenizer_rm_rerenders_with_its_own_template(foreign, toy_tokenizer):
     model, tok = foreign
     adapter = RewardAdapter.from_model(model, tok, batch_size=2, name="foreign_rm")

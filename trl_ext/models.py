@@ -117,7 +117,7 @@ def load_tokenizer(model_args: ModelConfig, name: str | None = None, trust_remot
     return tokenizer
 
 
-# ---- shared-base LoRA reward adapters ---------------------------------------------------------------------------------
+# ---- shared-base LoRA reward adapters --------------------------------------------------------------------------------
 # A reward model trained by TRL's RewardTrainer with ``peft_config=LoraConfig(task_type="SEQ_CLS")`` on the policy's
 # base checkpoint is saved as LoRA weights for the transformer plus a full copy of the score head (``modules_to_save``).
 # The transformer of ``XForSequenceClassification`` and of ``XForCausalLM`` is the same module (``model.layers...``), so

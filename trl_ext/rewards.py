@@ -61,7 +61,7 @@ RewardFunc = Callable[..., list]
 _NO_LIMIT = 1_000_000  # tokenizers without a real limit report model_max_length ~ 1e30
 
 
-# ---- small pure helpers ------------------------------------------------------------------------------------------------
+# ---- small pure helpers ----------------------------------------------------------------------------------------------
 def _is_conversation(x) -> bool:
     return isinstance(x, list) and (len(x) == 0 or isinstance(x[0], dict))
 
@@ -120,7 +120,7 @@ class RunningNorm:
         self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
 
 
-# ---- tokenisation for a reward model ------------------------------------------------------------------------------------
+# ---- tokenisation for a reward model ---------------------------------------------------------------------------------
 @dataclass
 class _Tokenised:
     input_ids: list[list[int]]
@@ -259,7 +259,7 @@ def _max_length(tokenizer, config, given: int | None) -> int | None:
     return getattr(text_config, "max_position_embeddings", None)
 
 
-# ---- sources: each returns raw scores (list[float | None]) -----------------------------------------------------------------
+# ---- sources: each returns raw scores (list[float | None]) -----------------------------------------------------------
 class _FunctionSource:
     def __init__(self, fn: RewardFunc):
         self.fn = fn
@@ -382,7 +382,9 @@ class _MixtureSource:
         self.parts, self.weights = parts, weights
 
     def __call__(self, prompts, completions, completion_ids, kwargs, name) -> list:
-        columns = [part(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs) for part in self.parts]
+        columns = [
+            part(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs) for part in self.parts
+        ]
         log_metric = kwargs.get("log_metric")
         if callable(log_metric):  # TRL logs only the mixture's total; each part's mean goes beside it
             for part, column in zip(self.parts, columns):
@@ -396,7 +398,7 @@ class _MixtureSource:
         return out
 
 
-# ---- the public class -------------------------------------------------------------------------------------------------------
+# ---- the public class ------------------------------------------------------------------------------------------------
 class RewardAdapter:
     """A reward callable for ``reward_funcs`` of any trainer here and of TRL's GRPO/RLOO. Build it with a ``from_*``
     constructor, :meth:`shared_base` or :meth:`mixture`; the constructors' keyword options are:
@@ -546,7 +548,8 @@ class RewardAdapter:
         if tokenizer is None:
             path = Path(adapter)
             has_tok = (path / "tokenizer_config.json").exists()
-            tokenizer = AutoTokenizer.from_pretrained(str(path) if has_tok else policy.peft_config[adapter_name].base_model_name_or_path)
+            base_name = policy.peft_config[adapter_name].base_model_name_or_path
+            tokenizer = AutoTokenizer.from_pretrained(str(path) if has_tok else base_name)
         name = name or f"rm_{adapter_name}"
         rm_tokenizer = RMTokenizer(
             tokenizer,
