@@ -438,14 +438,12 @@ def test_shared_base_needs_a_peft_policy(base_path, trained_rm_adapter):
 
 
 def test_shared_base_on_a_4bit_policy(base_path, toy_tokenizer, trained_rm_adapter):
+    import bitsandbytes as bnb
     from transformers import BitsAndBytesConfig
-
-    from trl_ext.models import disable_bnb_cpu_repack
 
     folder, _ = trained_rm_adapter
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
     policy = make_policy(base_path, quantization_config=quant, device_map={"": "cpu"})
-    assert disable_bnb_cpu_repack(policy) > 0
     ids = torch.tensor([toy_tokenizer.apply_chat_template(PROMPTS[1], add_generation_prompt=True, return_dict=True)["input_ids"]])
     with torch.no_grad():
         logits_before = policy(input_ids=ids).logits.clone()
@@ -468,18 +466,25 @@ def test_shared_base_on_a_4bit_policy(base_path, toy_tokenizer, trained_rm_adapt
     with torch.no_grad():
         assert torch.equal(policy(input_ids=ids).logits, logits_before)
     assert base_storage(policy) == ptr_before
+    # shared_base switched off the bitsandbytes CPU repack (scoring is an eval-mode forward) and training still runs
+    assert all(not m.support_avx512bf16_for_cpu for m in policy.modules() if isinstance(m, bnb.nn.Linear4bit))
+    policy.train()
+    policy(input_ids=ids, labels=ids).loss.backward()
+    assert any(p.grad is not None for n, p in policy.named_parameters() if ".default." in n)
 
 
 # ---- inside a TRL trainer -------------------------------------------------------------------------------------------------------
-def test_trl_grpo_accepts_the_adapter(base_path, toy_tokenizer, toy_rm, tmp_path, caplog):
-    from trl import GRPOConfig, GRPOTrainer
+@pytest.mark.parametrize("algorithm", ["GRPO", "RLOO"])
+def test_trl_trainers_accept_the_adapter(algorithm, base_path, toy_tokenizer, toy_rm, tmp_path):
+    import trl
 
+    Config, Trainer = getattr(trl, f"{algorithm}Config"), getattr(trl, f"{algorithm}Trainer")
     rm = RewardAdapter.from_model(toy_rm, toy_tokenizer, batch_size=3)
     mix = RewardAdapter.mixture([rm, length_reward], weights=[1.0, 0.1], name="rm_plus_length")
-    args = GRPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, num_generations=4,
+    args = Config(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, num_generations=4,
                       max_completion_length=4, report_to=[], use_cpu=True, bf16=False, logging_steps=1,
                       disable_tqdm=True, save_strategy="no")
-    trainer = GRPOTrainer(model=str(base_path), reward_funcs=[mix], args=args, processing_class=toy_tokenizer,
+    trainer = Trainer(model=str(base_path), reward_funcs=[mix], args=args, processing_class=toy_tokenizer,
                           train_dataset=Dataset.from_dict({"prompt": PROMPTS[:4]}))
     trainer.train()
     logged = {k for entry in trainer.state.log_history for k in entry}
