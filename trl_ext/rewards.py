@@ -86,7 +86,8 @@ class RunningNorm:
     """Running mean/std over every value seen so far (Welford, float64), then optional clipping to ``[-clip, clip]``.
 
     A batch first updates the statistics and is then normalised with them, so the first batch is normalised by its
-    own mean/std. ``None`` values are skipped and stay ``None``.
+    own mean/std. ``None`` values are skipped and stay ``None``. Statistics are per process: under multi-process
+    training each rank normalises with what it has seen (TRL scores each rank's completions locally).
     """
 
     normalize: bool = False
@@ -444,12 +445,15 @@ class RewardAdapter:
     def from_function(cls, fn: RewardFunc, *, name: str | None = None, **options) -> RewardAdapter:
         """Wrap a TRL reward function ``fn(prompts, completions, completion_ids, **kwargs) -> list[float | None]``.
 
-        The adapter checks what ``fn`` returns: a list of one real number or ``None`` per completion (a 1-D tensor is
-        accepted); anything else raises naming the function and the row. ``name`` defaults to ``fn.__name__``.
+        The adapter checks what ``fn`` returns: a list of one real number or ``None`` per completion (a 1-D tensor or
+        numpy array is accepted; bools count as 0/1, as in TRL); anything else raises naming the function and the row.
+        ``name`` defaults to ``fn.__name__`` (through ``functools.partial``). A RewardAdapter is returned unchanged.
         """
         if not callable(fn):
             raise TypeError(f"from_function needs a callable, got {type(fn).__name__}.")
         if isinstance(fn, RewardAdapter):
+            if name is not None or options:
+                raise ValueError(f"{fn.__name__} is already a RewardAdapter; set name and options where it was built.")
             return fn
         base = fn
         while hasattr(base, "func"):  # functools.partial
@@ -481,7 +485,12 @@ class RewardAdapter:
         files, else from its base). ``max_length``: default the tokenizer's ``model_max_length``, else the config's
         ``max_position_embeddings``; longer pairs are cut from the prompt side (see :class:`RMTokenizer`).
         ``label_index``: which logit is the reward when the model has ``num_labels > 1`` (otherwise an error).
-        The model is not moved; inputs go to the device of its first parameter.
+
+        Each call tokenises all pairs (see the module docstring), sorts them by length, and runs the model's own forward
+        on right-padded micro-batches of ``batch_size`` under ``torch.inference_mode`` in eval mode, then puts the
+        model back in the train/eval mode it was in. The model is not moved; inputs go to the device of its first
+        parameter. If its config has no ``pad_token_id``, it is set to the tokenizer's pad token id, else EOS id (as
+        RewardTrainer does; the forward needs it to find each row's last token).
         """
         from transformers import AutoTokenizer
 
