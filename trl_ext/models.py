@@ -115,3 +115,98 @@ def load_tokenizer(model_args: ModelConfig, name: str | None = None, trust_remot
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# ---- shared-base LoRA reward adapters --------------------------------------------------------------------------------
+# A reward model trained by TRL's RewardTrainer with ``peft_config=LoraConfig(task_type="SEQ_CLS")`` on the policy's
+# base checkpoint is saved as LoRA weights for the transformer plus a full copy of the score head (``modules_to_save``).
+# The transformer of ``XForSequenceClassification`` and of ``XForCausalLM`` is the same module (``model.layers...``), so
+# the LoRA weights load as a second adapter on the policy's own base; only the head lives outside it.
+
+REWARD_HEAD_MODULES = ("score", "classifier")  # what PEFT puts in modules_to_save for task_type SEQ_CLS
+
+
+def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare transformer (e.g. ``Qwen3Model``) under a causal LM, a sequence classifier or a PeftModel of either."""
+    if hasattr(model, "get_base_model"):  # PeftModel
+        model = model.get_base_model()
+    backbone = getattr(model, "base_model", model)  # PreTrainedModel.base_model: the module named by base_model_prefix
+    if backbone is model:
+        raise TypeError(
+            f"{type(model).__name__} has no separate transformer (base_model_prefix={model.base_model_prefix!r}); a "
+            "shared-base reward adapter needs a model of the form XForCausalLM / XForSequenceClassification."
+        )
+    return backbone
+
+
+def load_reward_adapter_onto(
+    policy: torch.nn.Module, adapter_path: str | os.PathLike, adapter_name: str = "reward"
+) -> torch.nn.Linear:
+    """Load a SEQ_CLS LoRA reward adapter onto ``policy`` (a ``PeftModel``) as a frozen, inactive second adapter.
+
+    ``adapter_path`` is a folder written by ``PeftModelForSequenceClassification.save_pretrained`` (what
+    ``RewardTrainer.save_model`` writes with a LoRA ``peft_config``): ``adapter_config.json`` and
+    ``adapter_model.safetensors``. Its LoRA weights are added to ``policy`` under ``adapter_name`` with
+    ``requires_grad=False``; the policy's active adapter is unchanged. Its score head (the ``score`` / ``classifier``
+    weights) is returned as an ``nn.Linear`` in float32 on the policy's device; nothing of the base is copied.
+    Raises if a LoRA weight has no matching layer in the policy (the adapter was trained on another architecture).
+    """
+    from peft import PeftConfig, PeftModel, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if not isinstance(policy, PeftModel):
+        raise TypeError(
+            f"policy is a {type(policy).__name__}, not a peft.PeftModel. A shared-base reward adapter needs a frozen "
+            "base that only LoRA trains: wrap the policy first, policy = peft.get_peft_model(policy, LoraConfig(...)), "
+            "and pass that PeftModel to the trainer (without peft_config)."
+        )
+    path = Path(adapter_path).expanduser()
+    weights_file = path / "adapter_model.safetensors"
+    if not (path / "adapter_config.json").exists() or not weights_file.exists():
+        raise FileNotFoundError(
+            f"adapter_path={str(adapter_path)!r} holds no adapter_config.json + adapter_model.safetensors. Point it at "
+            "the folder RewardTrainer.save_model() wrote when trained with peft_config=LoraConfig(task_type='SEQ_CLS')."
+        )
+    if adapter_name in policy.peft_config:
+        raise ValueError(f"adapter_name={adapter_name!r} is already an adapter of the policy; pick another name.")
+    config = PeftConfig.from_pretrained(str(path))
+    if config.peft_type.value != "LORA":
+        raise ValueError(f"{path}: peft_type={config.peft_type.value}; only LoRA reward adapters can share the base.")
+
+    state = load_file(str(weights_file))
+    head = {k: v for k, v in state.items() if k.split(".")[-2] in REWARD_HEAD_MODULES}
+    lora = {k: v for k, v in state.items() if k not in head}
+    if not head:
+        raise ValueError(
+            f"{weights_file} has no score head (no '*.score.weight' or '*.classifier.weight'). Train the reward "
+            "adapter with task_type='SEQ_CLS' so PEFT saves the head with it (modules_to_save)."
+        )
+    (weight_key,) = [k for k in head if k.endswith("weight")]
+    weight = head[weight_key]
+    bias = head.get(weight_key[: -len("weight")] + "bias")
+
+    config.modules_to_save = None  # the head is kept outside the policy
+    config.task_type = "CAUSAL_LM"
+    config.inference_mode = True
+    policy.add_adapter(adapter_name, config)
+    result = set_peft_model_state_dict(policy, lora, adapter_name=adapter_name)
+    unexpected = [k for k in result.unexpected_keys if f".{adapter_name}." in k or "lora_" in k]
+    missing = [k for k in result.missing_keys if f".{adapter_name}." in k]
+    if unexpected or missing:
+        policy.delete_adapter(adapter_name)
+        raise ValueError(
+            f"{path} does not fit the policy's layers (unexpected: {unexpected[:3]}, missing: {missing[:3]}). The "
+            "reward adapter must be trained on the same base checkpoint as the policy."
+        )
+    for name, param in policy.named_parameters():
+        if f".{adapter_name}." in name:
+            param.requires_grad_(False)
+
+    device = next(policy.parameters()).device
+    score = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=device, dtype=torch.float32)
+    with torch.no_grad():
+        score.weight.copy_(weight)
+        if bias is not None:
+            score.bias.copy_(bias)
+    score.requires_grad_(False)
+    return score
