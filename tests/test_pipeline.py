@@ -12,8 +12,9 @@ from trl_ext.pipeline import PipelineConfig, StageMismatchError, run_pipeline, v
 
 # A few seconds per stage: enough to exercise every stage, not to learn anything.
 SMALL = dict(
-    num_sft_examples=256, num_label_prompts=48, num_rl_prompts=32, eval_size=16, eval_samples=2,
-    sft={"num_train_epochs": 1, "save_steps": 2}, rm={"num_train_epochs": 1, "save_steps": 2},
+    num_sft_examples=256, num_label_prompts=64, num_ranked=8, rm_test_fraction=0.25, num_rl_prompts=32,
+    eval_size=16, eval_samples=2,
+    sft={"num_train_epochs": 1, "save_steps": 2, "learning_rate": 1e-2}, rm={"num_train_epochs": 1, "save_steps": 2},
     rl={"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4},
 )
 
@@ -151,3 +152,29 @@ def test_prompt_dataset_errors_name_the_column_and_the_row(tmp_path):
         from trl_ext.pipeline import rl_prompts
 
         rl_prompts(cfg)
+
+
+def test_lora_and_4bit_in_every_stage_with_the_rm_on_the_policys_base(tmp_path, finished_run):
+    # start from the fully fine-tuned SFT model of the other run: a few LoRA steps on a random model answer nothing
+    # the labeller can tell apart, and the labels stage would (rightly) refuse
+    cfg = small(tmp_path, shared_base_reward=True)
+    model_args = ModelConfig(
+        model_name_or_path=f"{finished_run[0].output_dir}/sft/model", use_peft=True, load_in_4bit=True, lora_r=8,
+        lora_target_modules="all-linear",
+    )
+    report = run_pipeline(cfg, model_args)
+    run = tmp_path / "run"
+    for stage in ("sft", "rm", "rl"):  # each stage trained an adapter and merged it into a full checkpoint
+        assert (run / stage / "adapter" / "adapter_config.json").exists()
+        assert (run / stage / "model" / "model.safetensors").exists()
+    assert not (run / "rl" / "adapter" / "reward").exists()  # the RM adapter is not saved with the policy
+    assert set(report["models"]) == {"base", "sft", "rl"}
+    assert not (run / "base").exists()  # a given model is used as it is, nothing is built
+    assert all(0.0 <= row["oracle_accuracy_sampled"] <= 1.0 for row in report["models"].values())
+    rl = json.load(open(run / "rl" / "stage.json"))["metrics"]
+    assert rl["global_step"] == 4 and rl["reward_first"] is not None
+
+
+def test_shared_base_reward_needs_lora(tmp_path):
+    with pytest.raises(ValueError, match="shared_base_reward=True .* add --use_peft"):
+        run_pipeline(small(tmp_path, shared_base_reward=True))

@@ -78,26 +78,3 @@ def oracle_accuracy(
     scores = oracle(flat_prompts, flat)
     return float(sum(scores) / max(len(scores), 1))
 
-
-@torch.inference_mode()
-def score_with_reward_model(model, tokenizer, prompts: Sequence, completions: Sequence[str], batch_size: int = 256) -> list[float]:
-    """Scalar RM scores of (prompt, completion) pairs, each rendered as one conversation with the RM's template."""
-    texts = [
-        tokenizer.apply_chat_template(
-            (p if not isinstance(p, str) else [{"role": "user", "content": p}])
-            + [{"role": "assistant", "content": c}],
-            tokenize=False,
-        )
-        for p, c in zip(prompts, completions, strict=True)
-    ]
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    scores: list[float] = []
-    try:
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            scores.extend(model(**batch.to(device)).logits[:, 0].float().tolist())
-    finally:
-        model.train(was_training)
-    return scores

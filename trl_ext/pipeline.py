@@ -35,8 +35,9 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer, get_peft_config
 
-from .evaluation import oracle_accuracy, sample_completions, score_with_reward_model
+from .evaluation import oracle_accuracy, sample_completions
 from .models import check_model_path, disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer
+from .rewards import RewardAdapter
 from .toy import AdditionTask, Labeller, ensure_tiny_checkpoint, oracle_correct, pairs_from_ranking
 from .toy.task import ERROR_KINDS
 
@@ -81,6 +82,11 @@ class PipelineConfig:
     num_rl_prompts: int = field(default=4000, metadata={"help": "Training prompts for the RL stage."})
     eval_samples: int = field(default=4, metadata={"help": "Sampled answers per eval prompt (besides greedy)."})
     eval_temperature: float = field(default=1.0, metadata={"help": "Temperature of the sampled evaluation."})
+    reward_batch_size: int = field(default=64, metadata={"help": "Micro-batch size of reward-model scoring."})
+    shared_base_reward: bool = field(
+        default=False,
+        metadata={"help": "Train the RM as a LoRA adapter and score with it on the policy's own base (needs use_peft)."},
+    )
     # -- data from files or a hub, instead of the embedded task ----------------------------------------------------
     sft_dataset_name: str | None = field(default=None, metadata={"help": "SFT data (prompt/completion or messages)."})
     preference_dataset_name: str | None = field(
@@ -116,6 +122,8 @@ class PipelineConfig:
         for name in ("num_sft_examples", "num_label_prompts", "num_rl_prompts", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        if self.reward_batch_size < 1:
+            raise ValueError(f"reward_batch_size={self.reward_batch_size} must be >= 1.")
         self.task  # validates the task fields
         Labeller(self.labeller_noise)
 
@@ -268,6 +276,7 @@ def _save_model(trainer, folder: Path, base_name: str, model_args: ModelConfig, 
     if hasattr(model, "peft_config"):  # a PeftModel: merge into an unquantised base so later stages load one folder
         adapter_dir = folder / "adapter"
         model.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
         from peft import PeftModel
 
         dtype = torch.float32 if not torch.cuda.is_available() else torch.bfloat16
@@ -400,23 +409,47 @@ def rl_prompts(cfg: PipelineConfig) -> Dataset:
     return cfg.task.prompt_dataset(cfg.num_rl_prompts, seed=cfg.seed + 2)
 
 
-def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_model: str, folder: Path, callbacks=None) -> dict:
+def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_folder: Path, folder: Path, callbacks=None) -> dict:
+    """RL from the SFT model against the learned RM, scored through RewardAdapter in micro-batches.
+
+    With ``shared_base_reward`` the policy becomes a PeftModel here and the RM's LoRA adapter (trained on the same SFT
+    base) is loaded onto it as a second adapter: one copy of the base weights serves both roles.
+    """
     set_seed(cfg.seed)
     config_cls, trainer_cls = RL_ALGORITHMS[cfg.algorithm]
     tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
     model = load_causal_lm(model_args, sft_model, cfg.trust_remote_code)
-    reward_model = load_sequence_classifier(model_args, rm_model, num_labels=1, trust_remote_code=cfg.trust_remote_code)
-    reward_tokenizer = load_tokenizer(model_args, rm_model, cfg.trust_remote_code)
+    peft_config = get_peft_config(model_args)
+    if cfg.shared_base_reward:
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = get_peft_model(model, peft_config)
+        peft_config = None  # the trainer gets the PeftModel as it is
+        reward = RewardAdapter.shared_base(
+            model, rm_folder / "adapter", batch_size=cfg.reward_batch_size, name="rm"
+        )
+    else:
+        reward_model = load_sequence_classifier(
+            model_args, str(rm_folder / "model"), num_labels=1, trust_remote_code=cfg.trust_remote_code
+        )
+        reward = RewardAdapter.from_model(
+            reward_model, load_tokenizer(model_args, str(rm_folder / "model"), cfg.trust_remote_code),
+            batch_size=cfg.reward_batch_size, name="rm",
+        )
     args = _stage_args(config_cls, RL_DEFAULTS, cfg.rl, folder / "checkpoints", cfg.seed, "rl")
     trainer = trainer_cls(
-        model=model, reward_funcs=[reward_model], args=args, train_dataset=rl_prompts(cfg),
-        processing_class=tokenizer, reward_processing_classes=[reward_tokenizer], peft_config=get_peft_config(model_args),
+        model=model, reward_funcs=[reward], args=args, train_dataset=rl_prompts(cfg), processing_class=tokenizer,
+        peft_config=peft_config,
     )
     disable_bnb_cpu_repack(trainer.model)
     metrics = _train(trainer, folder, callbacks)
     history = [h for h in trainer.state.log_history if "reward" in h]
     metrics["reward_first"] = history[0]["reward"] if history else None
     metrics["reward_last"] = history[-1]["reward"] if history else None
+    if cfg.shared_base_reward:  # keep only the policy's adapter in what is saved and merged
+        trainer.accelerator.unwrap_model(trainer.model).delete_adapter("reward")
     metrics["model"] = _save_model(trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer)
     return metrics
 
@@ -435,10 +468,10 @@ def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, 
     prompts = eval_prompts(cfg)
     oracle = oracle_correct if cfg.uses_embedded_task else None
     max_new_tokens = int(cfg.rl.get("max_completion_length", RL_DEFAULTS["max_completion_length"]))
-    rm = rm_tok = None
+    rm = None
     if rm_model is not None:
-        rm = AutoModelForSequenceClassification.from_pretrained(rm_model, num_labels=1).to(device)
-        rm_tok = load_tokenizer(ModelConfig(), rm_model)
+        rm_net = AutoModelForSequenceClassification.from_pretrained(rm_model, num_labels=1, dtype="auto").to(device)
+        rm = RewardAdapter.from_model(rm_net, load_tokenizer(ModelConfig(), rm_model), batch_size=cfg.reward_batch_size)
     results = {}
     with open(folder / "samples.jsonl.tmp", "w") as out:
         for name, path in models.items():
@@ -457,8 +490,9 @@ def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, 
                 row["oracle_accuracy_sampled"] = oracle_accuracy(prompts, sampled, oracle)
             if rm is not None:
                 flat_p = [p for p, cs in zip(prompts, sampled) for _ in cs]
-                flat_c = [c for cs in sampled for c in cs]
-                scores = score_with_reward_model(rm, rm_tok, flat_p, flat_c)
+                flat_c = [c if isinstance(p, str) else [{"role": "assistant", "content": c}]
+                          for p, cs in zip(prompts, sampled) for c in cs]
+                scores = rm.score(flat_p, flat_c)
                 row["rm_score_sampled"] = float(sum(scores) / len(scores))
             results[name] = row
             for p, g, s in zip(prompts, greedy, sampled):
@@ -477,6 +511,8 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
     model_args = model_args or ModelConfig()
     if model_args.model_name_or_path is None and not cfg.uses_embedded_task:
         raise ValueError("model_name_or_path is required when the data come from named datasets.")
+    if cfg.shared_base_reward and not model_args.use_peft:
+        raise ValueError("shared_base_reward=True trains the RM as a LoRA adapter on the policy's base: add --use_peft.")
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg, model_args, run_dir)
@@ -501,12 +537,14 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
             run_dir, "rm", rm_settings, lambda f: run_rm(cfg, model_args, sft_model, run_dir / "labels", f, callbacks)
         )
     if stop >= 3:
-        rm_model = infos["rm"]["metrics"]["model"]
         rl_settings = {
             "rm": infos["rm"]["fingerprint"], "algorithm": cfg.algorithm, "rl": cfg.rl, "n": cfg.num_rl_prompts,
             "data": cfg.prompt_dataset_name, "model": _model_settings(model_args),
+            "shared_base_reward": cfg.shared_base_reward,
         }
-        infos["rl"] = _run_stage(run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, rm_model, f, callbacks))
+        infos["rl"] = _run_stage(
+            run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, run_dir / "rm", f, callbacks)
+        )
     if stop >= 4:
         models = {"base": base, "sft": sft_model, "rl": infos["rl"]["metrics"]["model"]}
         eval_settings = {"rl": infos["rl"]["fingerprint"], "n": cfg.eval_samples, "t": cfg.eval_temperature}
