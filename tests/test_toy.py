@@ -74,6 +74,9 @@ def test_demonstrators_err_at_the_configured_rate_with_the_configured_slip():
     assert abs(wrong - 1200) < 120
     assert swapped / wrong > 0.85
     assert AdditionTask(demo_error_kinds=("carry",)).demonstrate(27, 15, _AlwaysWrong()) == "32"
+    chatty = AdditionTask(demo_error_kinds=("chatter",)).demonstrate(27, 15, _AlwaysWrong())
+    assert chatty.startswith("42") and chatty != "42"
+    assert oracle_utility([{"role": "user", "content": "27+15"}], chatty) == -1  # the number alone was asked for
 
 
 class _AlwaysWrong(random.Random):

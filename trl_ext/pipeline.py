@@ -71,7 +71,7 @@ class PipelineConfig:
     eval_size: int = field(default=200, metadata={"help": "Held-out (a, b) pairs used only for evaluation."})
     demo_error_rate: float = field(default=0.5, metadata={"help": "Share of SFT demonstrations that are wrong."})
     demo_error_kinds: list[str] = field(
-        default_factory=lambda: ["swap"], metadata={"help": f"Demonstrators' slips, from {list(ERROR_KINDS)}."}
+        default_factory=lambda: ["chatter"], metadata={"help": f"Demonstrators' slips, from {list(ERROR_KINDS)}."}
     )
     num_sft_examples: int = field(default=8000, metadata={"help": "SFT demonstrations to write."})
     num_label_prompts: int = field(default=1500, metadata={"help": "Prompts whose K sampled answers get ranked."})

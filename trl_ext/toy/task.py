@@ -3,8 +3,9 @@
 The seed's three stages need three kinds of people; here each is a small, seeded simulation:
 
 * **Demonstrators** (SFT data) answer correctly with probability ``1 - demo_error_rate``; otherwise they make a
-  human-like slip drawn from ``demo_error_kinds``: ``swap`` writes the digits of the sum in reverse order ("24" for
-  42), ``carry`` forgets to carry ("32" for 27+15), ``slip`` gets one digit wrong by one. The SFT model learns these
+  human-like slip drawn from ``demo_error_kinds``: ``chatter`` adds words after the right number ("42 I think"),
+  which the task forbids; ``swap`` writes the digits of the sum in reverse order ("24" for 42), ``carry`` forgets to
+  carry ("32" for 27+15), ``slip`` gets one digit wrong by one. The SFT model learns these
   habits along with the skill, which leaves room for RL to improve.
 * **The oracle** knows the right answer: :func:`oracle_correct` is the ground truth used for evaluation.
 * **The labeller** (reward-model data) is shown K sampled answers to a prompt and ranks them best to worst, e.g.
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 
 from datasets import Dataset
 
-ERROR_KINDS = ("swap", "carry", "slip")
+ERROR_KINDS = ("chatter", "swap", "carry", "slip")
+# What a chatty demonstrator adds after the answer; the task asks for the number alone, so the oracle rejects it.
+CHATTER = (" I think", "?", " or so", "!", " (sure)", ", maybe")
 _NUMBER = re.compile(r"^\s*(\d+)\s*$")
 
 
@@ -37,7 +40,7 @@ class AdditionTask:
     high: int = 99
     eval_size: int = 200
     demo_error_rate: float = 0.5
-    demo_error_kinds: tuple[str, ...] = ("swap",)
+    demo_error_kinds: tuple[str, ...] = ("chatter",)
 
     def __post_init__(self):
         if not 0 <= self.low <= self.high:
@@ -83,6 +86,8 @@ class AdditionTask:
         if rng.random() >= self.demo_error_rate:
             return answer
         kind = rng.choice(self.demo_error_kinds)
+        if kind == "chatter":
+            return answer + rng.choice(CHATTER)
         if kind == "swap" and answer != answer[::-1]:
             return answer[::-1]
         if kind == "carry" and (a % 10) + (b % 10) >= 10:
