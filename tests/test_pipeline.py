@@ -178,3 +178,23 @@ def test_lora_and_4bit_in_every_stage_with_the_rm_on_the_policys_base(tmp_path, 
 def test_shared_base_reward_needs_lora(tmp_path):
     with pytest.raises(ValueError, match="shared_base_reward=True .* add --use_peft"):
         run_pipeline(small(tmp_path, shared_base_reward=True))
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
+    import os
+    import signal
+
+    from trl_ext.pipeline import StageInterrupted
+
+    class CtrlCAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = small(tmp_path, until="sft", sft={**SMALL["sft"], "save_steps": 100})
+    with pytest.raises(StageInterrupted, match=r"stage 'sft' interrupted; checkpoint saved at .*checkpoint-1\b"):
+        run_pipeline(cfg, callbacks=[CtrlCAt()])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    run_pipeline(cfg)
+    sft = json.load(open(tmp_path / "run/sft/stage.json"))["metrics"]
+    assert sft["resumed_from"].endswith("checkpoint-1") and sft["global_step"] == 4

@@ -15,11 +15,15 @@ USAGE = "usage: trl-ext {pipeline,tiny-model} ...  (trl-ext pipeline --help list
 def _pipeline(argv: list[str]) -> int:
     from trl import ModelConfig, TrlParser
 
-    from .pipeline import PipelineConfig, format_report, run_pipeline
+    from .pipeline import PipelineConfig, StageInterrupted, format_report, run_pipeline
 
     parser = TrlParser((PipelineConfig, ModelConfig), prog="trl-ext pipeline")
     cfg, model_args = parser.parse_args_and_config(argv)
-    report = run_pipeline(cfg, model_args)
+    try:
+        report = run_pipeline(cfg, model_args)
+    except StageInterrupted as e:
+        print(e, file=sys.stderr)
+        return 130
     print(format_report(report))
     print(f"report written to {cfg.output_dir}/report.json and report.md")
     return 0

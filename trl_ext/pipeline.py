@@ -23,6 +23,8 @@ import logging
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -31,7 +33,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset, load_dataset, load_from_disk
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer, get_peft_config
 
@@ -50,6 +52,39 @@ RL_ALGORITHMS: dict[str, tuple[type, type]] = {"grpo": (GRPOConfig, GRPOTrainer)
 
 class StageMismatchError(RuntimeError):
     """A stage folder was made with other settings than the ones given now."""
+
+
+class StageInterrupted(RuntimeError):
+    """Training was stopped by Ctrl-C after saving a checkpoint; rerunning the same command resumes it."""
+
+
+class _SaveAndStopOnSigint(TrainerCallback):
+    """First Ctrl-C: finish the current optimizer step, save a checkpoint, stop. A second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def install(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("Ctrl-C: saving a checkpoint after this step, then stopping (press again to stop at once).")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
 
 
 @dataclass
@@ -263,7 +298,18 @@ def _train(trainer, folder: Path, callbacks=None) -> dict:
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     if last:
         logger.info("resuming from %s", last)
-    result = trainer.train(resume_from_checkpoint=last)
+    interrupt = _SaveAndStopOnSigint()
+    trainer.add_callback(interrupt)
+    interrupt.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=last)
+    finally:
+        interrupt.uninstall()
+    if interrupt.requested:
+        saved = get_last_checkpoint(str(ckpt_dir))
+        raise StageInterrupted(
+            f"stage {folder.name!r} interrupted; checkpoint saved at {saved}. Run the same command again to resume."
+        )
     return {"train_loss": result.training_loss, "global_step": result.global_step, "resumed_from": last}
 
 
