@@ -198,3 +198,15 @@ def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
     run_pipeline(cfg)
     sft = json.load(open(tmp_path / "run/sft/stage.json"))["metrics"]
     assert sft["resumed_from"].endswith("checkpoint-1") and sft["global_step"] == 4
+
+
+def test_dpo_route_trains_the_policy_on_the_labellers_pairs(tmp_path, finished_run):
+    src = finished_run[0].output_dir
+    cfg = small(tmp_path, algorithm="dpo", rl={"max_steps": 2, "per_device_train_batch_size": 4})
+    for stage in ("sft", "labels", "rm"):  # reuse the finished stages: same settings, so they are skipped
+        shutil.copytree(f"{src}/{stage}", tmp_path / "run" / stage)
+    shutil.copytree(f"{src}/base", tmp_path / "run" / "base")
+    report = run_pipeline(cfg)
+    rl = json.load(open(tmp_path / "run/rl/stage.json"))
+    assert rl["settings"]["algorithm"] == "dpo" and rl["metrics"]["global_step"] == 2
+    assert report["algorithm"] == "dpo" and "rl" in report["models"]

@@ -35,7 +35,10 @@ import torch
 from datasets import Dataset, load_dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer, get_peft_config
+from trl import (
+    DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, ModelConfig, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer,
+    get_peft_config,
+)
 
 from .evaluation import oracle_accuracy, sample_completions
 from .models import check_model_path, disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer
@@ -47,7 +50,7 @@ logger = logging.getLogger("trl_ext.pipeline")
 
 STAGES = ("sft", "labels", "rm", "rl", "eval")
 # name -> (config class, trainer class); later algorithms register here. "dpo" is the non-RL route on the labels.
-RL_ALGORITHMS: dict[str, tuple[type, type]] = {"grpo": (GRPOConfig, GRPOTrainer)}
+RL_ALGORITHMS: dict[str, tuple[type, type]] = {"grpo": (GRPOConfig, GRPOTrainer), "dpo": (DPOConfig, DPOTrainer)}
 
 
 class StageMismatchError(RuntimeError):
@@ -186,6 +189,10 @@ SFT_DEFAULTS = dict(
 RM_DEFAULTS = dict(
     learning_rate=5e-4, num_train_epochs=2, per_device_train_batch_size=64, per_device_eval_batch_size=256,
     lr_scheduler_type="cosine", warmup_steps=0.05, max_length=32, eval_strategy="no",
+)
+DPO_DEFAULTS = dict(
+    learning_rate=2e-4, num_train_epochs=1, per_device_train_batch_size=64, beta=0.1, lr_scheduler_type="cosine",
+    max_length=32,
 )
 RL_DEFAULTS = dict(
     learning_rate=5e-5, max_steps=150, per_device_train_batch_size=64, num_generations=8, max_completion_length=8,
@@ -334,7 +341,7 @@ def _save_model(trainer, folder: Path, base_name: str, model_args: ModelConfig, 
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
-    return str(target)
+    return f"{folder.name}/model"  # relative to the run folder
 
 
 # ---- stages -------------------------------------------------------------------------------------------------------
@@ -466,6 +473,15 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
     tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
     model = load_causal_lm(model_args, sft_model, cfg.trust_remote_code)
     peft_config = get_peft_config(model_args)
+    if cfg.algorithm == "dpo":  # the non-RL route: the labeller's pairs train the policy directly, no RM in the loop
+        pairs = load_dataset("json", data_files=str(rm_folder.parent / "labels" / "train.jsonl"), split="train")
+        args = _stage_args(DPOConfig, DPO_DEFAULTS, cfg.rl, folder / "checkpoints", cfg.seed, "rl")
+        trainer = DPOTrainer(
+            model=model, args=args, train_dataset=pairs, processing_class=tokenizer, peft_config=peft_config
+        )
+        metrics = _train(trainer, folder, callbacks)
+        metrics["model"] = _save_model(trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer)
+        return metrics
     if cfg.shared_base_reward:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -563,13 +579,14 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
     run_dir.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg, model_args, run_dir)
     stop = STAGES.index(cfg.until)
-    common = {"seed": cfg.seed, "model": _model_settings(model_args), "base": base}
+    # the embedded base is named by what it is, not where it lies, so a run folder can be moved or copied
+    common = {"seed": cfg.seed, "model": _model_settings(model_args), "base": model_args.model_name_or_path or "embedded"}
     task = {k: getattr(cfg, k) for k in ("task_low", "task_high", "eval_size", "demo_error_rate", "demo_error_kinds")}
     infos: dict[str, dict] = {}
 
     sft_settings = {**common, **task, "n": cfg.num_sft_examples, "data": cfg.sft_dataset_name, "sft": cfg.sft}
     infos["sft"] = _run_stage(run_dir, "sft", sft_settings, lambda f: run_sft(cfg, model_args, base, f, callbacks))
-    sft_model = infos["sft"]["metrics"]["model"]
+    sft_model = str(run_dir / "sft" / "model")
     if stop >= 1:
         label_settings = {
             "sft": infos["sft"]["fingerprint"], "data": cfg.preference_dataset_name,
@@ -592,10 +609,10 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
             run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, run_dir / "rm", f, callbacks)
         )
     if stop >= 4:
-        models = {"base": base, "sft": sft_model, "rl": infos["rl"]["metrics"]["model"]}
+        models = {"base": base, "sft": sft_model, "rl": str(run_dir / "rl" / "model")}
         eval_settings = {"rl": infos["rl"]["fingerprint"], "n": cfg.eval_samples, "t": cfg.eval_temperature}
         infos["eval"] = _run_stage(
-            run_dir, "eval", eval_settings, lambda f: run_eval(cfg, models, infos["rm"]["metrics"]["model"], f)
+            run_dir, "eval", eval_settings, lambda f: run_eval(cfg, models, str(run_dir / "rm" / "model"), f)
         )
     report = build_report(cfg, infos)
     _write_json_atomic(run_dir / "report.json", report)
