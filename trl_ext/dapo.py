@@ -147,7 +147,8 @@ class DAPOTrainer(GRPOTrainer):
       from all ranks, keeps the groups whose signal varies, and stops when the pool holds ``generation_batch_size //
       num_generations`` groups. Every rank holds the same pool and trains on its own contiguous slice, so the
       per-rank batch size is exactly TRL's. Informative surplus stays in the pool for at most
-      ``dynamic_sampling_max_staleness`` steps.
+      ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, the one place a
+      subclass (e.g. :class:`trl_ext.RLOOTrainer`) replaces the advantages, so it inherits all of the above.
     """
 
     _tag_names = ["trl", "dapo", "trl_ext"]
@@ -195,7 +196,7 @@ class DAPOTrainer(GRPOTrainer):
                 f"{self.reward_func_names}."
             )
         self._signal_index = None if signal == "reward" else self.reward_func_names.index(signal)
-        self._ds_signal = None
+        self._ds_signal = self._rewards_per_func = None
         self._ds_pool = GroupPool(self.num_generations, self._tokenizer.pad_token_id)
         self._ds_refill_order = None
         # running totals across the run (the benchmark reads them): groups generated / informative / trained on
@@ -224,13 +225,18 @@ class DAPOTrainer(GRPOTrainer):
         else:
             signal = rewards_per_func[:, self._signal_index]
         self._ds_signal = signal  # (N_global,)
+        self._rewards_per_func = rewards_per_func  # (N_global, F), for subclasses that form their own advantages
         return rewards_per_func
 
     # ---- dynamic sampling ------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
         if not (self.model.training and self.args.dynamic_sampling):
-            return super()._generate_and_score_completions(inputs)
+            return self._generate_round(inputs)
         return self._dynamic_sampling_step(inputs)
+
+    def _generate_round(self, inputs):
+        """One pass of GRPOTrainer's generation and scoring; the place where a subclass changes the advantages."""
+        return super()._generate_and_score_completions(inputs)
 
     def _dynamic_sampling_step(self, inputs):
         args, pool, G = self.args, self._ds_pool, self.num_generations
@@ -249,7 +255,7 @@ class DAPOTrainer(GRPOTrainer):
                         total=need, initial=pool.num_groups, desc="dynamic sampling refill", leave=False,
                         disable=args.disable_tqdm or not self.accelerator.is_main_process,
                     )
-            output = super()._generate_and_score_completions(inputs)
+            output = self._generate_round(inputs)
             batch = self._gather_output(output)  # (N_global, ...) identical on every rank
             keep = informative_groups(self._ds_signal, G, args.dynamic_sampling_tolerance)  # (N_global / G,)
             rows = rows_of_groups(keep, G)
