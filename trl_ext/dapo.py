@@ -89,8 +89,9 @@ class DAPOConfig(GRPOConfig):
     dynamic_sampling_max_staleness: int = field(
         default=1,
         metadata={
-            "help": "Informative surplus is kept for later steps if generated at most this many optimizer steps "
-            "ago (its behaviour log-probabilities are stored for the clipped ratio). 0 throws surplus away."
+            "help": "Informative surplus is kept for later generation batches if generated at most this many "
+            "generation batches ago (its behaviour log-probabilities are stored for the clipped ratio). 0 throws "
+            "surplus away."
         },
     )
 
@@ -199,6 +200,7 @@ class DAPOTrainer(GRPOTrainer):
         self._ds_signal = self._rewards_per_func = None
         self._ds_pool = GroupPool(self.num_generations, self._tokenizer.pad_token_id)
         self._ds_refill_order = None
+        self._ds_generation = 0
         # running totals across the run (the benchmark reads them): groups generated / informative / trained on
         self.dynamic_sampling_totals = {"generated": 0, "informative": 0, "trained": 0, "dropped": 0, "padded": 0}
         if args.dynamic_sampling and len(self.train_dataset) < args.generation_batch_size // self.num_generations:
@@ -241,7 +243,8 @@ class DAPOTrainer(GRPOTrainer):
     def _dynamic_sampling_step(self, inputs):
         args, pool, G = self.args, self._ds_pool, self.num_generations
         need = args.generation_batch_size // G  # groups per generation batch, all ranks together
-        step = self.state.global_step
+        self._ds_generation += 1
+        step = self._ds_generation  # staleness is counted in generation batches (policy updates in between)
         dropped = pool.drop_stale(step, args.dynamic_sampling_max_staleness)
         carried_in = pool.num_groups
         rounds = generated = informative = 0
@@ -313,7 +316,8 @@ class DAPOTrainer(GRPOTrainer):
         metrics["dynamic_sampling/refill_rounds"].append(max(rounds - 1, 0))
         metrics["dynamic_sampling/generated_groups"].append(generated)
         metrics["dynamic_sampling/kept_groups"].append(informative)
-        metrics["dynamic_sampling/frac_informative"].append(informative / generated if generated else float("nan"))
+        if generated:  # 0 when the carried surplus alone filled the batch
+            metrics["dynamic_sampling/frac_informative"].append(informative / generated)
         metrics["dynamic_sampling/carried_in_groups"].append(carried_in)
         metrics["dynamic_sampling/surplus_carried"].append(pool.num_groups)
         metrics["dynamic_sampling/surplus_dropped"].append(dropped)

@@ -124,7 +124,7 @@ def select_rows(batch: dict, rows: torch.Tensor | slice) -> dict:
 @dataclass
 class _Chunk:
     batch: dict  # global rows of whole groups
-    step: int  # optimizer step at which it was generated
+    step: int  # generation batch in which it was generated
     num_groups: int
 
 
@@ -146,7 +146,7 @@ class GroupPool:
             self._chunks.append(_Chunk(batch, step, num_groups))
 
     def drop_stale(self, step: int, max_staleness: int) -> int:
-        """Drop groups generated more than ``max_staleness`` optimizer steps before ``step``; returns how many."""
+        """Drop groups generated more than ``max_staleness`` generation batches before ``step``; returns how many."""
         fresh = [c for c in self._chunks if step - c.step <= max_staleness]
         dropped = self.num_groups - sum(c.num_groups for c in fresh)
         self._chunks = fresh
