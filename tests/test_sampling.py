@@ -74,7 +74,16 @@ def test_concat_pads_each_key_on_its_side_and_marks_missing_keys():
     assert out["completion_mask"].tolist() == [[1, 1, 1], [1, 1, 1], [1, 0, 0], [1, 0, 0]]
     assert out["advantages"].tolist() == [0, 1, 10, 11]
     old = out["old_per_token_logps"]
-    assert old[:2].eq(-1).all() and torch.isnan(old[2:]).all()  # NaN: not computed for the second batch
+    assert old[:2].eq(-1).all()
+    assert torch.isnan(old[2:, 0]).all() and old[2:, 1:].eq(0).all()  # NaN: not computed there (then padding)
+
+
+def test_missing_per_token_key_takes_the_completion_width():
+    # the batch without old log-probs is the wider one: its NaN rows must span its 4 completion tokens
+    out = concat_batches([_batch(2, 2, 0), _batch(2, 4, 10, with_old=False)], pad_token_id=0)
+    assert out["completion_ids"].shape == out["old_per_token_logps"].shape == (4, 4)
+    assert out["old_per_token_logps"][:2].tolist() == [[-1, -1, 0, 0]] * 2
+    assert torch.isnan(out["old_per_token_logps"][2:]).all()
 
 
 def test_concat_rejects_unpoolable_keys():

@@ -394,4 +394,6 @@ class DAPOTrainer(GRPOTrainer):
             old = chunk.batch.get("old_per_token_logps")
             if old is None or torch.isnan(old).any():
                 fresh = self._policy_logps(chunk.batch)
-                chunk.batch["old_per_token_logps"] = fresh if old is None else torch.where(torch.isnan(old), fresh, old)
+                if old is not None:  # keep the rows that already hold an older policy's log-probs
+                    fresh = torch.where(torch.isnan(old).any(dim=1, keepdim=True), fresh, old)
+                chunk.batch["old_per_token_logps"] = fresh

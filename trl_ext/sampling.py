@@ -107,9 +107,10 @@ def concat_batches(batches: list[dict], pad_token_id: int) -> dict:
         for b in batches:
             if key in b:
                 parts.append(b[key])
-            else:  # NaN marks "not computed for these rows"
-                rows = b["completion_ids"].size(0)
-                parts.append(like.new_full((rows, *like.shape[1:]), torch.nan))
+            else:  # NaN marks "not computed for these rows"; per-token keys take this batch's completion width
+                rows, width = b["completion_ids"].shape
+                shape = (rows, width) if like.dim() == 2 and like.size(1) != 1 else (rows, *like.shape[1:])
+                parts.append(like.new_full(shape, torch.nan))
         if like.dim() >= 2 and not all(p.size(1) == 1 for p in parts):
             width = max(p.size(1) for p in parts)
             parts = [_pad_to(p, width, side, value) for p in parts]
