@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -86,10 +87,13 @@ class EvalCallback(TrainerCallback):
             self.record(state)
 
 
+LEARNING_RATE = 1e-4  # set by --lr
+
+
 def common_args(out: Path, seed: int, steps: int) -> dict:
     return dict(
         output_dir=str(out), per_device_train_batch_size=32, num_generations=8, max_completion_length=8,
-        max_steps=steps, learning_rate=1e-4, temperature=1.0, logging_steps=steps, report_to="none",
+        max_steps=steps, learning_rate=LEARNING_RATE, temperature=1.0, logging_steps=steps, report_to="none",
         save_strategy="no", use_cpu=True, seed=seed, disable_tqdm=True,
     )
 
@@ -146,7 +150,8 @@ def overhead_pairs(ckpt: Path, reps: int, steps: int, workdir: Path) -> list[dic
 
 def summarise(runs, pairs, config) -> str:
     lines = ["# DAPO vs GRPO on the embedded addition task", "",
-             f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/dapo_vs_grpo.py` ({config}).", "",
+             f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/dapo_vs_grpo.py {' '.join(sys.argv[1:])}` "
+             f"({config}).", "",
              "Tiny Qwen3 (~0.75M params) after SFT on noisy demonstrations; RL reward `oracle_correct` (1/0); greedy "
              "oracle accuracy on the first eval prompts of the held-out set. GRPO = TRL `GRPOConfig` defaults; "
              "DAPO = `DAPOConfig` defaults (epsilon_high 0.28, overlong shaping, dynamic sampling on "
@@ -214,6 +219,7 @@ def main():
     parser.add_argument("--workdir", default="/tmp/trl_ext_bench_dapo")
     parser.add_argument("--low", type=int, default=10, help="AdditionTask range (the SFT checkpoint is cached per range)")
     parser.add_argument("--high", type=int, default=39)
+    parser.add_argument("--lr", type=float, default=1e-4, help="RL learning rate (both algorithms)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--eval_every", type=int, default=10)
     parser.add_argument("--eval_rows", type=int, default=200)
@@ -222,8 +228,9 @@ def main():
     parser.add_argument("--overhead_steps", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    global TASK
+    global TASK, LEARNING_RATE
     TASK = AdditionTask(low=args.low, high=args.high)
+    LEARNING_RATE = args.lr
     workdir = Path(args.workdir) / f"range_{args.low}_{args.high}"
     t0 = time.perf_counter()
     ckpt = sft_checkpoint(workdir)
@@ -236,7 +243,7 @@ def main():
     pairs = overhead_pairs(ckpt, args.overhead_reps, args.overhead_steps, workdir)
     print(pairs, flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    config = (f"AdditionTask(low={args.low}, high={args.high}), steps={args.steps}, seeds={args.seeds}, "
+    config = (f"AdditionTask(low={args.low}, high={args.high}), lr={args.lr}, steps={args.steps}, seeds={args.seeds}, "
               f"eval_rows={args.eval_rows}, overhead {args.overhead_reps} pairs x {args.overhead_steps} steps")
     (RESULTS / "dapo_vs_grpo.md").write_text(summarise(runs, pairs, config))
     (workdir / "runs.json").write_text(json.dumps({"runs": runs, "pairs": pairs}))
