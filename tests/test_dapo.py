@@ -261,6 +261,18 @@ def test_overlong_penalty_is_a_logged_reward_column(tmp_path, ckpt, tokenizer):
         assert h["reward"] == pytest.approx(1.0 + h["rewards/overlong_penalty/mean"], abs=1e-5)
 
 
+def test_overlong_filtering_is_trls_mask_truncated_completions(tmp_path, ckpt, tokenizer):
+    args = config(tmp_path, dynamic_sampling=False, mask_truncated_completions=True, max_steps=1)
+    t = trainer(ckpt, tokenizer, args, [always_one])
+    seen = record_batches(t)
+    t.train()
+    ids, mask = seen[0]["completion_ids"], seen[0]["completion_mask"]
+    assert ids.size(1) == 6  # so a row's last column is its last token; truncated = it is neither EOS nor pad
+    truncated = ~torch.isin(ids[:, -1], torch.tensor([*t.eos_token_ids, tokenizer.pad_token_id]))
+    assert truncated.any()  # the untrained model rambles past 6 tokens
+    assert mask[truncated].sum() == 0 and (mask[~truncated].sum(dim=1) > 0).all()
+
+
 def test_shaping_cannot_make_a_solved_group_informative(tmp_path, ckpt, tokenizer):
     # the penalty varies with length, but the default signal ('reward') leaves it out: every group is constant
     args = config(tmp_path, overlong_buffer_length=6, dynamic_sampling_max_refill_rounds=0)
