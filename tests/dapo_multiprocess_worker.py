@@ -1,0 +1,61 @@
+"""Launched by test_dapo_multiprocess.py as `torchrun --nproc_per_node 2 dapo_multiprocess_worker.py OUT_DIR`.
+
+Each rank trains DAPOTrainer for a few steps and writes what its loss saw (prompts, advantages, batch sizes), the
+dynamic-sampling metrics and a parameter checksum to OUT_DIR/rank{r}.json for the test to compare.
+"""
+
+import json
+import os
+import sys
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trl_ext import DAPOConfig, DAPOTrainer
+from trl_ext.toy import AdditionTask, ensure_tiny_checkpoint
+
+
+def informative_if_even(prompts, completions, answer, **kwargs):
+    # rows arrive in group order; a group may straddle the two ranks, each half still alternates 0,1
+    return [float(i % 2) if int(a) % 2 == 0 else 0.0 for i, a in enumerate(answer)]
+
+
+def main(out_dir):
+    rank = int(os.environ["RANK"])
+    ckpt = ensure_tiny_checkpoint()
+    tokenizer = AutoTokenizer.from_pretrained(ckpt)
+    args = DAPOConfig(
+        output_dir=os.path.join(out_dir, "run"), per_device_train_batch_size=6, num_generations=4,
+        max_completion_length=6, max_steps=3, learning_rate=1e-3, logging_steps=1, report_to="none",
+        save_strategy="no", seed=0, use_cpu=True, disable_tqdm=True, overlong_buffer_length=2,
+        dynamic_sampling_signal="informative_if_even",
+    )
+    trainer = DAPOTrainer(
+        AutoModelForCausalLM.from_pretrained(ckpt), [informative_if_even], args=args,
+        train_dataset=AdditionTask().prompt_dataset(48, seed=0), processing_class=tokenizer,
+    )
+    seen, original = [], trainer._prepare_inputs
+
+    def spy(batch):
+        out = original(batch)
+        seen.append({
+            "prompts": tokenizer.batch_decode(out["prompt_ids"], skip_special_tokens=True),
+            "advantages": out["advantages"].tolist(),
+            "num_items_in_batch": float(out["num_items_in_batch"]),
+        })
+        return out
+
+    trainer._prepare_inputs = spy
+    trainer.train()
+    metrics = {k: [h[k] for h in trainer.state.log_history if k in h]
+               for k in ("dynamic_sampling/generated_groups", "dynamic_sampling/kept_groups",
+                         "dynamic_sampling/surplus_carried", "dynamic_sampling/refill_rounds")}
+    checksum = float(sum(p.detach().double().sum() for p in trainer.model.parameters()))
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"world_size": trainer.accelerator.num_processes, "seen": seen, "metrics": metrics,
+                   "totals": trainer.dynamic_sampling_totals, "checksum": checksum}, f)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(sys.argv[1])

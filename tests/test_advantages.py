@@ -1,0 +1,39 @@
+import math
+
+import pytest
+import torch
+
+from trl_ext.advantages import group_relative_advantages, leave_one_out_advantages
+
+nan = math.nan
+
+
+def test_leave_one_out_hand_computed():
+    # group 1: [1, 0, 0, 1] -> 1 - 1/3, 0 - 2/3, 0 - 2/3, 1 - 1/3
+    # group 2: [3, 5, 1, 3] -> 3 - 3, 5 - 7/3, 1 - 11/3, 3 - 3
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 3.0, 5.0, 1.0, 3.0])
+    got = leave_one_out_advantages(rewards, 4)
+    expected = [2 / 3, -2 / 3, -2 / 3, 2 / 3, 0.0, 8 / 3, -8 / 3, 0.0]
+    assert got.tolist() == pytest.approx(expected)
+    # the identity A_i = k/(k-1) (r_i - mean)
+    grouped = rewards.view(2, 4)
+    assert got.view(2, 4) == pytest.approx(4 / 3 * (grouped - grouped.mean(1, keepdim=True)))
+
+
+def test_leave_one_out_with_unscorable_rows():
+    # [2, nan, 0]: baselines over scorable siblings only -> 2 - 0, 0, 0 - 2; [nan, 4, nan]: nobody to compare -> 0
+    got = leave_one_out_advantages(torch.tensor([2.0, nan, 0.0, nan, 4.0, nan]), 3)
+    assert got.tolist() == [2.0, 0.0, -2.0, 0.0, 0.0, 0.0]
+
+
+def test_leave_one_out_needs_two_generations():
+    with pytest.raises(ValueError, match="num_generations >= 2"):
+        leave_one_out_advantages(torch.zeros(3), 1)
+
+
+def test_group_relative_hand_computed():
+    # [1, 0, 0, 1]: mean 0.5, sample std sqrt(1/3) = 0.57735 -> +-0.5 / 0.57745
+    got = group_relative_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0]), 4)
+    a = 0.5 / (math.sqrt(1 / 3) + 1e-4)
+    assert got.tolist() == pytest.approx([a, -a, -a, a, 0, 0, 0, 0])
+    assert group_relative_advantages(torch.tensor([1.0, 0.0, nan]), 3, scale=False).tolist() == [0.5, -0.5, 0.0]

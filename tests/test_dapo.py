@@ -1,0 +1,310 @@
+"""DAPOTrainer on the embedded tiny model: drop-in parity, dynamic sampling outcomes, shaping, LoRA / 4-bit."""
+
+import math
+import re
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOConfig, GRPOTrainer
+
+import trl_ext.dapo as dapo_module
+from trl_ext import DAPOConfig, DAPOTrainer
+from trl_ext.toy import AdditionTask, ensure_tiny_checkpoint
+
+G = 4
+
+
+@pytest.fixture(scope="module")
+def ckpt():
+    return ensure_tiny_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(ckpt):
+    return AutoTokenizer.from_pretrained(ckpt)
+
+
+def _answer_sum(prompt_text: str) -> int:
+    a, b = re.search(r"(\d+)\+(\d+)", prompt_text).groups()
+    return int(a) + int(b)
+
+
+def informative_if_even(prompts, completions, answer, **kwargs):
+    """0,1,0,1 inside a group when the answer is even, all 0 otherwise: a known keep mask, whatever is generated."""
+    return [float(i % 2) if int(a) % 2 == 0 else 0.0 for i, a in enumerate(answer)]
+
+
+def always_one(prompts, **kwargs):
+    return [1.0] * len(prompts)
+
+
+def always_zero(prompts, **kwargs):
+    return [0.0] * len(prompts)
+
+
+def always_none(prompts, **kwargs):
+    return [None] * len(prompts)
+
+
+def config(tmp_path, cls=DAPOConfig, **overrides):
+    kwargs = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        num_generations=G,
+        max_completion_length=6,
+        max_steps=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def trainer(ckpt, tokenizer, args, reward_funcs, n_prompts=32, cls=DAPOTrainer, **kwargs):
+    model = AutoModelForCausalLM.from_pretrained(ckpt)
+    data = AdditionTask().prompt_dataset(n_prompts, seed=0)
+    return cls(model=model, reward_funcs=reward_funcs, args=args, train_dataset=data, processing_class=tokenizer, **kwargs)
+
+
+def record_batches(t):
+    """Wrap _prepare_inputs to keep every micro-batch the loss sees."""
+    seen, original = [], t._prepare_inputs
+
+    def spy(batch):
+        out = original(batch)
+        if t.model.training:
+            seen.append({k: v.detach().clone() if torch.is_tensor(v) else v for k, v in out.items()})
+        return out
+
+    t._prepare_inputs = spy
+    return seen
+
+
+def logged(t, key):
+    return [h[key] for h in t.state.log_history if key in h]
+
+
+# ---- config --------------------------------------------------------------------------------------------------------
+def test_paper_defaults(tmp_path):
+    args = config(tmp_path)
+    assert (args.epsilon, args.epsilon_high, args.loss_type, args.beta) == (0.2, 0.28, "dapo", 0.0)
+    assert args.dynamic_sampling and args.overlong_buffer_length == 6 // 5 and args.overlong_penalty_factor == 1.0
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(num_generations=1, per_device_train_batch_size=2), "num_generations=1.*dynamic_sampling=False"),
+        (dict(epsilon=0.3, epsilon_high=0.2), "epsilon_high=0.2 < epsilon=0.3"),
+        (dict(dynamic_sampling_on_cap="loop"), "dynamic_sampling_on_cap"),
+        (dict(overlong_buffer_length=7), "overlong_buffer_length=7"),
+        (dict(dynamic_sampling_max_refill_rounds=-1), "dynamic_sampling_max_refill_rounds"),
+    ],
+)
+def test_bad_config_fails_early_naming_the_field(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        config(tmp_path, **overrides)
+
+
+def test_bad_trainer_inputs(tmp_path, ckpt, tokenizer, monkeypatch):
+    with pytest.raises(TypeError, match="DAPOConfig"):
+        trainer(ckpt, tokenizer, config(tmp_path, cls=GRPOConfig), [always_one])
+    with pytest.raises(ValueError, match="dynamic_sampling_signal='accuracy'"):
+        trainer(ckpt, tokenizer, config(tmp_path, dynamic_sampling_signal="accuracy"), [always_one])
+    assert not dapo_module.liger_bypasses_loss()  # TRL 1.16 keeps _compute_loss with Liger on
+    monkeypatch.setattr(dapo_module, "liger_bypasses_loss", lambda: True)
+    with pytest.raises(ValueError, match="use_liger_kernel=False"):
+        trainer(ckpt, tokenizer, config(tmp_path, use_liger_kernel=True), [always_one])
+
+
+# ---- drop-in ------------------------------------------------------------------------------------------------------
+def test_same_losses_as_grpo_with_dynamic_sampling_off(tmp_path, ckpt, tokenizer):
+    common = dict(epsilon=0.2, epsilon_high=0.28, loss_type="dapo", beta=0.0, max_steps=3)
+    grpo = trainer(ckpt, tokenizer, config(tmp_path, cls=GRPOConfig, **common), [informative_if_even], cls=GRPOTrainer)
+    grpo.train()
+    dapo = trainer(
+        ckpt, tokenizer, config(tmp_path, dynamic_sampling=False, overlong_buffer_length=0, **common),
+        [informative_if_even],
+    )
+    dapo.train()
+    assert len(logged(grpo, "loss")) == 3
+    assert logged(dapo, "loss") == pytest.approx(logged(grpo, "loss"), rel=1e-6, abs=1e-9)
+    assert logged(dapo, "reward") == logged(grpo, "reward")
+
+
+# ---- dynamic sampling ---------------------------------------------------------------------------------------------
+def test_dynamic_sampling_trains_only_on_informative_groups(tmp_path, ckpt, tokenizer):
+    t = trainer(ckpt, tokenizer, config(tmp_path, max_steps=3, overlong_buffer_length=0), [informative_if_even])
+    before = [p.detach().clone() for p in t.model.parameters()]
+    seen = record_batches(t)
+    t.train()
+    assert len(seen) == 3
+    for batch in seen:
+        assert batch["completion_ids"].size(0) == 8  # TRL's per-device batch size, no truncation
+        # 0,1,0,1 normalised by its std (0.577) gives +-0.866 on every row: no zero-advantage row was kept
+        assert batch["advantages"].abs().min() > 0.8
+        prompts = tokenizer.batch_decode(batch["prompt_ids"], skip_special_tokens=False)
+        assert all(_answer_sum(p) % 2 == 0 for p in prompts)
+        assert batch["num_items_in_batch"] == batch["completion_mask"].sum()  # one process: the whole batch
+    generated = logged(t, "dynamic_sampling/generated_groups")
+    kept = logged(t, "dynamic_sampling/kept_groups")
+    for h in t.state.log_history:  # absent on a step that the carried surplus filled without generating
+        if "dynamic_sampling/frac_informative" in h:
+            ratio = h["dynamic_sampling/kept_groups"] / h["dynamic_sampling/generated_groups"]
+            assert h["dynamic_sampling/frac_informative"] == pytest.approx(ratio)
+    totals = t.dynamic_sampling_totals
+    # every informative group is trained on, carried, or dropped as stale: none is thrown away otherwise
+    assert totals["informative"] == totals["trained"] + t._ds_pool.num_groups + totals["dropped"]
+    assert totals["trained"] == 3 * 2 and totals["generated"] == sum(generated)
+    assert any(r > 0 for r in logged(t, "dynamic_sampling/refill_rounds"))
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
+
+
+def test_surplus_is_carried_with_its_behaviour_logprobs(tmp_path, ckpt, tokenizer):
+    def informative_unless_multiple_of_3(prompts, completions, answer, **kwargs):
+        return [float(i % 2) if int(a) % 3 else 0.0 for i, a in enumerate(answer)]
+
+    args = config(tmp_path, max_steps=4, overlong_buffer_length=0, per_device_train_batch_size=16)
+    t = trainer(ckpt, tokenizer, args, [informative_unless_multiple_of_3])
+    seen = record_batches(t)
+    t.train()
+    carried_in = logged(t, "dynamic_sampling/carried_in_groups")
+    assert sum(carried_in) > 0
+    with_old = [b for b in seen if "old_per_token_logps" in b]
+    assert with_old, "a batch holding carried groups must bring their behaviour log-probs"
+    for b in with_old:
+        assert torch.isfinite(b["old_per_token_logps"]).all()
+    assert all(math.isfinite(x) for x in logged(t, "loss"))
+
+
+def test_works_with_steps_per_generation_accumulation_and_iterations(tmp_path, ckpt, tokenizer):
+    args = config(
+        tmp_path, max_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=2, steps_per_generation=4,
+        num_iterations=2, overlong_buffer_length=2,
+    )
+    t = trainer(ckpt, tokenizer, args, [informative_if_even])
+    before = [p.detach().clone() for p in t.model.parameters()]
+    seen = record_batches(t)
+    t.train()
+    assert [b["completion_ids"].size(0) for b in seen] == [4] * 4  # 2 steps x 2 accumulation micro-batches
+    assert all("old_per_token_logps" in b for b in seen)  # TRL computes them itself here
+    for b in seen:  # the overlong term moves the advantages, but only even-sum (informative) prompts are kept
+        assert all(_answer_sum(p) % 2 == 0 for p in tokenizer.batch_decode(b["prompt_ids"]))
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
+
+
+@pytest.mark.parametrize("reward, value", [(always_one, "1"), (always_zero, "0")])
+def test_all_solved_or_all_failed_raises_at_the_cap(tmp_path, ckpt, tokenizer, reward, value):
+    t = trainer(ckpt, tokenizer, config(tmp_path, dynamic_sampling_max_refill_rounds=2), [reward])
+    rounds = []
+    original = DAPOTrainer._refill_inputs
+    t._refill_inputs = lambda: rounds.append(1) or original(t)
+    with pytest.raises(RuntimeError, match=rf"found 0 informative groups of the 2.*after 3 generation rounds.*"
+                                           rf"all equal to {value}.*dynamic_sampling_on_cap='train_on_kept'"):
+        t.train()
+    assert len(rounds) == 2  # bounded: the first round plus exactly max_refill_rounds refills
+
+
+def test_train_on_kept_masks_the_rest_and_keeps_the_batch_size(tmp_path, ckpt, tokenizer):
+    args = config(tmp_path, dynamic_sampling_max_refill_rounds=1, dynamic_sampling_on_cap="train_on_kept")
+    t = trainer(ckpt, tokenizer, args, [always_one])
+    seen = record_batches(t)
+    t.train()
+    assert [b["completion_ids"].size(0) for b in seen] == [8, 8]
+    assert all(b["completion_mask"].sum() == 0 and b["advantages"].eq(0).all() for b in seen)
+    assert logged(t, "loss") == [0.0, 0.0]
+    assert logged(t, "dynamic_sampling/padded_groups") == [2, 2]
+
+
+def test_reward_returning_none_everywhere(tmp_path, ckpt, tokenizer):
+    # dynamic sampling: a bounded, explicit error
+    t = trainer(ckpt, tokenizer, config(tmp_path, dynamic_sampling_max_refill_rounds=1), [always_none])
+    with pytest.raises(RuntimeError, match="no finite value.*returned None/NaN"):
+        t.train()
+    # without it: the overlong column must not turn unscorable completions into scored ones -> zero advantage
+    args = config(tmp_path, dynamic_sampling=False, overlong_buffer_length=6)
+    t = trainer(ckpt, tokenizer, args, [always_none])
+    seen = record_batches(t)
+    t.train()
+    assert all(b["advantages"].eq(0).all() for b in seen)
+    assert logged(t, "loss") == [0.0, 0.0]
+
+
+def test_dataset_smaller_than_one_refill_wraps_around(tmp_path, ckpt, tokenizer):
+    # 2 prompts and a step needs 2 informative groups; only the even-sum prompt can be informative, so each step
+    # must draw past the end of the dataset (reshuffled each pass) and still finishes within the cap.
+    data = AdditionTask().prompt_dataset(40, seed=0)
+    even = [i for i, a in enumerate(data["answer"]) if int(a) % 2 == 0][:1]
+    odd = [i for i, a in enumerate(data["answer"]) if int(a) % 2 == 1][:1]
+    args = config(tmp_path, overlong_buffer_length=0, dynamic_sampling_max_refill_rounds=6)
+    model = AutoModelForCausalLM.from_pretrained(ckpt)
+    t = DAPOTrainer(model, [informative_if_even], args=args, train_dataset=data.select(even + odd),
+                    processing_class=tokenizer)
+    t.train()
+    assert t.dynamic_sampling_totals["trained"] == 4
+    assert sum(logged(t, "dynamic_sampling/refill_rounds")) >= 1
+
+
+def test_overlong_penalty_is_a_logged_reward_column(tmp_path, ckpt, tokenizer):
+    # buffer == max_completion_length: penalty = -|y| / 6 for every completion, so its mean is -mean_length / 6
+    args = config(tmp_path, dynamic_sampling=False, overlong_buffer_length=6)
+    t = trainer(ckpt, tokenizer, args, [always_one])
+    t.train()
+    for h in t.state.log_history[:-1]:
+        assert h["rewards/overlong_penalty/mean"] == pytest.approx(-h["completions/mean_length"] / 6, abs=1e-5)
+        assert h["reward"] == pytest.approx(1.0 + h["rewards/overlong_penalty/mean"], abs=1e-5)
+
+
+def test_overlong_filtering_is_trls_mask_truncated_completions(tmp_path, ckpt, tokenizer):
+    args = config(tmp_path, dynamic_sampling=False, mask_truncated_completions=True, max_steps=1)
+    t = trainer(ckpt, tokenizer, args, [always_one])
+    seen = record_batches(t)
+    t.train()
+    ids, mask = seen[0]["completion_ids"], seen[0]["completion_mask"]
+    assert ids.size(1) == 6  # so a row's last column is its last token; truncated = it is neither EOS nor pad
+    truncated = ~torch.isin(ids[:, -1], torch.tensor([*t.eos_token_ids, tokenizer.pad_token_id]))
+    assert truncated.any()  # the untrained model rambles past 6 tokens
+    assert mask[truncated].sum() == 0 and (mask[~truncated].sum(dim=1) > 0).all()
+
+
+def test_shaping_cannot_make_a_solved_group_informative(tmp_path, ckpt, tokenizer):
+    # the penalty varies with length, but the default signal ('reward') leaves it out: every group is constant
+    args = config(tmp_path, overlong_buffer_length=6, dynamic_sampling_max_refill_rounds=0)
+    t = trainer(ckpt, tokenizer, args, [always_one])
+    with pytest.raises(RuntimeError, match="all equal to 1"):
+        t.train()
+
+
+# ---- LoRA and 4-bit -----------------------------------------------------------------------------------------------
+def test_lora(tmp_path, ckpt, tokenizer):
+    from peft import LoraConfig
+
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    args = config(tmp_path, overlong_buffer_length=0, learning_rate=1e-2)
+    t = trainer(ckpt, tokenizer, args, [informative_if_even], peft_config=peft_config)
+    lora = {n: p.detach().clone() for n, p in t.model.named_parameters() if "lora_B" in n}
+    assert lora
+    t.train()
+    assert any(not torch.equal(p, dict(t.model.named_parameters())[n]) for n, p in lora.items())
+
+
+def test_4bit_lora(tmp_path, ckpt, tokenizer):
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(ckpt, quantization_config=quant, device_map={"": "cpu"})
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    args = config(tmp_path, overlong_buffer_length=0, learning_rate=1e-2, max_steps=1)
+    t = DAPOTrainer(model, [informative_if_even], args=args, train_dataset=AdditionTask().prompt_dataset(16, seed=0),
+                    processing_class=tokenizer, peft_config=peft_config)
+    lora = {n: p.detach().clone() for n, p in t.model.named_parameters() if "lora_B" in n}
+    t.train()
+    assert any(not torch.equal(p, dict(t.model.named_parameters())[n]) for n, p in lora.items())

@@ -1,0 +1,399 @@
+"""DAPO (arXiv 2503.14476) as a drop-in ``trl.GRPOTrainer``: clip-higher, token-level loss, overlong shaping and
+dynamic sampling that refills, carries its surplus and stays consistent across processes."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import get_config_model_id
+
+from .models import disable_bnb_cpu_repack
+from .sampling import (
+    PAD_RULES,
+    RECOMPUTED_KEYS,
+    GroupPool,
+    concat_batches,
+    describe_uninformative,
+    informative_groups,
+    process_rows,
+    rows_of_groups,
+    select_rows,
+)
+from .shaping import OverlongPenalty
+
+logger = logging.getLogger(__name__)
+
+ON_CAP_CHOICES = ("raise", "train_on_kept")
+
+
+@dataclass
+class DAPOConfig(GRPOConfig):
+    """``GRPOConfig`` with DAPO's defaults and the fields TRL lacks.
+
+    Re-defaulted TRL fields (the paper's settings, Section 3 and Table 1): ``epsilon=0.2``, ``epsilon_high=0.28``
+    (clip-higher), ``loss_type="dapo"`` (token-level loss), ``beta=0.0`` (no reference model is loaded).
+    Overlong filtering is TRL's ``mask_truncated_completions`` (off by default, as the paper's final recipe uses the
+    soft punishment instead).
+    """
+
+    epsilon_high: float | None = field(
+        default=0.28, metadata={"help": "Upper clip bound (clip-higher, DAPO Section 3.1). Must be >= epsilon."}
+    )
+    loss_type: str = field(default="dapo", metadata={"help": "Token-level loss (DAPO Section 3.3)."})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient; DAPO drops the KL term (Section 2.3)."})
+
+    overlong_buffer_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "L_cache of the soft overlong punishment (DAPO Eq. 13); the hard limit L_max is "
+            "max_completion_length. None: max_completion_length // 5 (the paper's 4096 of 20480). 0 disables it."
+        },
+    )
+    overlong_penalty_factor: float = field(
+        default=1.0,
+        metadata={"help": "Scale of the overlong penalty: a completion of max_completion_length tokens gets "
+                  "-overlong_penalty_factor. 0 disables it."},
+    )
+    dynamic_sampling: bool = field(
+        default=True,
+        metadata={"help": "Keep only groups whose signal varies and refill with new prompts (DAPO Section 3.2)."},
+    )
+    dynamic_sampling_signal: str = field(
+        default="reward",
+        metadata={
+            "help": "What must vary inside a group: 'reward' (the weighted total of the given reward functions, "
+            "without the built-in overlong term) or the name of one reward function (e.g. 'accuracy', verl's acc), "
+            "so that a shaping term cannot make a solved group look informative."
+        },
+    )
+    dynamic_sampling_tolerance: float = field(
+        default=1e-6, metadata={"help": "A group is informative when max - min of its signal exceeds this."}
+    )
+    dynamic_sampling_max_refill_rounds: int = field(
+        default=8,
+        metadata={"help": "Generation rounds allowed per step after the first one; then dynamic_sampling_on_cap."},
+    )
+    dynamic_sampling_on_cap: str = field(
+        default="raise",
+        metadata={
+            "help": "At the refill cap: 'raise' (an error that says what to change) or 'train_on_kept' (train on "
+            "the informative groups found; the rest of the batch is masked out so the batch size is unchanged)."
+        },
+    )
+    dynamic_sampling_max_staleness: int = field(
+        default=1,
+        metadata={
+            "help": "Informative surplus is kept for later generation batches if generated at most this many "
+            "generation batches ago (its behaviour log-probabilities are stored for the clipped ratio). 0 throws "
+            "surplus away."
+        },
+    )
+
+    def __post_init__(self):
+        # checked before GRPOConfig's own checks so the message names the DAPO fields
+        if self.dynamic_sampling and self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(
+                f"num_generations={self.num_generations}: dynamic sampling judges whether rewards vary inside a "
+                "group, which needs num_generations >= 2. Raise num_generations (DAPO uses 16) or set "
+                "dynamic_sampling=False."
+            )
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise ValueError(
+                f"epsilon_high={self.epsilon_high} < epsilon={self.epsilon}: clip-higher needs an upper bound at "
+                "least as wide as the lower one. Set epsilon_high >= epsilon (the paper uses 0.28 with 0.2)."
+            )
+        if self.overlong_buffer_length is None:
+            self.overlong_buffer_length = self.max_completion_length // 5
+        if not 0 <= self.overlong_buffer_length <= self.max_completion_length:
+            raise ValueError(
+                f"overlong_buffer_length={self.overlong_buffer_length} must be in [0, max_completion_length="
+                f"{self.max_completion_length}]; 0 disables the soft overlong punishment."
+            )
+        if self.overlong_penalty_factor < 0:
+            raise ValueError(f"overlong_penalty_factor={self.overlong_penalty_factor} must be >= 0 (0 disables it).")
+        if self.dynamic_sampling_on_cap not in ON_CAP_CHOICES:
+            raise ValueError(f"dynamic_sampling_on_cap={self.dynamic_sampling_on_cap!r}: use one of {ON_CAP_CHOICES}.")
+        if self.dynamic_sampling_max_refill_rounds < 0:
+            raise ValueError("dynamic_sampling_max_refill_rounds must be >= 0 (0: only the first round is drawn).")
+        if self.dynamic_sampling_tolerance < 0:
+            raise ValueError("dynamic_sampling_tolerance must be >= 0.")
+        if self.dynamic_sampling_max_staleness < 0:
+            raise ValueError("dynamic_sampling_max_staleness must be >= 0 (0: surplus is discarded).")
+        super().__post_init__()
+
+
+def liger_bypasses_loss() -> bool:
+    """Whether the installed GRPOTrainer hands the loss to Liger (skipping ``_compute_loss``) when Liger is on."""
+    return "liger" in inspect.getsource(GRPOTrainer.compute_loss).lower()
+
+
+class DAPOTrainer(GRPOTrainer):
+    """Decoupled Clip and Dynamic sAmpling Policy Optimization (DAPO, https://huggingface.co/papers/2503.14476).
+
+    Clip-higher and the token-level loss are TRL knobs that :class:`DAPOConfig` sets; the loss is TRL's, untouched.
+    Overlong shaping is one more reward function (:class:`trl_ext.shaping.OverlongPenalty`, weight 1) appended to
+    ``reward_funcs``. Hooks overridden:
+
+    * ``_calculate_rewards``: calls the parent, then makes the overlong column NaN where every other reward function
+      returned None (so shaping alone cannot make an unscorable completion look scored), and records the dynamic
+      sampling signal for the gathered batch.
+    * ``_generate_and_score_completions`` (train mode, dynamic sampling on): calls the parent once per round --
+      first on the dataloader's batch, then on fresh prompts from the training data -- gathers each round's output
+      from all ranks, keeps the groups whose signal varies, and stops when the pool holds ``generation_batch_size //
+      num_generations`` groups. Every rank holds the same pool and trains on its own contiguous slice, so the
+      per-rank batch size is exactly TRL's. Informative surplus stays in the pool for at most
+      ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, the one place a
+      subclass (e.g. :class:`trl_ext.RLOOTrainer`) replaces the advantages, so it inherits all of the above.
+    """
+
+    _tag_names = ["trl", "dapo", "trl_ext"]
+
+    def __init__(self, model, reward_funcs, args: DAPOConfig | None = None, train_dataset=None, **kwargs):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = DAPOConfig(f"{model_name.split('/')[-1]}-DAPO")
+        if not isinstance(args, DAPOConfig):
+            raise TypeError(
+                f"{type(self).__name__} needs a DAPOConfig, got {type(args).__name__}. Build the config with "
+                "trl_ext.DAPOConfig(...) (same fields as GRPOConfig plus the DAPO ones)."
+            )
+        if args.use_liger_kernel and liger_bypasses_loss():
+            raise ValueError(
+                "use_liger_kernel=True makes this TRL version compute the loss in Liger, bypassing the DAPO loss. "
+                "Set use_liger_kernel=False."
+            )
+        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        args = copy.copy(args)  # reward_weights may grow by the overlong column; leave the caller's config alone
+        self._overlong_index = None
+        if args.overlong_buffer_length > 0 and args.overlong_penalty_factor > 0:
+            self._overlong_index = len(reward_funcs)
+            reward_funcs.append(
+                OverlongPenalty(args.max_completion_length, args.overlong_buffer_length, args.overlong_penalty_factor)
+            )
+            if args.reward_weights is not None:
+                args.reward_weights = [*args.reward_weights, 1.0]
+            if isinstance(kwargs.get("reward_processing_classes"), list):
+                kwargs["reward_processing_classes"] = [*kwargs["reward_processing_classes"], None]
+        if args.dynamic_sampling and train_dataset is not None and not (
+            hasattr(train_dataset, "__getitem__") and hasattr(train_dataset, "__len__")
+        ):
+            raise ValueError(
+                "dynamic sampling refills with prompts drawn by index from train_dataset, which needs a map-style "
+                "dataset (an IterableDataset was given). Pass a datasets.Dataset or set dynamic_sampling=False."
+            )
+        super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+        disable_bnb_cpu_repack(self.model)  # no-op unless 4-bit on CPU; see trl_ext.models
+
+        signal = args.dynamic_sampling_signal
+        if signal != "reward" and signal not in self.reward_func_names:
+            raise ValueError(
+                f"dynamic_sampling_signal={signal!r} is neither 'reward' nor a reward function name; names here: "
+                f"{self.reward_func_names}."
+            )
+        self._signal_index = None if signal == "reward" else self.reward_func_names.index(signal)
+        self._ds_signal = self._rewards_per_func = None
+        self._ds_pool = GroupPool(self.num_generations, self._tokenizer.pad_token_id)
+        self._ds_refill_order = None
+        self._ds_generation = 0
+        # running totals across the run (the benchmark reads them): groups generated / informative / trained on
+        self.dynamic_sampling_totals = {"generated": 0, "informative": 0, "trained": 0, "dropped": 0, "padded": 0}
+        if args.dynamic_sampling and len(self.train_dataset) < args.generation_batch_size // self.num_generations:
+            logger.warning(
+                "train_dataset has %d prompts, fewer than the %d one generation round needs: refills will repeat "
+                "prompts within a round.", len(self.train_dataset), args.generation_batch_size // self.num_generations
+            )
+
+    # ---- rewards ---------------------------------------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
+        i = self._overlong_index
+        if i is not None and rewards_per_func.size(1) > 1:
+            others = torch.cat([rewards_per_func[:, :i], rewards_per_func[:, i + 1 :]], dim=1)
+            rewards_per_func[torch.isnan(others).all(dim=1), i] = torch.nan
+        if self._signal_index is None:  # weighted total as GRPOTrainer forms it, shaping excluded; NaN if unscored
+            weights = self.reward_weights.to(rewards_per_func.device).clone()
+            scored = rewards_per_func
+            if i is not None:
+                weights[i] = 0.0
+                scored = torch.cat([rewards_per_func[:, :i], rewards_per_func[:, i + 1 :]], dim=1)
+            signal = (rewards_per_func.nan_to_num(0.0) * weights).sum(dim=1)
+            signal[torch.isnan(scored).all(dim=1)] = torch.nan
+        else:
+            signal = rewards_per_func[:, self._signal_index]
+        self._ds_signal = signal  # (N_global,)
+        self._rewards_per_func = rewards_per_func  # (N_global, F), for subclasses that form their own advantages
+        return rewards_per_func
+
+    # ---- dynamic sampling ------------------------------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs):
+        if not (self.model.training and self.args.dynamic_sampling):
+            return self._generate_round(inputs)
+        return self._dynamic_sampling_step(inputs)
+
+    def _generate_round(self, inputs):
+        """One pass of GRPOTrainer's generation and scoring; the place where a subclass changes the advantages."""
+        return super()._generate_and_score_completions(inputs)
+
+    def _dynamic_sampling_step(self, inputs):
+        args, pool, G = self.args, self._ds_pool, self.num_generations
+        need = args.generation_batch_size // G  # groups per generation batch, all ranks together
+        self._ds_generation += 1
+        step = self._ds_generation  # staleness is counted in generation batches (policy updates in between)
+        dropped = pool.drop_stale(step, args.dynamic_sampling_max_staleness)
+        carried_in = pool.num_groups
+        rounds = generated = informative = 0
+        rejected, reasons = [], []
+        progress = None
+        while pool.num_groups < need and rounds <= args.dynamic_sampling_max_refill_rounds:
+            if rounds > 0:
+                inputs = self._refill_inputs()
+                if progress is None:
+                    progress = tqdm(
+                        total=need, initial=pool.num_groups, desc="dynamic sampling refill", leave=False,
+                        disable=args.disable_tqdm or not self.accelerator.is_main_process,
+                    )
+            output = self._generate_round(inputs)
+            batch = self._gather_output(output)  # (N_global, ...) identical on every rank
+            keep = informative_groups(self._ds_signal, G, args.dynamic_sampling_tolerance)  # (N_global / G,)
+            rows = rows_of_groups(keep, G)
+            pool.add(select_rows(batch, rows), step)
+            rejected.append(select_rows(batch, ~rows))
+            reasons.append(describe_uninformative(self._ds_signal, G, keep))
+            rounds += 1
+            generated += keep.numel()
+            informative += int(keep.sum())
+            if progress is not None:
+                progress.n = min(pool.num_groups, need)
+                progress.refresh()
+        if progress is not None:
+            progress.close()
+
+        padded = 0
+        if pool.num_groups < need:
+            if args.dynamic_sampling_on_cap == "raise":
+                raise RuntimeError(
+                    f"Dynamic sampling found {pool.num_groups} informative groups of the {need} this step needs after "
+                    f"{rounds} generation rounds (the cap is 1 + dynamic_sampling_max_refill_rounds="
+                    f"{args.dynamic_sampling_max_refill_rounds}). Of the {generated} groups generated, "
+                    f"{generated - informative} had no variation in {args.dynamic_sampling_signal!r}: "
+                    f"{'; '.join(r for r in reasons if r != 'none')}. Raise dynamic_sampling_max_refill_rounds, "
+                    "use prompts the model solves sometimes but not always, pick another dynamic_sampling_signal, "
+                    "check that the reward function returns numbers, or set dynamic_sampling_on_cap='train_on_kept'."
+                )
+            padded = need - pool.num_groups
+            logger.warning(
+                "dynamic sampling: only %d of %d groups informative after %d rounds; training on them with %d "
+                "masked filler groups.", pool.num_groups, need, rounds, padded
+            )
+            pool.add(self._filler(rejected, padded), step)
+        batch = pool.take(need)
+
+        if args.dynamic_sampling_max_staleness > 0 and not self._parent_computes_old_logps():
+            self._store_behaviour_logps(pool)
+
+        local = select_rows(batch, process_rows(need * G, self.accelerator.process_index, self.accelerator.num_processes))
+        if "old_per_token_logps" in local:  # carried rows have it; fill the fresh rows with the current policy's
+            missing = torch.isnan(local["old_per_token_logps"]).any(dim=1)
+            if missing.any():
+                fresh = self._policy_logps(local)
+                local["old_per_token_logps"] = torch.where(missing.unsqueeze(1), fresh, local["old_per_token_logps"])
+        loss_mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
+        local["num_items_in_batch"] = loss_mask.sum()
+
+        totals = self.dynamic_sampling_totals
+        totals["generated"] += generated
+        totals["informative"] += informative
+        totals["trained"] += need - padded
+        totals["dropped"] += dropped
+        totals["padded"] += padded
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/refill_rounds"].append(max(rounds - 1, 0))
+        metrics["dynamic_sampling/generated_groups"].append(generated)
+        metrics["dynamic_sampling/kept_groups"].append(informative)
+        if generated:  # 0 when the carried surplus alone filled the batch
+            metrics["dynamic_sampling/frac_informative"].append(informative / generated)
+        metrics["dynamic_sampling/carried_in_groups"].append(carried_in)
+        metrics["dynamic_sampling/surplus_carried"].append(pool.num_groups)
+        metrics["dynamic_sampling/surplus_dropped"].append(dropped)
+        metrics["dynamic_sampling/padded_groups"].append(padded)
+        return local
+
+    def _gather_output(self, output: dict) -> dict:
+        """All ranks' rows of one parent output, in rank order (TRL's global layout)."""
+        unknown = [k for k in output if k not in PAD_RULES and k not in RECOMPUTED_KEYS]
+        if unknown:
+            raise ValueError(
+                f"dynamic sampling cannot pool the generation outputs {unknown} (only text batches are supported); "
+                "set dynamic_sampling=False for this data."
+            )
+        gathered = {}
+        for key, value in output.items():
+            if key in RECOMPUTED_KEYS:
+                continue
+            side, pad = PAD_RULES[key]
+            pad = self._tokenizer.pad_token_id if pad == "pad" else pad
+            if value.dim() >= 2:
+                value = self.accelerator.pad_across_processes(value, dim=1, pad_index=pad, pad_first=side == "left")
+            gathered[key] = self.accelerator.gather(value)
+        return gathered
+
+    def _refill_inputs(self) -> list[dict]:
+        """This rank's rows of one fresh generation batch, laid out as TRL's RepeatSampler + dataloader would."""
+        G, n_prompts = self.num_generations, self.args.generation_batch_size // self.num_generations
+        indices = [next(self._refill_prompt_indices()) for _ in range(n_prompts)]
+        rows = [i for i in indices for _ in range(G)]  # each prompt G times, consecutively
+        local = rows[process_rows(len(rows), self.accelerator.process_index, self.accelerator.num_processes)]
+        return [self.train_dataset[i] for i in local]
+
+    def _refill_prompt_indices(self):
+        # one endless stream, identical on every rank (same seed), reshuffled each pass over the dataset
+        if self._ds_refill_order is None:
+            def stream():
+                generator = torch.Generator().manual_seed(self.args.seed + 1)
+                while True:
+                    yield from torch.randperm(len(self.train_dataset), generator=generator).tolist()
+            self._ds_refill_order = stream()
+        return self._ds_refill_order
+
+    def _filler(self, rejected: list[dict], num_groups: int) -> dict:
+        """``num_groups`` groups of real rows with their loss masked out: they keep the batch size, add no gradient."""
+        source = concat_batches(rejected, self._tokenizer.pad_token_id)
+        G = self.num_generations
+        available = source["completion_ids"].size(0) // G
+        index = torch.arange(num_groups * G) % (available * G)
+        filler = select_rows(source, index)
+        filler["completion_mask"] = torch.zeros_like(filler["completion_mask"])
+        filler["advantages"] = torch.zeros_like(filler["advantages"])
+        return filler
+
+    def _parent_computes_old_logps(self) -> bool:
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return self.args.gradient_accumulation_steps % generate_every != 0 or (
+            self.use_vllm and self.vllm_importance_sampling_correction
+        )
+
+    @torch.no_grad()
+    def _policy_logps(self, batch: dict) -> torch.Tensor:
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            self.model, input_ids, attention_mask, batch["completion_ids"].size(1),
+            batch_size=self.args.per_device_train_batch_size,
+        )
+        return logps
+
+    def _store_behaviour_logps(self, pool: GroupPool) -> None:
+        """Surplus is trained on later, by a changed policy: record the log-probs of the policy that sampled it."""
+        for chunk in pool.chunks():
+            old = chunk.batch.get("old_per_token_logps")
+            if old is None or torch.isnan(old).any():
+                fresh = self._policy_logps(chunk.batch)
+                if old is not None:  # keep the rows that already hold an older policy's log-probs
+                    fresh = torch.where(torch.isnan(old).any(dim=1, keepdim=True), fresh, old)
+                chunk.batch["old_per_token_logps"] = fresh

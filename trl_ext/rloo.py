@@ -1,0 +1,130 @@
+"""RLOO (REINFORCE Leave-One-Out, arXiv 2402.14740) on DAPOTrainer's machinery: the leave-one-out baseline, the KL
+penalty in the sequence reward, and -- as options -- clip-higher, token-level loss, overlong shaping and dynamic
+sampling, all shared with :mod:`trl_ext.dapo` rather than copied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl.trainer.utils import get_config_model_id, nanstd
+
+from .advantages import leave_one_out_advantages
+from .dapo import DAPOConfig, DAPOTrainer
+from .sampling import process_rows
+
+KL_CHOICES = ("reward", "loss")
+
+
+@dataclass
+class RLOOConfig(DAPOConfig):
+    """``DAPOConfig`` re-defaulted to plain RLOO; every DAPO component stays available as an option.
+
+    Re-defaulted: ``beta=0.05`` (KL coefficient, as ``trl.RLOOConfig``), ``epsilon_high=None`` (symmetric clip),
+    ``overlong_buffer_length=0`` and ``dynamic_sampling=False``. Set them back (``epsilon_high=0.28``,
+    ``overlong_buffer_length=None``, ``dynamic_sampling=True``) to get RLOO advantages inside DAPO's recipe.
+    """
+
+    beta: float = field(
+        default=0.05,
+        metadata={"help": "KL coefficient. With kl_in='reward', the sequence reward becomes r - beta * "
+                  "sum_t (log pi_old - log pi_ref) (the paper's form); 0 loads no reference model."},
+    )
+    kl_in: str = field(
+        default="reward",
+        metadata={"help": "'reward': sequence-level KL subtracted from the reward before the leave-one-out baseline "
+                  "(RLOO paper, trl.RLOOTrainer). 'loss': TRL GRPO's per-token k3 estimator added to the loss."},
+    )
+    normalize_advantages: bool = field(
+        default=False, metadata={"help": "Whiten advantages over the generation batch (as trl.RLOOConfig)."}
+    )
+    epsilon_high: float | None = field(default=None, metadata={"help": "Upper clip bound; None: epsilon."})
+    overlong_buffer_length: int | None = field(
+        default=0, metadata={"help": "Soft overlong punishment buffer (see DAPOConfig); 0 (default) disables it."}
+    )
+    dynamic_sampling: bool = field(
+        default=False, metadata={"help": "DAPO dynamic sampling (see DAPOConfig); off by default for plain RLOO."}
+    )
+
+    def __post_init__(self):
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(
+                f"num_generations={self.num_generations}: RLOO's baseline is the mean reward of the other samples of "
+                "the same prompt, so it needs num_generations >= 2 (the paper uses k = 2 or 4)."
+            )
+        if self.kl_in not in KL_CHOICES:
+            raise ValueError(f"kl_in={self.kl_in!r}: use one of {KL_CHOICES}.")
+        super().__post_init__()
+
+
+class RLOOTrainer(DAPOTrainer):
+    """RLOO (https://huggingface.co/papers/2402.14740) with DAPO's options, as a subclass of :class:`DAPOTrainer`.
+
+    Hooks overridden (on top of DAPOTrainer's):
+
+    * ``_generate_round``: after GRPOTrainer's generation and scoring, replaces the group-relative advantages with
+      :func:`trl_ext.advantages.leave_one_out_advantages` of the weighted reward minus ``beta`` times the
+      sequence-level KL (first-order estimator ``sum_t log pi_old - log pi_ref``, as trl.RLOOTrainer). Dynamic
+      sampling calls this hook for every round, so it composes unchanged.
+    * ``_compute_loss``: with ``kl_in='reward'`` the KL is already in the advantage, so GRPOTrainer's loss runs with
+      its own per-token KL term switched off; with ``kl_in='loss'`` it is GRPOTrainer's loss as is.
+
+    The loss is GRPOTrainer's clipped token-level objective (``loss_type``), not trl.RLOOTrainer's sequence-level
+    ratio, which is what lets clip-higher and the token-level loss apply.
+    """
+
+    _tag_names = ["trl", "rloo", "trl_ext"]
+
+    def __init__(self, model, reward_funcs, args: RLOOConfig | None = None, **kwargs):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = RLOOConfig(f"{model_name.split('/')[-1]}-RLOO")
+        if not isinstance(args, RLOOConfig):
+            raise TypeError(
+                f"RLOOTrainer needs an RLOOConfig, got {type(args).__name__}. Build it with trl_ext.RLOOConfig(...) "
+                "(same fields as trl.RLOOConfig's beta / normalize_advantages plus GRPOConfig's and DAPO's)."
+            )
+        super().__init__(model, reward_funcs, args=args, **kwargs)
+
+    def _generate_round(self, inputs):
+        output = super()._generate_round(inputs)
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        rewards_per_func = self._rewards_per_func  # (N_global, F), gathered
+        unscorable = torch.isnan(rewards_per_func).all(dim=1)
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)  # (N_global,)
+        rewards[unscorable] = torch.nan
+
+        if self.beta != 0.0 and self.args.kl_in == "reward":
+            if output.get("old_per_token_logps") is None:
+                output["old_per_token_logps"] = self._policy_logps(output)  # the sampling policy's, (B, T)
+            mask = output["completion_mask"]
+            if "tool_mask" in output:
+                mask = mask * output["tool_mask"]
+            per_token_kl = output["old_per_token_logps"] - output["ref_per_token_logps"]  # (B, T)
+            sequence_kl = self.accelerator.gather((per_token_kl * mask).sum(dim=-1))  # (N_global,)
+            rewards = rewards - self.beta * sequence_kl
+            stats = self.accelerator.reduce(torch.stack([(per_token_kl * mask).sum(), mask.sum().float()]), "sum")
+            self._metrics[mode]["kl"].append((stats[0] / stats[1].clamp(min=1.0)).item())
+
+        advantages = leave_one_out_advantages(rewards, num_generations)  # (N_global,), 0 where unscorable
+        if self.args.normalize_advantages:
+            scored = torch.where(torch.isnan(rewards), torch.nan, advantages)
+            advantages = torch.nan_to_num((scored - torch.nanmean(scored)) / (nanstd(scored) + 1e-4), nan=0.0)
+
+        logged = self._logs["advantages"]  # GRPOTrainer logged its group-relative ones for this batch: replace them
+        for _ in range(min(advantages.numel(), len(logged))):
+            logged.pop()
+        logged.extend(advantages.tolist())
+        rows = process_rows(advantages.numel(), self.accelerator.process_index, self.accelerator.num_processes)
+        output["advantages"] = advantages[rows]
+        return output
+
+    def _compute_loss(self, model, inputs):
+        if self.beta == 0.0 or self.args.kl_in == "loss":
+            return super()._compute_loss(model, inputs)
+        beta, self.beta = self.beta, 0.0  # the KL is in the advantages already
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self.beta = beta
