@@ -40,7 +40,7 @@ def sft_checkpoint(workdir: Path) -> Path:
     args = SFTConfig(
         output_dir=str(out), num_train_epochs=2, per_device_train_batch_size=32, learning_rate=3e-3,
         lr_scheduler_type="cosine", warmup_steps=20, logging_steps=50, report_to="none", save_strategy="no",
-        use_cpu=True, seed=0, disable_tqdm=True,
+        use_cpu=True, bf16=False, gradient_checkpointing=False, seed=0, disable_tqdm=True,
     )
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(base), args=args, train_dataset=TASK.sft_dataset(4000, seed=0),
@@ -94,7 +94,7 @@ def common_args(out: Path, seed: int, steps: int) -> dict:
     return dict(
         output_dir=str(out), per_device_train_batch_size=32, num_generations=8, max_completion_length=8,
         max_steps=steps, learning_rate=LEARNING_RATE, temperature=1.0, logging_steps=steps, report_to="none",
-        save_strategy="no", use_cpu=True, seed=seed, disable_tqdm=True,
+        save_strategy="no", use_cpu=True, bf16=False, gradient_checkpointing=False, seed=seed, disable_tqdm=True,
     )
 
 

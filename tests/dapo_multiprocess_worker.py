@@ -27,7 +27,7 @@ def main(out_dir):
     args = DAPOConfig(
         output_dir=os.path.join(out_dir, "run"), per_device_train_batch_size=6, num_generations=4,
         max_completion_length=6, max_steps=3, learning_rate=1e-3, logging_steps=1, report_to="none",
-        save_strategy="no", seed=0, use_cpu=True, disable_tqdm=True, overlong_buffer_length=2,
+        save_strategy="no", seed=0, use_cpu=True, bf16=False, disable_tqdm=True, overlong_buffer_length=2,
         dynamic_sampling_signal="informative_if_even",
     )
     trainer = DAPOTrainer(

@@ -60,6 +60,8 @@ def config(tmp_path, cls=DAPOConfig, **overrides):
         save_strategy="no",
         seed=0,
         use_cpu=True,
+        bf16=False,  # TRL defaults to bf16 autocast, emulated (slowly) on CPUs
+        gradient_checkpointing=False,
         disable_tqdm=True,
     )
     kwargs.update(overrides)

@@ -35,7 +35,7 @@ def informative_if_even(prompts, completions, answer, **kwargs):
 def common(tmp_path, **overrides):
     kwargs = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_completion_length=6,
                   max_steps=1, learning_rate=1e-3, logging_steps=1, report_to="none", save_strategy="no", seed=0,
-                  use_cpu=True, disable_tqdm=True)
+                  use_cpu=True, bf16=False, gradient_checkpointing=False, disable_tqdm=True)
     kwargs.update(overrides)
     return kwargs
 

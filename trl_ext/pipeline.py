@@ -40,9 +40,11 @@ from trl import (
     get_peft_config,
 )
 
+from .dapo import DAPOConfig, DAPOTrainer
 from .evaluation import oracle_accuracy, sample_completions
 from .models import check_model_path, disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer
 from .rewards import RewardAdapter
+from .rloo import RLOOConfig, RLOOTrainer
 from .toy import AdditionTask, Labeller, ensure_tiny_checkpoint, oracle_correct, pairs_from_ranking
 from .toy.task import ERROR_KINDS
 
@@ -50,7 +52,12 @@ logger = logging.getLogger("trl_ext.pipeline")
 
 STAGES = ("sft", "labels", "rm", "rl", "eval")
 # name -> (config class, trainer class); later algorithms register here. "dpo" is the non-RL route on the labels.
-RL_ALGORITHMS: dict[str, tuple[type, type]] = {"grpo": (GRPOConfig, GRPOTrainer), "dpo": (DPOConfig, DPOTrainer)}
+RL_ALGORITHMS: dict[str, tuple[type, type]] = {
+    "grpo": (GRPOConfig, GRPOTrainer),
+    "dapo": (DAPOConfig, DAPOTrainer),
+    "rloo": (RLOOConfig, RLOOTrainer),
+    "dpo": (DPOConfig, DPOTrainer),
+}
 
 
 class StageMismatchError(RuntimeError):
@@ -181,7 +188,10 @@ class PipelineConfig:
 
 
 # ---- defaults for the embedded model (2 CPU cores); YAML `sft:`/`rm:`/`rl:` maps override them -------------------
-_COMMON = dict(report_to=[], logging_steps=10, save_strategy="steps", save_steps=50, save_total_limit=1)
+_COMMON = dict(
+    report_to=[], logging_steps=10, save_strategy="steps", save_steps=50, save_total_limit=1,
+    gradient_checkpointing=False,  # TRL 1.16 turns it on by default; for small models it only costs time
+)
 SFT_DEFAULTS = dict(
     learning_rate=1e-3, num_train_epochs=3, per_device_train_batch_size=64, lr_scheduler_type="cosine",
     warmup_steps=0.05, max_length=32,
@@ -211,6 +221,8 @@ def _stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, s
     kwargs = {**_COMMON, **defaults, **overrides, "output_dir": str(output_dir), "seed": seed}
     if not torch.cuda.is_available():
         kwargs.setdefault("use_cpu", True)
+        # TRL 1.16 defaults to bf16 autocast, which CPUs without bf16 units emulate ~10x slower than fp32
+        kwargs.setdefault("bf16", False)
     return config_cls(**kwargs)
 
 
