@@ -184,21 +184,30 @@ def token_rewards(
 
 # ---- critics --------------------------------------------------------------------------------------------------------------
 @contextmanager
-def _active_adapter(peft_model, name: str):
-    """Run the LoRA adapter ``name`` for a forward pass without changing which adapters train.
+def _keep_requires_grad(peft_model):
+    """Restore every LoRA parameter's ``requires_grad`` on exit.
 
-    PEFT's ``set_adapter`` also flips ``requires_grad`` (only the active adapter trains); here the flags are restored so
-    policy and critic adapters stay trainable side by side and the optimizer keeps seeing both.
+    PEFT's ``set_adapter`` and ``disable_adapter`` (via ``enable_adapters``) make only the active adapter trainable;
+    PPO's policy and critic adapters must stay trainable side by side, so every adapter switch is wrapped in this.
     """
     flags = [(p, p.requires_grad) for n, p in peft_model.named_parameters() if "lora_" in n]
-    previous = peft_model.active_adapter
-    peft_model.set_adapter(name)
     try:
         yield
     finally:
-        peft_model.set_adapter(previous)
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+@contextmanager
+def _active_adapter(peft_model, name: str):
+    """Run the LoRA adapter ``name`` for a forward pass without changing which adapters train."""
+    previous = peft_model.active_adapter
+    with _keep_requires_grad(peft_model):
+        peft_model.set_adapter(name)
+        try:
+            yield
+        finally:
+            peft_model.set_adapter(previous)
 
 
 def _backbone(model: PreTrainedModel) -> nn.Module:
@@ -592,7 +601,12 @@ class PPOTrainer(GRPOTrainer):
         return torch.cat(out).float()  # (B, C)
 
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if is_peft_model(unwrapped):  # GRPO's reference pass (beta != 0) disables adapters, which refreezes the critic's
+            with _keep_requires_grad(unwrapped):
+                output = super()._generate_and_score_completions(inputs)
+        else:
+            output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         device = self.accelerator.device
         prompt_ids, completion_ids = output["prompt_ids"], output["completion_ids"]
@@ -616,7 +630,8 @@ class PPOTrainer(GRPOTrainer):
                         self.ref_model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
                     )
                 else:  # PEFT: the reference is the base with adapters disabled
-                    with self.accelerator.unwrap_model(self.model).disable_adapter():
+                    peft_model = self.accelerator.unwrap_model(self.model)
+                    with _keep_requires_grad(peft_model), peft_model.disable_adapter():
                         ref_logps, _, _ = self._get_per_token_logps_and_entropies(
                             self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
                         )
