@@ -2,4 +2,6 @@
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+from .ppo import PPOConfig, PPOTrainer
+
+__all__: list[str] = ["PPOConfig", "PPOTrainer"]

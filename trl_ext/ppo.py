@@ -404,7 +404,7 @@ class PPOTrainer(GRPOTrainer):
                                           "completion per episode); use GRPOTrainer for tool use.")
         reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
         if args.shared_base:
-            if peft_config is None and not is_peft_model(model):
+            if peft_config is None and not (isinstance(model, nn.Module) and is_peft_model(model)):
                 raise ValueError(
                     "PPOConfig.shared_base=True puts policy, critic, reference and reward model on one base as LoRA "
                     "adapters, so it needs peft_config=LoraConfig(...) (or a PeftModel policy)."
