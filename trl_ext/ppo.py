@@ -61,8 +61,9 @@ class PPOConfig(GRPOConfig):
 
     Re-defaulted GRPO fields: ``num_generations=1`` (the critic is the baseline; more are allowed),
     ``num_iterations=4`` (PPO epochs per generated batch), ``disable_dropout=True`` (dropout is off in all four
-    roles: the critic and reward model are switched off too), ``gradient_checkpointing=False`` (the models PPO is
-    run with here are small; turn it on for large ones). GRPO's ``beta`` still adds GRPO's k3 KL term to the *loss*
+    roles: the critic and reward model are switched off too), ``gradient_checkpointing=None`` (off, Trainer's
+    default, instead of GRPO's True; turn ``activation_checkpointing`` on for large models: the shared-base critic
+    then runs its own forward without checkpointing, see ``SharedCritic``). GRPO's ``beta`` still adds GRPO's k3 KL term to the *loss*
     and defaults to 0; PPO's KL penalty lives in the *reward* and is ``kl_coef``. GRPO's ``loss_type``,
     ``scale_rewards`` and ``multi_objective_aggregation`` are not used by PPO's loss or advantages.
     """
@@ -76,8 +77,9 @@ class PPOConfig(GRPOConfig):
     disable_dropout: bool = field(
         default=True, metadata={"help": "Turn dropout off in policy, reference, reward model and critic."}
     )
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Gradient checkpointing for the policy (the critic never checkpoints)."}
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated alias of activation_checkpointing (transformers 5); None = off, as in Trainer."},
     )
     kl_coef: float = field(
         default=0.05,
