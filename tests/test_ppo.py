@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from trl import GRPOConfig, ModelConfig
@@ -10,7 +11,6 @@ from trl_ext import PPOConfig, PPOTrainer
 from trl_ext.models import load_causal_lm
 from trl_ext.ppo import AdaptiveKLController, token_rewards
 from trl_ext.toy import AdditionTask, build_tokenizer, ensure_tiny_checkpoint, oracle_correct
-from trl_ext.toy.task import completion_text
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,6 @@ def _args(tmp_path, **kw):
         seed=0,
     )
     return PPOConfig(**{**defaults, **kw})
-
-
-def starts_with_digit(prompts, completions, **kwargs):
-    """1 when the answer starts with a digit: about 10/101 of a random character model's first tokens."""
-    return [1.0 if completion_text(c)[:1].isdigit() else 0.0 for c in completions]
 
 
 def always_one(prompts, completions, **kwargs):
@@ -129,29 +124,72 @@ def test_shared_base_needs_lora_and_an_adapter_reward(tmp_path, tiny, tokenizer)
 
 
 # ---- short seeded runs --------------------------------------------------------------------------------------------------
+PAIRS = [(27, 15), (38, 45), (19, 24), (56, 17)]  # two-digit sums, so a "swap" slip is always a wrong answer
+
+
+def _encode(tokenizer, a, b, answer):
+    prompt = [{"role": "user", "content": AdditionTask.question(a, b)}]
+    text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return prompt_ids, tokenizer(answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+
+
+def _batch(tokenizer, rows):
+    ids = [p + c for p, c in rows]
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids])  # (B, L) left-padded
+    labels = torch.tensor([[-100] * (width - len(c)) + c for _, c in rows])  # loss on the answer tokens only
+    return input_ids, (input_ids != tokenizer.pad_token_id).long(), labels
+
+
 @torch.no_grad()
-def _p_first_digit(model, tokenizer, prompts):
-    """Expected `starts_with_digit` reward at temperature 1: probability mass of the digits as first answer token."""
-    digits = [tokenizer.convert_tokens_to_ids(c) for c in "0123456789"]
-    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    logits = model(**batch).logits[:, -1]
-    return logits.softmax(-1)[:, digits].sum(-1).mean().item()
+def _p_correct(model, tokenizer):
+    """Per prompt, the probability of sampling exactly the right sum then EOS (temperature 1): the expected oracle
+    accuracy, up to answers that parse to the same number (e.g. " 42"), which only add to it."""
+    input_ids, mask, labels = _batch(tokenizer, [_encode(tokenizer, a, b, str(a + b)) for a, b in PAIRS])
+    logps = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].log_softmax(-1)
+    token_logps = logps.gather(-1, input_ids[:, 1:, None])[..., 0] * (labels[:, 1:] != -100)
+    return token_logps.sum(1).exp()  # (4,)
 
 
-def test_ppo_learns_the_reward(tmp_path, tiny, tokenizer):
-    """PPO maximises expected reward; for this reward that is P(first token is a digit), ~0.11 for the random model."""
-    task = AdditionTask()
-    args = _args(tmp_path, per_device_train_batch_size=16, num_iterations=2, max_completion_length=2, max_steps=20,
-                 learning_rate=3e-3, lr_scheduler_type="constant", kl_coef=0.01)
-    trainer = PPOTrainer(tiny, starts_with_digit, args=args, train_dataset=task.prompt_dataset(400, seed=0),
+@pytest.fixture(scope="module")
+def noisy_sft(tiny, tokenizer, tmp_path_factory):
+    """The seed's stage 1 in miniature: 40 SFT steps on demonstrators who write the digits swapped half the time."""
+    import random
+
+    from transformers import AutoModelForCausalLM
+
+    task = AdditionTask(demo_error_rate=0.5, demo_error_kinds=("swap",))
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        rows = [_encode(tokenizer, a, b, task.demonstrate(a, b, rng)) for a, b in (rng.choice(PAIRS) for _ in range(16))]
+        input_ids, mask, labels = _batch(tokenizer, rows)
+        model(input_ids=input_ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    path = tmp_path_factory.mktemp("noisy_sft")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_ppo_raises_oracle_accuracy(tmp_path, tokenizer, noisy_sft):
+    """After noisy SFT the right answer and its swap compete; PPO on the oracle's reward must favour the right one."""
+    from transformers import AutoModelForCausalLM
+
+    before = _p_correct(AutoModelForCausalLM.from_pretrained(noisy_sft), tokenizer)
+    prompts = [[{"role": "user", "content": AdditionTask.question(a, b)}] for a, b in PAIRS]
+    args = _args(tmp_path, per_device_train_batch_size=16, num_iterations=2, max_steps=12, learning_rate=1e-3,
+                 lr_scheduler_type="constant", kl_coef=0.01)
+    trainer = PPOTrainer(noisy_sft, oracle_correct, args=args, train_dataset=Dataset.from_dict({"prompt": prompts * 32}),
                          processing_class=tokenizer)
-    held_out = task.eval_dataset()["prompt"][:64]
-    before = _p_first_digit(trainer.model, tokenizer, held_out)
     trainer.train()
-    after = _p_first_digit(trainer.model, tokenizer, held_out)
-    assert before < 0.15
-    assert after > before + 0.2, (before, after)
+    after = _p_correct(trainer.model, tokenizer)
+    assert 0.2 < before.mean() < 0.7, before  # the SFT model is unsure: room to improve
+    assert after.mean() > before.mean() + 0.2, (before, after)
     logs = trainer.state.log_history
     for key in ("ppo/value_loss", "ppo/policy_loss", "ppo/approx_kl", "ppo/explained_variance", "kl",
                 "clip_ratio/region_mean", "ppo/value_clip_ratio", "entropy"):

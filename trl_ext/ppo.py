@@ -400,6 +400,11 @@ class PPOTrainer(GRPOTrainer):
                 "checkpoint, an AutoModelForSequenceClassification, or with shared_base=True a LoRA reward-adapter "
                 "folder) or reward callable(s) f(prompts, completions, **kw) -> list[float]."
             )
+        if optimizers[0] is not None:
+            raise ValueError(
+                "PPOTrainer builds its own optimizer so that the critic's parameters are in it (see create_optimizer); "
+                "choose it with args.optim, args.learning_rate and args.critic_learning_rate instead of optimizers=."
+            )
         for unsupported in ("tools", "environment_factory"):
             if kwargs.get(unsupported):
                 raise NotImplementedError(f"PPOTrainer does not support {unsupported}= (GAE assumes one contiguous "
@@ -559,7 +564,7 @@ class PPOTrainer(GRPOTrainer):
         return inside, outside
 
     def create_optimizer(self, model=None):
-        if self.optimizer is not None:  # user-supplied optimizers=(opt, sched): they own the critic's parameters
+        if self.optimizer is not None:
             return self.optimizer
         inside, outside = self._critic_parameters()
         for p in inside:  # keep the critic adapter out of the policy's groups, into its own
