@@ -354,7 +354,9 @@ class PPOTrainer(GRPOTrainer):
       ([`trl_ext.advantages.gae`]), whitening, adaptive KL. The output gains ``values``, ``returns`` and per-token
       ``advantages`` (B, T); ``old_per_token_logps`` is always set.
     * ``_compute_loss``: clipped policy surrogate + ``vf_coef`` × clipped value loss, both token-level means over the
-      generation batch (GRPO's ``"dapo"`` normalisation, so gradient accumulation is exact).
+      generation batch (GRPO's ``"dapo"`` normalisation, so gradient accumulation is exact). The value loss is
+      back-propagated inside the hook, before the policy's forward, so critic and policy activations never coexist;
+      the returned loss is the total, with the value part detached.
     * ``create_optimizer``: GRPO/Trainer's optimizer for the policy, plus one parameter group for the critic
       (``critic_learning_rate``). The critic is thus optimised by the same optimizer, scheduler and ``optimizer.step``
       as the policy; its gradients are clipped to ``max_grad_norm`` separately by an optimizer step pre-hook (Trainer
@@ -449,6 +451,12 @@ class PPOTrainer(GRPOTrainer):
 
         unwrapped = self.accelerator.unwrap_model(self.model)
         if args.shared_base:
+            if self.accelerator.num_processes > 1:
+                raise NotImplementedError(
+                    "PPOConfig.shared_base=True runs in one process (the consumer-GPU setting): the critic adapter lives "
+                    "inside the DDP-wrapped policy but runs its own forward/backward. Use shared_base=False to train on "
+                    "several processes."
+                )
             self._setup_shared_roles(unwrapped)
         else:
             critic = self._build_separate_critic(value_model)
@@ -703,6 +711,28 @@ class PPOTrainer(GRPOTrainer):
         mask = completion_mask.float()  # (B, C)
         mode = "train" if self.model.training else "eval"
 
+        # Token-level mean over the whole generation batch, split over processes and accumulation steps (as GRPO's
+        # "dapo" loss): each micro-batch contributes its token sum / the generation batch's tokens per optimizer step.
+        normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        if mode == "train":
+            normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+
+        # Clipped value loss: the new value may move at most cliprange_value from the rollout's value.
+        values_old, returns = inputs["values"], inputs["returns"]  # (B, C)
+        values_new = self.critic(input_ids, attention_mask)[:, -logits_to_keep - 1 : -1].float()
+        values_clipped = values_old + torch.clamp(
+            values_new - values_old, -self.args.cliprange_value, self.args.cliprange_value
+        )
+        vf_losses = (values_new - returns) ** 2
+        vf_losses_clipped = (values_clipped - returns) ** 2
+        vf_loss_tok = 0.5 * torch.maximum(vf_losses, vf_losses_clipped)
+        vf_loss = self.args.vf_coef * (vf_loss_tok * mask).sum() / normalizer
+        if vf_loss.requires_grad:
+            # Back-propagate the value loss now: the critic's activations are freed before the policy's forward, so the
+            # peak holds one role's activations instead of both. Gradients add up to those of the summed loss.
+            self.accelerator.backward(vf_loss)
+            vf_loss = vf_loss.detach()
+
         logps, entropies, _ = self._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, compute_entropy=True
         )
@@ -716,24 +746,9 @@ class PPOTrainer(GRPOTrainer):
         if self.beta != 0.0:  # GRPO's optional k3 KL term in the loss, kept for users who set beta
             ref = inputs["ref_per_token_logps"]
             pg_loss_tok = pg_loss_tok + self.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
-
-        # Clipped value loss: the new value may move at most cliprange_value from the rollout's value.
-        values_old, returns = inputs["values"], inputs["returns"]
-        values_new = self.critic(input_ids, attention_mask)[:, -logits_to_keep - 1 : -1].float()
-        values_clipped = values_old + torch.clamp(values_new - values_old, -self.args.cliprange_value,
-                                                  self.args.cliprange_value)
-        vf_losses = (values_new - returns) ** 2
-        vf_losses_clipped = (values_clipped - returns) ** 2
-        vf_loss_tok = 0.5 * torch.maximum(vf_losses, vf_losses_clipped)
-
-        # Token-level mean over the whole generation batch, split over processes and accumulation steps (as GRPO's
-        # "dapo" loss): each micro-batch contributes its token sum / the generation batch's tokens per optimizer step.
-        normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
-        if mode == "train":
-            normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
         pg_loss = (pg_loss_tok * mask).sum() / normalizer
-        vf_loss = (vf_loss_tok * mask).sum() / normalizer
-        loss = pg_loss + self.args.vf_coef * vf_loss
+        # The Trainer back-propagates this; the value loss only rides along (detached) so the logged loss is the total.
+        loss = pg_loss + vf_loss
 
         def global_mean(x):
             totals = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum()]).detach(), reduction="sum")
