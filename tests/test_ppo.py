@@ -224,7 +224,8 @@ def test_shared_base_trains_only_policy_and_critic_adapters(tmp_path, tiny, toke
                               add_special_tokens=False)).logits[0, 0].item()
 
     lora = LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    args = _args(tmp_path, shared_base=True, num_iterations=2, max_steps=2, learning_rate=1e-2)
+    args = _args(tmp_path, shared_base=True, num_iterations=2, max_steps=2, learning_rate=1e-2,
+                 kl_target=1.0, kl_horizon=100, missing_eos_penalty=1.0)
     policy = load_causal_lm(ModelConfig(model_name_or_path=tiny, load_in_4bit=True)) if load_in_4bit else tiny
     trainer = PPOTrainer(policy, str(tmp_path / "rm_adapter"), args=args,
                          train_dataset=AdditionTask().prompt_dataset(32, 0), processing_class=tokenizer,
@@ -250,3 +251,7 @@ def test_shared_base_trains_only_policy_and_critic_adapters(tmp_path, tiny, toke
     assert moved["reward"] == 0 and moved["base"] == 0, moved
     assert not torch.equal(trainer.critic.value_head.weight, head_before)
     assert model.active_adapter == "default"
+    # Adaptive KL moved β; the no-EOS penalty took 1.0 off each completion that never emitted EOS.
+    assert trainer.kl_coef != 0.05
+    rollout = next(h for h in trainer.state.log_history if "ppo/score" in h)
+    assert rollout["ppo/score"] == pytest.approx(rollout["reward"] - (1.0 - rollout["ppo/eos_ratio"]), abs=1e-5)
