@@ -42,7 +42,7 @@ def always_one(prompts, completions, **kwargs):
     return [1.0] * len(completions)
 
 
-# ---- pure math ----------------------------------------------------------------------------------------------------------
+# ---- pure math -------------------------------------------------------------------------------------------------------
 def test_token_rewards_by_hand():
     logps = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, 0.0]])
     ref = torch.tensor([[-1.5, -1.0, -0.5], [-2.0, -1.0, 0.0]])
@@ -62,7 +62,7 @@ def test_adaptive_kl_by_hand():
     assert ctl.update(5.4, n_steps=50) == pytest.approx(0.102 * 0.95)
 
 
-# ---- configuration errors -----------------------------------------------------------------------------------------------
+# ---- configuration errors --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field,value", [("gamma", 1.5), ("gamma", -0.1), ("lam", 1.01), ("lam", -1.0)])
 def test_config_rejects_invalid_gae_parameters(tmp_path, field, value):
     with pytest.raises(ValueError, match=rf"PPOConfig\.{field}="):
@@ -74,6 +74,11 @@ def test_config_rejects_adaptive_kl_without_coefficient(tmp_path):
         _args(tmp_path, kl_coef=0.0, kl_target=6.0)
 
 
+def test_config_refuses_grpo_loss_options_ppo_ignores(tmp_path):
+    with pytest.raises(ValueError, match="PPOConfig.entropy_coef"):
+        _args(tmp_path, entropy_coef=0.01)
+
+
 def test_one_generation_per_prompt_is_allowed(tmp_path):
     args = _args(tmp_path, num_generations=1, per_device_train_batch_size=3)
     assert args.num_generations == 1 and type(args.num_generations) is int
@@ -81,7 +86,7 @@ def test_one_generation_per_prompt_is_allowed(tmp_path):
         GRPOConfig(output_dir=str(tmp_path), num_generations=1, report_to=[], use_cpu=True)
 
 
-# ---- constructor errors -------------------------------------------------------------------------------------------------
+# ---- constructor errors ----------------------------------------------------------------------------------------------
 def test_missing_reward_model_is_a_clear_error(tmp_path, tiny, tokenizer):
     for missing in (None, []):
         with pytest.raises(ValueError, match="PPOTrainer needs a reward"):
@@ -91,7 +96,7 @@ def test_missing_reward_model_is_a_clear_error(tmp_path, tiny, tokenizer):
 
 @pytest.fixture(scope="module")
 def foreign_critic(tiny, tmp_path_factory):
-    """A sequence-classification checkpoint whose tokenizer has one extra token (so its ids differ from the policy's)."""
+    """A sequence-classification checkpoint whose tokenizer has one extra token: its ids differ from the policy's."""
     path = tmp_path_factory.mktemp("foreign_critic")
     tok = build_tokenizer()
     tok.add_tokens(["<|tool|>"], special_tokens=True)
@@ -123,7 +128,7 @@ def test_shared_base_needs_lora_and_an_adapter_reward(tmp_path, tiny, tokenizer)
                    processing_class=tokenizer, peft_config=lora)
 
 
-# ---- short seeded runs --------------------------------------------------------------------------------------------------
+# ---- short seeded runs -----------------------------------------------------------------------------------------------
 PAIRS = [(27, 15), (38, 45), (19, 24), (56, 17)]  # two-digit sums, so a "swap" slip is always a wrong answer
 
 
@@ -165,7 +170,8 @@ def noisy_sft(tiny, tokenizer, tmp_path_factory):
     model = AutoModelForCausalLM.from_pretrained(tiny)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(40):
-        rows = [_encode(tokenizer, a, b, task.demonstrate(a, b, rng)) for a, b in (rng.choice(PAIRS) for _ in range(16))]
+        pairs = (rng.choice(PAIRS) for _ in range(16))  # drawn lazily: choice, demonstrate, choice, ...
+        rows = [_encode(tokenizer, a, b, task.demonstrate(a, b, rng)) for a, b in pairs]
         input_ids, mask, labels = _batch(tokenizer, rows)
         model(input_ids=input_ids, attention_mask=mask, labels=labels).loss.backward()
         optimizer.step()
@@ -184,8 +190,8 @@ def test_ppo_raises_oracle_accuracy(tmp_path, tokenizer, noisy_sft):
     prompts = [[{"role": "user", "content": AdditionTask.question(a, b)}] for a, b in PAIRS]
     args = _args(tmp_path, per_device_train_batch_size=16, num_iterations=2, max_steps=12, learning_rate=1e-3,
                  lr_scheduler_type="constant", kl_coef=0.01)
-    trainer = PPOTrainer(noisy_sft, oracle_correct, args=args, train_dataset=Dataset.from_dict({"prompt": prompts * 32}),
-                         processing_class=tokenizer)
+    data = Dataset.from_dict({"prompt": prompts * 32})
+    trainer = PPOTrainer(noisy_sft, oracle_correct, args=args, train_dataset=data, processing_class=tokenizer)
     trainer.train()
     after = _p_correct(trainer.model, tokenizer)
     assert 0.2 < before.mean() < 0.7, before  # the SFT model is unsure: room to improve
@@ -197,7 +203,7 @@ def test_ppo_raises_oracle_accuracy(tmp_path, tokenizer, noisy_sft):
 
 
 def test_value_loss_falls(tmp_path, tiny, tokenizer):
-    """Reward 1 for every completion, no KL, λ = 1: every return is exactly 1, so the critic regresses its values to 1."""
+    """Reward 1 for every completion, no KL, λ = 1: every return is exactly 1, so the critic's values go to 1."""
     args = _args(tmp_path, num_iterations=4, max_steps=16, learning_rate=1e-5, critic_learning_rate=1e-3,
                  kl_coef=0.0, lam=1.0, lr_scheduler_type="constant")
     trainer = PPOTrainer(tiny, always_one, args=args, train_dataset=AdditionTask().prompt_dataset(64, 0),
@@ -210,6 +216,8 @@ def test_value_loss_falls(tmp_path, tiny, tokenizer):
     assert all(r == pytest.approx(1.0) for r in returns)
     assert sum(value_loss[-4:]) < 0.25 * sum(value_loss[:4]), value_loss
     assert abs(values[-1] - 1.0) < abs(values[0] - 1.0), values
+    trainer.save_model(str(tmp_path / "saved"))  # the critic is saved next to the policy
+    assert (tmp_path / "saved" / "critic" / "config.json").exists()
 
 
 @pytest.mark.parametrize("load_in_4bit", [False, True], ids=["fp32", "nf4"])
@@ -251,6 +259,9 @@ def test_shared_base_trains_only_policy_and_critic_adapters(tmp_path, tiny, toke
     assert moved["reward"] == 0 and moved["base"] == 0, moved
     assert not torch.equal(trainer.critic.value_head.weight, head_before)
     assert model.active_adapter == "default"
+    trainer.save_model(str(tmp_path / "saved"))
+    assert (tmp_path / "saved" / "critic" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "saved" / "value_head.pt").exists()
     # Adaptive KL moved β; the no-EOS penalty took 1.0 off each completion that never emitted EOS.
     assert trainer.kl_coef != 0.05
     rollout = next(h for h in trainer.state.log_history if "ppo/score" in h)

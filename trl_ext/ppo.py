@@ -45,7 +45,7 @@ from .models import disable_bnb_cpu_repack
 REWARD_ADAPTER, CRITIC_ADAPTER = "reward", "critic"
 
 
-# ---- configuration ----------------------------------------------------------------------------------------------------
+# ---- configuration ---------------------------------------------------------------------------------------------------
 class _GroupSizeOne(int):
     """``num_generations=1`` passed through ``GRPOConfig.__post_init__``, whose ``< 2`` guard exists for group-relative
     advantages. PPO's advantages come from the critic, so one completion per prompt is the classic setting."""
@@ -62,10 +62,13 @@ class PPOConfig(GRPOConfig):
     Re-defaulted GRPO fields: ``num_generations=1`` (the critic is the baseline; more are allowed),
     ``num_iterations=4`` (PPO epochs per generated batch), ``disable_dropout=True`` (dropout is off in all four
     roles: the critic and reward model are switched off too), ``gradient_checkpointing=None`` (off, Trainer's
-    default, instead of GRPO's True; turn ``activation_checkpointing`` on for large models: the shared-base critic
-    then runs its own forward without checkpointing, see ``SharedCritic``). GRPO's ``beta`` still adds GRPO's k3 KL term to the *loss*
-    and defaults to 0; PPO's KL penalty lives in the *reward* and is ``kl_coef``. GRPO's ``loss_type``,
-    ``scale_rewards`` and ``multi_objective_aggregation`` are not used by PPO's loss or advantages.
+    default, instead of GRPO's True; turn ``activation_checkpointing`` on for large models: the shared-base
+    critic then runs its own forward without checkpointing, see ``SharedCritic``).
+
+    GRPO's ``beta`` still adds GRPO's k3 KL term to the *loss* and defaults to 0; PPO's KL penalty lives in the
+    *reward* and is ``kl_coef``. GRPO's ``loss_type``, ``scale_rewards``, ``multi_objective_aggregation``,
+    ``entropy_coef`` and ``top_entropy_quantile`` are not used by PPO's loss or advantages. Several PPO epochs per
+    batch are ``num_iterations``; mini-batches per batch are ``steps_per_generation``.
     """
 
     num_generations: int | None = field(
@@ -108,7 +111,7 @@ class PPOConfig(GRPOConfig):
     )
     missing_eos_penalty: float | None = field(
         default=None,
-        metadata={"help": "Subtracted from the score of completions that end without EOS (truncated). None: no penalty."},
+        metadata={"help": "Subtracted from the score of completions that end without EOS (truncated); None: none."},
     )
     critic_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the critic's parameter group; None uses learning_rate."}
@@ -148,6 +151,19 @@ class PPOConfig(GRPOConfig):
             self.num_generations = _GroupSizeOne(1)
         super().__post_init__()
         self.num_generations = int(requested)
+        # GRPO loss knobs that PPO's own loss would silently ignore: refuse them rather than surprise.
+        ignored = {
+            "entropy_coef": self.entropy_coef != 0.0,
+            "use_adaptive_entropy": self.use_adaptive_entropy,
+            "top_entropy_quantile": self.top_entropy_quantile < 1.0,
+            "off_policy_mask_threshold": self.off_policy_mask_threshold is not None,
+        }
+        for name, is_set in ignored.items():
+            if is_set:
+                raise ValueError(
+                    f"PPOConfig.{name}={getattr(self, name)!r} is a GRPO loss option that PPO's loss does not apply; "
+                    "leave it at its default."
+                )
 
 
 class AdaptiveKLController:
@@ -162,7 +178,7 @@ class AdaptiveKLController:
         return self.value
 
 
-# ---- the per-token reward (pure) ----------------------------------------------------------------------------------------
+# ---- the per-token reward (pure) -------------------------------------------------------------------------------------
 def token_rewards(
     logps: torch.Tensor,
     ref_logps: torch.Tensor | None,
@@ -184,7 +200,7 @@ def token_rewards(
     return rewards * mask, kl
 
 
-# ---- critics --------------------------------------------------------------------------------------------------------------
+# ---- critics ---------------------------------------------------------------------------------------------------------
 @contextmanager
 def _keep_requires_grad(peft_model):
     """Restore every LoRA parameter's ``requires_grad`` on exit.
@@ -340,7 +356,7 @@ def _same_tokenizer(a, b) -> bool:
     return a.get_vocab() == b.get_vocab() and a.pad_token_id == b.pad_token_id
 
 
-# ---- the trainer ----------------------------------------------------------------------------------------------------------
+# ---- the trainer -----------------------------------------------------------------------------------------------------
 class PPOTrainer(GRPOTrainer):
     """
     PPO with a critic (Ouyang et al. 2022, arXiv:2203.02155; Schulman et al. 2017, arXiv:1707.06347) on GRPOTrainer.
@@ -426,9 +442,9 @@ class PPOTrainer(GRPOTrainer):
             for r in reward_funcs:
                 if isinstance(r, nn.Module) or (isinstance(r, (str, os.PathLike)) and not _is_adapter_dir(r)):
                     raise ValueError(
-                        f"PPOConfig.shared_base=True needs the reward model as a LoRA adapter folder (adapter_config.json "
-                        f"+ adapter_model.safetensors with its score head), got {r!r}. Pass the adapter folder, a "
-                        "reward callable, or set shared_base=False to load a separate reward model."
+                        "PPOConfig.shared_base=True needs the reward model as a LoRA adapter folder "
+                        f"(adapter_config.json + adapter_model.safetensors with its score head), got {r!r}. Pass the "
+                        "adapter folder or a reward callable, or set shared_base=False for a separate reward model."
                     )
             reward_funcs = [SharedAdapterReward(r) if _is_adapter_dir(r) else r for r in reward_funcs]
 
@@ -453,9 +469,9 @@ class PPOTrainer(GRPOTrainer):
         if args.shared_base:
             if self.accelerator.num_processes > 1:
                 raise NotImplementedError(
-                    "PPOConfig.shared_base=True runs in one process (the consumer-GPU setting): the critic adapter lives "
-                    "inside the DDP-wrapped policy but runs its own forward/backward. Use shared_base=False to train on "
-                    "several processes."
+                    "PPOConfig.shared_base=True runs in one process (the consumer-GPU setting): the critic adapter "
+                    "lives inside the DDP-wrapped policy but runs its own forward/backward. Use shared_base=False to "
+                    "train on several processes."
                 )
             self._setup_shared_roles(unwrapped)
         else:
@@ -468,7 +484,7 @@ class PPOTrainer(GRPOTrainer):
             if isinstance(reward_func, nn.Module) and args.disable_dropout:
                 disable_dropout_in_model(reward_func)
 
-    # ---- construction ---------------------------------------------------------------------------------------------------
+    # ---- construction ------------------------------------------------------------------------------------------------
     def _build_reference(self):
         model_init_kwargs = dict(self.args.model_init_kwargs or {})
         model_init_kwargs.setdefault("trust_remote_code", self.args.trust_remote_code)
@@ -600,7 +616,7 @@ class PPOTrainer(GRPOTrainer):
             optimizer.register_step_pre_hook(clip_critic_grads)
         return optimizer
 
-    # ---- rollout: rewards, values, advantages --------------------------------------------------------------------------
+    # ---- rollout: rewards, values, advantages ------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._last_rewards_per_func = rewards_per_func  # (N_global, n_funcs), gathered across processes
@@ -617,7 +633,8 @@ class PPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         unwrapped = self.accelerator.unwrap_model(self.model)
-        if is_peft_model(unwrapped):  # GRPO's reference pass (beta != 0) disables adapters, which refreezes the critic's
+        # GRPO's reference pass (beta != 0) disables adapters, which refreezes the critic's adapter.
+        if is_peft_model(unwrapped):
             with _keep_requires_grad(unwrapped):
                 output = super()._generate_and_score_completions(inputs)
         else:
@@ -701,7 +718,7 @@ class PPOTrainer(GRPOTrainer):
             output.pop("ref_per_token_logps", None)
         return output
 
-    # ---- loss ---------------------------------------------------------------------------------------------------------------
+    # ---- loss --------------------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs):
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
@@ -767,7 +784,7 @@ class PPOTrainer(GRPOTrainer):
         metrics["ppo/value_clip_ratio"].append(global_mean((vf_losses_clipped > vf_losses).float()))
         return loss
 
-    # ---- saving ---------------------------------------------------------------------------------------------------------
+    # ---- saving ------------------------------------------------------------------------------------------------------
     def _save(self, output_dir: str | None = None, state_dict=None):
         super()._save(output_dir, state_dict=state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
