@@ -1,6 +1,6 @@
 """Peak memory of PPO's four roles on one shared base, and as separate models, against GRPO + LoRA on the same base.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ppo_memory.py      # CPU: ~8 min on 2 busy cores; GPU if present
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ppo_memory.py      # ~5 min per repeat on 2 busy CPU cores; CUDA if present
 
 Writes ``benchmarks/results/ppo_memory.{md,png,json}`` (``--out`` changes the stem).
 
@@ -158,9 +158,23 @@ def prepare(opts: argparse.Namespace) -> None:
     rm.save_pretrained(opts.rm_adapter)
 
 
-def report(rows: list[dict], opts: argparse.Namespace, command: str) -> None:
+def _median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def report(runs: list[dict], opts: argparse.Namespace, command: str) -> None:
+    """One table row per configuration: the median over repeats, with the range when there are several."""
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    rows, spread = [], {}
+    for config in dict.fromkeys(r["config"] for r in runs):
+        mine = [r for r in runs if r["config"] == config]
+        peaks = [r["peak_mb"] for r in mine]
+        rows.append({**mine[0], "peak_mb": _median(peaks), "peak_rss_mb": _median([r["peak_rss_mb"] for r in mine]),
+                     "train_seconds": _median([r["train_seconds"] for r in mine])})
+        spread[config] = (min(peaks), max(peaks), len(peaks))
     by = {r["config"]: r for r in rows}
 
     def baseline(config):  # GRPO + LoRA on the same base precision
@@ -168,6 +182,7 @@ def report(rows: list[dict], opts: argparse.Namespace, command: str) -> None:
 
     device = rows[0]["device"]
     what = "torch.cuda.max_memory_allocated" if device == "cuda" else "peak RSS − RSS before the first model load"
+    repeats = max(n for _, _, n in spread.values())
     lines = [
         "# PPO peak memory: four roles on one base vs separate models, against GRPO + LoRA",
         "",
@@ -176,17 +191,18 @@ def report(rows: list[dict], opts: argparse.Namespace, command: str) -> None:
         f"4-bit for `*_nf4`); LoRA r=16 on all linear layers; batch {opts.batch} completions "
         f"({opts.generations} per prompt) of {opts.completion_length} tokens; {opts.steps} optimizer steps, "
         "2 PPO epochs (num_iterations) per batch.  ",
-        f"Memory: {what}, each configuration in a fresh process.",
+        f"Memory: {what}, each configuration in a fresh process"
+        + (f", run {repeats} times (median, min–max)." if repeats > 1 else "."),
         "",
-        "| configuration | peak memory (MiB) | ÷ GRPO + LoRA (same precision) | params in memory (M) | trainable (M) "
-        "| train time (s) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| configuration | peak memory (MiB) | min–max | ÷ GRPO + LoRA (same precision) | params in memory (M) "
+        "| trainable (M) | train time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        lo, hi, _ = spread[r["config"]]
         lines.append(
-            f"| {r['config']} | {r['peak_mb']:.0f} | {r['peak_mb'] / baseline(r['config']):.2f} | "
-            f"{r['params_in_memory_m']:.1f} | "
-            f"{r['trainable_params_m']:.2f} | {r['train_seconds']:.1f} |"
+            f"| {r['config']} | {r['peak_mb']:.0f} | {lo:.0f}–{hi:.0f} | {r['peak_mb'] / baseline(r['config']):.2f} | "
+            f"{r['params_in_memory_m']:.1f} | {r['trainable_params_m']:.2f} | {r['train_seconds']:.1f} |"
         )
     shared = by["ppo_shared"]["peak_mb"] / baseline("ppo_shared")
     lines += [
@@ -203,6 +219,14 @@ def report(rows: list[dict], opts: argparse.Namespace, command: str) -> None:
         "Absolute peak RSS per process (MiB, includes the Python/torch runtime): "
         + ", ".join(f"{r['config']} {r['peak_rss_mb']:.0f}" for r in rows)
         + ".",
+        "",
+        "Notes. PPO's extra over GRPO + LoRA is the critic adapter (its weights, gradients and Adam states) and the "
+        "value head; the critic's activations never coexist with the policy's because the value loss is "
+        "back-propagated before the policy forward. On CPU the nf4 runs quantise while loading, so their RSS "
+        "high-water mark includes the fp32 weights of the load and is not smaller than the fp32 runs'; on a GPU "
+        "(torch.cuda.max_memory_allocated) the 4-bit base counts at its packed size. `params in memory` counts a "
+        "4-bit weight's packed storage (two values per element). The ratio depends on how much of the peak is "
+        "activations vs weights, i.e. on batch, sequence length and model size: measure with your shapes.",
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
@@ -230,12 +254,14 @@ def report(rows: list[dict], opts: argparse.Namespace, command: str) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--generations", type=int, default=4)
-    parser.add_argument("--completion-length", type=int, default=32)
+    parser.add_argument("--completion-length", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per configuration (median reported)")
+    parser.add_argument("--from-json", help="rebuild the md/png from a saved .json of runs instead of measuring")
     parser.add_argument("--out", default="benchmarks/results/ppo_memory")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -248,11 +274,15 @@ def main(argv=None) -> None:
         return
 
     command = "python benchmarks/ppo_memory.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if opts.from_json:
+        saved = json.loads(Path(opts.from_json).read_text())
+        report(saved["runs"], opts, saved["command"])
+        return
     with tempfile.TemporaryDirectory() as tmp:
         opts.tmp = tmp
         prepare(opts)
         rows = []
-        for config in opts.configs.split(","):
+        for config in [c for _ in range(opts.repeats) for c in opts.configs.split(",")]:
             cmd = [sys.executable, __file__, "--worker", config, "--base", opts.base, "--rm-adapter", opts.rm_adapter,
                    "--tmp", tmp, "--hidden", str(opts.hidden), "--layers", str(opts.layers), "--batch",
                    str(opts.batch), "--generations", str(opts.generations), "--completion-length",
@@ -264,7 +294,7 @@ def main(argv=None) -> None:
             rows.append(json.loads(result[-1][len("RESULT "):]))
             print(f"{config}: {rows[-1]['peak_mb']:.0f} MiB peak ({rows[-1]['train_seconds']:.1f} s)", flush=True)
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out + ".json").write_text(json.dumps(rows, indent=2))
+    Path(opts.out + ".json").write_text(json.dumps({"command": command.strip(), "runs": rows}, indent=2))
     done = {r["config"] for r in rows}
     if {"grpo_lora", "ppo_shared", "ppo_separate"} <= done and ("ppo_shared_nf4" not in done or "grpo_lora_nf4" in done):
         report(rows, opts, command.strip())
