@@ -1,8 +1,8 @@
 """Peak memory of PPO's four roles on one shared base, and as separate models, against GRPO + LoRA on the same base.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ppo_memory.py      # ~5 min per repeat on 2 busy CPU cores; CUDA if present
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ppo_memory.py --repeats 3   # ~5 min/repeat on 2 busy cores
 
-Writes ``benchmarks/results/ppo_memory.{md,png,json}`` (``--out`` changes the stem).
+Writes ``benchmarks/results/ppo_memory.{md,png,json}`` (``--out`` changes the stem). Uses CUDA when present.
 
 Configurations (same base checkpoint, same batch: ``--batch`` completions of ``--completion-length`` tokens per step):
 
@@ -244,6 +244,7 @@ def report(runs: list[dict], opts: argparse.Namespace, command: str) -> None:
         ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v / baseline(name):.2f}×", ha="center", va="bottom")
     ax.axhline(baseline("ppo_shared") * GOAL, ls="--", color="k", lw=0.8, label=f"goal: {GOAL}× GRPO + LoRA (fp32)")
     ax.tick_params(axis="x", labelsize=7)
+    ax.set_ylim(0, max(values) * 1.15)
     ax.set_ylabel("peak memory (MiB)")
     ax.set_title(f"PPO roles, {opts.hidden}×{opts.layers} base ({device})", fontsize=10)
     ax.legend(fontsize=8)

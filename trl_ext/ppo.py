@@ -375,8 +375,9 @@ class PPOTrainer(GRPOTrainer):
       the returned loss is the total, with the value part detached.
     * ``create_optimizer``: GRPO/Trainer's optimizer for the policy, plus one parameter group for the critic
       (``critic_learning_rate``). The critic is thus optimised by the same optimizer, scheduler and ``optimizer.step``
-      as the policy; its gradients are clipped to ``max_grad_norm`` separately by an optimizer step pre-hook (Trainer
-      clips only the policy's).
+      as the policy. Trainer clips the policy model's gradients (with a shared critic adapter among them); the critic
+      parameters outside the policy model (separate critic, value head) are clipped to ``max_grad_norm`` on their
+      own by an optimizer step pre-hook.
     * ``_save``: also writes the critic (``critic/`` for a separate critic, the ``critic`` adapter + ``value_head.pt``
       when shared).
 
@@ -608,10 +609,11 @@ class PPOTrainer(GRPOTrainer):
         )
         max_norm = self.args.max_grad_norm
         if max_norm is not None and max_norm > 0:
-            clip_params = outside if self.args.shared_base is False else critic_params
+            # Trainer clips the policy model's parameters, which include a shared critic adapter; what lives outside
+            # the policy model (a separate critic, the value head) is clipped here, as its own group.
 
             def clip_critic_grads(*_):
-                torch.nn.utils.clip_grad_norm_(clip_params, max_norm)
+                torch.nn.utils.clip_grad_norm_(outside, max_norm)
 
             optimizer.register_step_pre_hook(clip_critic_grads)
         return optimizer
