@@ -1,5 +1,7 @@
 """PPOTrainer: reward/KL math by hand, config and constructor errors, and short seeded runs on the tiny model."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from datasets import Dataset
@@ -266,3 +268,43 @@ def test_shared_base_trains_only_policy_and_critic_adapters(tmp_path, tiny, toke
     assert trainer.kl_coef != 0.05
     rollout = next(h for h in trainer.state.log_history if "ppo/score" in h)
     assert rollout["ppo/score"] == pytest.approx(rollout["reward"] - (1.0 - rollout["ppo/eos_ratio"]), abs=1e-5)
+
+
+DDP_SCRIPT = '''
+import sys, torch
+from transformers import AutoTokenizer
+from trl_ext import PPOConfig, PPOTrainer
+from trl_ext.toy import AdditionTask, oracle_correct
+tiny, out = sys.argv[1], sys.argv[2]
+args = PPOConfig(output_dir=out, per_device_train_batch_size=4, gradient_accumulation_steps=2, num_iterations=2,
+                 max_completion_length=3, max_steps=2, report_to=[], save_strategy="no", use_cpu=True, seed=0)
+trainer = PPOTrainer(tiny, oracle_correct, args=args, train_dataset=AdditionTask().prompt_dataset(64, 0),
+                     processing_class=AutoTokenizer.from_pretrained(tiny))
+critic = trainer.accelerator.unwrap_model(trainer.critic)
+before = [p.detach().clone() for p in critic.parameters()]
+trainer.train()
+moved = any(not torch.equal(a, b) for a, b in zip(before, critic.parameters()))
+checksum = sum(float(p.detach().double().sum()) for p in critic.parameters())
+print(f"RANK {trainer.accelerator.process_index} {moved} {checksum:.8f}", flush=True)
+'''
+
+
+def test_separate_critic_stays_in_sync_across_two_processes(tmp_path, tiny):
+    """torchrun with 2 CPU processes (gloo): the critic trains and its weights agree on both ranks."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ppo_ddp.py"
+    script.write_text(DDP_SCRIPT)
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), tiny,
+         str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    ranks = [line.split() for line in proc.stdout.splitlines() if line.startswith("RANK ")]
+    assert proc.returncode == 0 and len(ranks) == 2, proc.stderr[-3000:]
+    assert all(moved == "True" for _, _, moved, _ in ranks)
+    assert ranks[0][3] == ranks[1][3]  # identical critic weights: gradients were all-reduced
