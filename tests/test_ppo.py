@@ -35,6 +35,7 @@ def _args(tmp_path, **kw):
         report_to=[],
         save_strategy="no",
         use_cpu=True,
+        bf16=False,  # TRL defaults to bf16 autocast, emulated (slowly) on CPUs
         seed=0,
     )
     return PPOConfig(**{**defaults, **kw})
@@ -190,7 +191,7 @@ def test_ppo_raises_oracle_accuracy(tmp_path, tokenizer, noisy_sft):
 
     before = _p_correct(AutoModelForCausalLM.from_pretrained(noisy_sft), tokenizer)
     prompts = [[{"role": "user", "content": AdditionTask.question(a, b)}] for a, b in PAIRS]
-    args = _args(tmp_path, per_device_train_batch_size=16, num_iterations=2, max_steps=12, learning_rate=1e-3,
+    args = _args(tmp_path, per_device_train_batch_size=16, num_iterations=2, max_steps=12, learning_rate=3e-4,
                  lr_scheduler_type="constant", kl_coef=0.01)
     data = Dataset.from_dict({"prompt": prompts * 32})
     trainer = PPOTrainer(noisy_sft, oracle_correct, args=args, train_dataset=data, processing_class=tokenizer)
@@ -277,7 +278,7 @@ from trl_ext import PPOConfig, PPOTrainer
 from trl_ext.toy import AdditionTask, oracle_correct
 tiny, out = sys.argv[1], sys.argv[2]
 args = PPOConfig(output_dir=out, per_device_train_batch_size=4, gradient_accumulation_steps=2, num_iterations=2,
-                 max_completion_length=3, max_steps=2, report_to=[], save_strategy="no", use_cpu=True, seed=0)
+                 max_completion_length=3, max_steps=2, report_to=[], save_strategy="no", use_cpu=True, bf16=False, seed=0)
 trainer = PPOTrainer(tiny, oracle_correct, args=args, train_dataset=AdditionTask().prompt_dataset(64, 0),
                      processing_class=AutoTokenizer.from_pretrained(tiny))
 critic = trainer.accelerator.unwrap_model(trainer.critic)
