@@ -210,3 +210,18 @@ def test_dpo_route_trains_the_policy_on_the_labellers_pairs(tmp_path, finished_r
     rl = json.load(open(tmp_path / "run/rl/stage.json"))
     assert rl["settings"]["algorithm"] == "dpo" and rl["metrics"]["global_step"] == 2
     assert report["algorithm"] == "dpo" and "rl" in report["models"]
+
+
+@pytest.mark.parametrize("algorithm", ["dapo", "rloo", "ppo"])
+def test_every_rl_algorithm_runs_in_the_pipeline(tmp_path, finished_run, algorithm):
+    src = finished_run[0].output_dir
+    rl = {"max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4}
+    if algorithm == "dapo":
+        rl["dynamic_sampling_on_cap"] = "train_on_kept"  # an untrained policy has few informative groups
+    cfg = small(tmp_path, algorithm=algorithm, until="rl", rl=rl)
+    for stage in ("base", "sft", "labels", "rm"):
+        shutil.copytree(f"{src}/{stage}", tmp_path / "run" / stage)
+    run_pipeline(cfg)
+    info = json.load(open(tmp_path / "run/rl/stage.json"))
+    assert info["settings"]["algorithm"] == algorithm and info["metrics"]["global_step"] == 2
+    assert (tmp_path / "run/rl/model/model.safetensors").exists()

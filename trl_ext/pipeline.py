@@ -42,6 +42,7 @@ from trl import (
 
 from .dapo import DAPOConfig, DAPOTrainer
 from .evaluation import oracle_accuracy, sample_completions
+from .ppo import PPOConfig, PPOTrainer
 from .models import check_model_path, disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer
 from .rewards import RewardAdapter
 from .rloo import RLOOConfig, RLOOTrainer
@@ -56,6 +57,7 @@ RL_ALGORITHMS: dict[str, tuple[type, type]] = {
     "grpo": (GRPOConfig, GRPOTrainer),
     "dapo": (DAPOConfig, DAPOTrainer),
     "rloo": (RLOOConfig, RLOOTrainer),
+    "ppo": (PPOConfig, PPOTrainer),
     "dpo": (DPOConfig, DPOTrainer),
 }
 
@@ -112,7 +114,7 @@ class PipelineConfig:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub (off: safer)."})
     # -- the embedded task --------------------------------------------------------------------------------------
     task_low: int = field(default=10, metadata={"help": "Smallest operand of the addition task."})
-    task_high: int = field(default=99, metadata={"help": "Largest operand of the addition task."})
+    task_high: int = field(default=49, metadata={"help": "Largest operand of the addition task."})
     eval_size: int = field(default=200, metadata={"help": "Held-out (a, b) pairs used only for evaluation."})
     demo_error_rate: float = field(default=0.5, metadata={"help": "Share of SFT demonstrations that are wrong."})
     demo_error_kinds: list[str] = field(
@@ -512,10 +514,18 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
             reward_model, load_tokenizer(model_args, str(rm_folder / "model"), cfg.trust_remote_code),
             batch_size=cfg.reward_batch_size, name="rm",
         )
+    extra = {}
+    if cfg.algorithm == "ppo":
+        if cfg.rl.get("shared_base"):  # PPO puts policy, reference, RM and critic on one base: the RM as an adapter
+            if not (rm_folder / "adapter").exists():
+                raise ValueError("rl.shared_base=true needs the RM trained as a LoRA adapter: add --use_peft.")
+            reward = str(rm_folder / "adapter")
+        else:
+            extra["value_model"] = str(rm_folder / "model")  # the critic starts from the RM (InstructGPT)
     args = _stage_args(config_cls, RL_DEFAULTS, cfg.rl, folder / "checkpoints", cfg.seed, "rl")
     trainer = trainer_cls(
         model=model, reward_funcs=[reward], args=args, train_dataset=rl_prompts(cfg), processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=peft_config, **extra,
     )
     disable_bnb_cpu_repack(trainer.model)
     metrics = _train(trainer, folder, callbacks)
