@@ -76,7 +76,7 @@ def test_demonstrators_err_at_the_configured_rate_with_the_configured_slip():
     assert AdditionTask(demo_error_kinds=("carry",)).demonstrate(27, 15, _AlwaysWrong()) == "32"
     chatty = AdditionTask(demo_error_kinds=("chatter",)).demonstrate(27, 15, _AlwaysWrong())
     assert chatty.startswith("42") and chatty != "42"
-    assert oracle_utility([{"role": "user", "content": "27+15"}], chatty) == -1  # the number alone was asked for
+    assert oracle_utility([{"role": "user", "content": "27+15"}], chatty) == 2  # right, but not the number alone
 
 
 class _AlwaysWrong(random.Random):
@@ -86,18 +86,19 @@ class _AlwaysWrong(random.Random):
 
 def test_oracle():
     prompts = [[{"role": "user", "content": "27+15"}]] * 4
-    completions = ["42", [{"role": "assistant", "content": "42"}], "24", "4x"]
-    assert oracle_correct(prompts, completions) == [1.0, 1.0, 0.0, 0.0]
-    assert [oracle_utility(p, c) for p, c in zip(prompts, completions)] == [1, 1, 0, -1]
+    completions = ["42", [{"role": "assistant", "content": "42"}], "42 I think", "24", "24!", "x4"]
+    prompts = prompts[:1] * len(completions)
+    assert oracle_correct(prompts, completions) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert [oracle_utility(p, c) for p, c in zip(prompts, completions)] == [3, 3, 2, 1, 0, -1]
 
 
 def test_labeller_ranks_in_tiers_and_pairs_cover_every_strict_preference():
     prompt = [{"role": "user", "content": "27+15"}]
-    answers = ["24", "42", "4x", "33"]  # wrong, right, malformed, wrong
+    answers = ["24", "42", "x4", "33", "42!"]  # wrong, right, no number, wrong, right but chatty
     tiers = Labeller(noise=0.0).rank(prompt, answers, random.Random(0))
-    assert tiers == [[1], [0, 3], [2]]  # "B > A = D > C"
+    assert tiers == [[1], [4], [0, 3], [2]]  # "B > E > A = D > C"
     pairs = pairs_from_ranking(tiers, answers)
-    assert sorted(pairs) == sorted([(1, 0), (1, 3), (1, 2), (0, 2), (3, 2)])
+    assert sorted(pairs) == sorted([(1, 4), (1, 0), (1, 3), (1, 2), (4, 0), (4, 3), (4, 2), (0, 2), (3, 2)])
     # K answers in K distinct tiers give K(K-1)/2 pairs; identical texts give none
     assert len(pairs_from_ranking([[0], [1], [2], [3]], ["a", "b", "c", "d"])) == 6
     assert pairs_from_ranking([[0], [1]], ["42", "42"]) == []

@@ -9,7 +9,8 @@ The seed's three stages need three kinds of people; here each is a small, seeded
   habits along with the skill, which leaves room for RL to improve.
 * **The oracle** knows the right answer: :func:`oracle_correct` is the ground truth used for evaluation.
 * **The labeller** (reward-model data) is shown K sampled answers to a prompt and ranks them best to worst, e.g.
-  ``A > C = D > B``: correct answers above wrong numbers above malformed text. With probability ``noise`` it puts
+  ``A > C = D > B``: content first, then form (the right number alone, the right number with chatter, a wrong number,
+  a wrong number with chatter, no number). With probability ``noise`` it puts
   two neighbouring tiers the wrong way round, as a tired human would. Rankings become all pairwise (chosen, rejected)
   comparisons.
 
@@ -29,7 +30,10 @@ from datasets import Dataset
 ERROR_KINDS = ("chatter", "swap", "carry", "slip")
 # What a chatty demonstrator adds after the answer; the task asks for the number alone, so the oracle rejects it.
 CHATTER = (" I think", "?", " or so", "!", " (sure)", ", maybe")
-_NUMBER = re.compile(r"^\s*(\d+)\s*$")
+_LEADING_NUMBER = re.compile(r"^\s*(\d+)(.*)$", re.DOTALL)
+# Graded quality, content before form: the right number alone > the right number with chatter > a wrong number alone
+# > a wrong number with chatter > no number at all. Only the best grade counts as correct.
+RIGHT, RIGHT_CHATTY, WRONG, WRONG_CHATTY, NO_NUMBER = 3, 2, 1, 0, -1
 
 
 @dataclass(frozen=True)
@@ -145,17 +149,20 @@ def prompt_text(prompt) -> str:
 
 
 def oracle_utility(prompt, completion) -> int:
-    """1 for the right sum, 0 for a wrong number, -1 for anything that is not a number."""
+    """The quality grade a careful human would give: RIGHT (3), RIGHT_CHATTY (2), WRONG (1), WRONG_CHATTY (0),
+    NO_NUMBER (-1). The task asks for the number alone, so only RIGHT is a correct answer."""
     a, b = AdditionTask.parse_question(prompt_text(prompt))
-    match = _NUMBER.match(completion_text(completion))
+    match = _LEADING_NUMBER.match(completion_text(completion))
     if match is None:
-        return -1
-    return 1 if int(match.group(1)) == a + b else 0
+        return NO_NUMBER
+    right = int(match.group(1)) == a + b
+    clean = match.group(2).strip() == ""
+    return (RIGHT if clean else RIGHT_CHATTY) if right else (WRONG if clean else WRONG_CHATTY)
 
 
 def oracle_correct(prompts, completions, **kwargs) -> list[float]:
     """The ground truth as a TRL reward function: 1.0 where the completion is the right sum, else 0.0."""
-    return [float(oracle_utility(p, c) == 1) for p, c in zip(prompts, completions, strict=True)]
+    return [float(oracle_utility(p, c) == RIGHT) for p, c in zip(prompts, completions, strict=True)]
 
 
 # ---- the labeller ----------------------------------------------------------------------------------------------------
@@ -163,7 +170,8 @@ def oracle_correct(prompts, completions, **kwargs) -> list[float]:
 class Labeller:
     """Ranks K answers to one prompt, best first, as tiers of equally good answers ("A > C = D > B").
 
-    The true order is correct answers, then wrong numbers, then malformed text; answers of one kind tie. With
+    The true order is :func:`oracle_utility`'s grade (the right number alone, then with chatter, then a wrong number
+    alone, with chatter, no number); answers of one grade tie. With
     probability ``noise`` the labeller gets each boundary between two neighbouring tiers the wrong way round (a tired
     human ranking wrong above right). Noise reorders real differences; it never invents a preference between ties.
     """
@@ -178,7 +186,7 @@ class Labeller:
         if len(answers) < 2:
             raise ValueError(f"Labeller.rank needs K >= 2 answers to rank, got K={len(answers)}.")
         utility = [oracle_utility(prompt, answer) for answer in answers]
-        tiers = [[i for i, u in enumerate(utility) if u == level] for level in (1, 0, -1) if level in utility]
+        tiers = [[i for i, u in enumerate(utility) if u == level] for level in sorted(set(utility), reverse=True)]
         for i in range(len(tiers) - 1):
             if rng.random() < self.noise:
                 tiers[i], tiers[i + 1] = tiers[i + 1], tiers[i]
