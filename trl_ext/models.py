@@ -210,3 +210,20 @@ def load_reward_adapter_onto(
             score.bias.copy_(bias)
     score.requires_grad_(False)
     return score
+
+
+def match_trainable_dtype_to_compute(model: torch.nn.Module, bf16: bool) -> int:
+    """Cast a quantized model's trainable parameters back to fp32 when training does not autocast to bf16.
+
+    TRL 1.16's RewardTrainer (and GRPOTrainer) move every trainable parameter of a quantized model to bf16 (the QLoRA
+    recipe). Without bf16 autocast, as on CPUs without bf16 units, the fp32 activations then meet a bf16 score head or
+    LoRA weight and the forward fails ("expected m1 and m2 to have the same dtype"). Returns the number cast.
+    """
+    if bf16 or not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        return 0
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.float()
+            cast += 1
+    return cast

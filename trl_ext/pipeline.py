@@ -43,7 +43,10 @@ from trl import (
 from .dapo import DAPOConfig, DAPOTrainer
 from .evaluation import oracle_accuracy, sample_completions
 from .ppo import PPOConfig, PPOTrainer
-from .models import check_model_path, disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer
+from .models import (
+    check_model_path, disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer,
+    match_trainable_dtype_to_compute,
+)
 from .rewards import RewardAdapter
 from .rloo import RLOOConfig, RLOOTrainer
 from .toy import AdditionTask, Labeller, ensure_tiny_checkpoint, oracle_correct, pairs_from_ranking
@@ -458,6 +461,7 @@ def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels:
         model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tokenizer,
         peft_config=peft_config,
     )
+    match_trainable_dtype_to_compute(trainer.model, args.bf16)
     metrics = _train(trainer, folder, callbacks)
     evaluation = trainer.evaluate()
     metrics["test_pairwise_accuracy"] = evaluation["eval_accuracy"]
@@ -528,6 +532,7 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
         peft_config=peft_config, **extra,
     )
     disable_bnb_cpu_repack(trainer.model)
+    match_trainable_dtype_to_compute(trainer.model, args.bf16)
     metrics = _train(trainer, folder, callbacks)
     history = [h for h in trainer.state.log_history if "reward" in h]
     metrics["reward_first"] = history[0]["reward"] if history else None
