@@ -5,24 +5,16 @@ import re
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
 import trl_ext.dapo as dapo_module
 from trl_ext import DAPOConfig, DAPOTrainer
-from trl_ext.toy import AdditionTask, ensure_tiny_checkpoint
+from trl_ext.toy import AdditionTask
 
 G = 4
 
 
-@pytest.fixture(scope="module")
-def ckpt():
-    return ensure_tiny_checkpoint()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(ckpt):
-    return AutoTokenizer.from_pretrained(ckpt)
 
 
 def _answer_sum(prompt_text: str) -> int:

@@ -4,23 +4,15 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 from trl import RLOOConfig as TRLRLOOConfig
 from trl import RLOOTrainer as TRLRLOOTrainer
 
 from trl_ext import RLOOConfig, RLOOTrainer
 from trl_ext.advantages import leave_one_out_advantages
-from trl_ext.toy import AdditionTask, ensure_tiny_checkpoint
+from trl_ext.toy import AdditionTask
 
 
-@pytest.fixture(scope="module")
-def ckpt():
-    return ensure_tiny_checkpoint()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(ckpt):
-    return AutoTokenizer.from_pretrained(ckpt)
 
 
 def graded(prompts, completions, answer, **kwargs):

@@ -154,14 +154,17 @@ class DAPOTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "dapo", "trl_ext"]
 
+    config_class = DAPOConfig  # subclasses name their own config; it must subclass DAPOConfig
+
     def __init__(self, model, reward_funcs, args: DAPOConfig | None = None, train_dataset=None, **kwargs):
+        config_class = self.config_class
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-            args = DAPOConfig(f"{model_name.split('/')[-1]}-DAPO")
-        if not isinstance(args, DAPOConfig):
+            args = config_class(f"{model_name.split('/')[-1]}-{config_class.__name__.removesuffix('Config')}")
+        if not isinstance(args, config_class):
             raise TypeError(
-                f"{type(self).__name__} needs a DAPOConfig, got {type(args).__name__}. Build the config with "
-                "trl_ext.DAPOConfig(...) (same fields as GRPOConfig plus the DAPO ones)."
+                f"{type(self).__name__} needs a {config_class.__name__}, got {type(args).__name__}. Build the config "
+                f"with trl_ext.{config_class.__name__}(...): the GRPOConfig fields plus its own."
             )
         if args.use_liger_kernel and liger_bypasses_loss():
             raise ValueError(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from trl.trainer.utils import get_config_model_id, nanstd
+from trl.trainer.utils import nanstd
 
 from .advantages import leave_one_out_advantages
 from .dapo import DAPOConfig, DAPOTrainer
@@ -75,16 +75,7 @@ class RLOOTrainer(DAPOTrainer):
 
     _tag_names = ["trl", "rloo", "trl_ext"]
 
-    def __init__(self, model, reward_funcs, args: RLOOConfig | None = None, **kwargs):
-        if args is None:
-            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-            args = RLOOConfig(f"{model_name.split('/')[-1]}-RLOO")
-        if not isinstance(args, RLOOConfig):
-            raise TypeError(
-                f"RLOOTrainer needs an RLOOConfig, got {type(args).__name__}. Build it with trl_ext.RLOOConfig(...) "
-                "(same fields as trl.RLOOConfig's beta / normalize_advantages plus GRPOConfig's and DAPO's)."
-            )
-        super().__init__(model, reward_funcs, args=args, **kwargs)
+    config_class = RLOOConfig
 
     def _generate_round(self, inputs):
         output = super()._generate_round(inputs)
