@@ -226,6 +226,8 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--overhead_reps", type=int, default=6)
     parser.add_argument("--overhead_steps", type=int, default=10)
+    parser.add_argument("--overhead_only", action="store_true",
+                        help="Only time DAPO-off vs GRPO pairs and print them (the results files are not rewritten)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     global TASK, LEARNING_RATE
@@ -235,6 +237,12 @@ def main():
     t0 = time.perf_counter()
     ckpt = sft_checkpoint(workdir)
     print(f"SFT checkpoint ready ({time.perf_counter() - t0:.0f}s)", flush=True)
+    if args.overhead_only:
+        pairs = overhead_pairs(ckpt, args.overhead_reps, args.overhead_steps, workdir)
+        ratios = [p["ratio"] for p in pairs]
+        print(json.dumps(pairs))
+        print(f"median ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+        return
     runs = []
     for seed in args.seeds:
         for algo in ("grpo", "dapo"):
