@@ -198,7 +198,7 @@ _COMMON = dict(
     gradient_checkpointing=False,  # TRL 1.16 turns it on by default; for small models it only costs time
 )
 SFT_DEFAULTS = dict(
-    learning_rate=1e-3, num_train_epochs=3, per_device_train_batch_size=64, lr_scheduler_type="cosine",
+    learning_rate=1e-3, num_train_epochs=6, per_device_train_batch_size=64, lr_scheduler_type="cosine",
     warmup_steps=0.05, max_length=32,
 )
 RM_DEFAULTS = dict(
@@ -210,7 +210,7 @@ DPO_DEFAULTS = dict(
     max_length=32,
 )
 RL_DEFAULTS = dict(
-    learning_rate=5e-5, max_steps=150, per_device_train_batch_size=64, num_generations=8, max_completion_length=8,
+    learning_rate=5e-6, max_steps=150, per_device_train_batch_size=64, num_generations=8, max_completion_length=8,
     temperature=1.0, beta=0.0, lr_scheduler_type="constant", logging_steps=10,
 )
 
