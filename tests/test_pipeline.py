@@ -20,7 +20,7 @@ SMALL = dict(
 
 
 def small(tmp_path, **overrides):
-    return PipelineConfig(output_dir=str(tmp_path / "run"), **{**SMALL, **overrides})
+    return PipelineConfig(**{"output_dir": str(tmp_path / "run"), **SMALL, **overrides})
 
 
 class StopAt(TrainerCallback):
@@ -173,6 +173,18 @@ def test_lora_and_4bit_in_every_stage_with_the_rm_on_the_policys_base(tmp_path, 
     assert all(0.0 <= row["oracle_accuracy_sampled"] <= 1.0 for row in report["models"].values())
     rl = json.load(open(run / "rl" / "stage.json"))["metrics"]
     assert rl["global_step"] == 4 and rl["reward_first"] is not None
+
+    # PPO with policy, reference, RM and critic as adapters on one 4-bit base, the RM being the RM stage's adapter
+    ppo_run = tmp_path / "ppo"
+    for stage in ("sft", "labels", "rm"):
+        shutil.copytree(run / stage, ppo_run / stage)
+    ppo_cfg = small(
+        tmp_path, output_dir=str(ppo_run), algorithm="ppo", until="rl",
+        rl={"shared_base": True, "max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4},
+    )
+    run_pipeline(ppo_cfg, model_args)
+    ppo = json.load(open(ppo_run / "rl" / "stage.json"))
+    assert ppo["settings"]["algorithm"] == "ppo" and ppo["metrics"]["global_step"] == 2
 
 
 def test_shared_base_reward_needs_lora(tmp_path):
