@@ -1,6 +1,7 @@
 """The pipeline end to end on a CPU-sized config, its resume logic, and its errors on bad input."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -47,7 +48,7 @@ def test_every_stage_writes_its_folder_and_the_report(finished_run):
         info = json.load(open(f"{run}/{stage}/stage.json"))
         assert info["stage"] == stage and info["wall_time_s"] >= 0
     for stage in ("sft", "rm", "rl"):
-        assert (shutil.os.path.exists(f"{run}/{stage}/model/model.safetensors"))
+        assert os.path.exists(f"{run}/{stage}/model/model.safetensors")
     AutoModelForCausalLM.from_pretrained(f"{run}/rl/model")
     assert set(report["models"]) == {"base", "sft", "rl"}
     for row in report["models"].values():
