@@ -7,6 +7,7 @@ and one place that decides device maps, dtypes and ``trust_remote_code`` (off un
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from trl import ModelConfig, get_quantization_config
+
+logger = logging.getLogger(__name__)
 
 
 def _looks_local(name: str) -> bool:
@@ -39,6 +42,50 @@ def check_model_path(name: str | os.PathLike | None, field: str = "model_name_or
             "(`trl-ext pipeline` builds the embedded tiny model itself when model_name_or_path is left empty)."
         )
     return name  # a hub id; from_pretrained reports a missing one
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def safe_from_pretrained(auto_cls, name: str, field: str = "model_name_or_path", **kwargs) -> PreTrainedModel:
+    """``auto_cls.from_pretrained(name, **kwargs)`` that never runs code hidden in pickled weights.
+
+    Weights come from ``*.safetensors`` when the checkpoint has them. A checkpoint with only pickled weights
+    (``pytorch_model.bin`` ...) is loaded by transformers with ``torch.load(weights_only=True)``, which accepts tensors
+    and plain containers only; a file holding anything else is refused with an error that names it (instead of
+    torch's advice to retry with ``weights_only=False``). ``trust_remote_code`` stays whatever the caller passes:
+    off unless the user turned it on.
+    """
+    import pickle
+
+    path = Path(name).expanduser()
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickled:
+            logger.warning(
+                "%s=%r has no .safetensors weights; loading %s with torch.load(weights_only=True). Re-save it with "
+                "save_pretrained() to get safetensors.", field, name, pickled,
+            )
+    try:
+        return auto_cls.from_pretrained(name, **kwargs)
+    except ValueError as e:
+        if "trust_remote_code=True" not in str(e):
+            raise
+        code = sorted(p.name for p in path.glob("*.py")) if path.is_dir() else []
+        raise ValueError(
+            f"{field}={name!r} can only be built by running Python code that comes with it "
+            f"({code or 'auto_map in its config'}). "
+            "trl_ext runs a checkpoint's code only when you allow it: read that code, then pass --trust_remote_code "
+            "true (trust_remote_code: true in the YAML)."
+        ) from None
+    except pickle.UnpicklingError as e:
+        detail = next((line for line in str(e).splitlines() if "GLOBAL" in line), str(e).splitlines()[0])
+        raise ValueError(
+            f"{field}={name!r}: its pickled weights hold more than tensors ({detail.strip()}), and trl_ext loads "
+            "pickles only with torch.load(weights_only=True), never running code in them. If the checkpoint comes from "
+            "a source you trust, load it once yourself and re-save it with save_pretrained() (safetensors); "
+            "otherwise do not use it."
+        ) from None
 
 
 def _dtype(model_args: ModelConfig):
@@ -87,7 +134,7 @@ def disable_bnb_cpu_repack(model: torch.nn.Module) -> int:
 def load_causal_lm(model_args: ModelConfig, name: str | None = None, trust_remote_code: bool = False) -> PreTrainedModel:
     """A causal LM as ModelConfig describes it (LoRA is applied later by the trainer from ``get_peft_config``)."""
     name = check_model_path(name or model_args.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(name, **from_pretrained_kwargs(model_args, trust_remote_code))
+    model = safe_from_pretrained(AutoModelForCausalLM, name, **from_pretrained_kwargs(model_args, trust_remote_code))
     disable_bnb_cpu_repack(model)
     return model
 
@@ -97,8 +144,9 @@ def load_sequence_classifier(
 ) -> PreTrainedModel:
     """A sequence-classification model (reward model or critic) with a pad token id set, as TRL's RewardTrainer needs."""
     name = check_model_path(name or model_args.model_name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        name, num_labels=num_labels, **from_pretrained_kwargs(model_args, trust_remote_code)
+    model = safe_from_pretrained(
+        AutoModelForSequenceClassification, name, num_labels=num_labels,
+        **from_pretrained_kwargs(model_args, trust_remote_code),
     )
     if model.config.pad_token_id is None:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)

@@ -45,9 +45,9 @@ from .evaluation import oracle_accuracy, sample_completions
 from .ppo import PPOConfig, PPOTrainer
 from .models import (
     check_model_path, disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer,
-    match_trainable_dtype_to_compute,
+    match_trainable_dtype_to_compute, safe_from_pretrained,
 )
-from .rewards import RewardAdapter
+from .rewards import RewardAdapter, import_reward_function
 from .rloo import RLOOConfig, RLOOTrainer
 from .toy import AdditionTask, Labeller, ensure_tiny_checkpoint, oracle_correct, pairs_from_ranking
 from .toy.task import ERROR_KINDS
@@ -133,6 +133,14 @@ class PipelineConfig:
     eval_samples: int = field(default=4, metadata={"help": "Sampled answers per eval prompt (besides greedy)."})
     eval_temperature: float = field(default=1.0, metadata={"help": "Temperature of the sampled evaluation."})
     reward_batch_size: int = field(default=64, metadata={"help": "Micro-batch size of reward-model scoring."})
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Extra reward functions for RL beside the reward model, by name as in TRL's grpo.py: a TRL "
+            "built-in or a dotted import path ('my_rewards.exact'). Only names written here are imported; weight them "
+            "with the rl map's reward_weights (the reward model comes first)."
+        },
+    )
     shared_base_reward: bool = field(
         default=False,
         metadata={"help": "Train the RM as a LoRA adapter and score with it on the policy's own base (needs use_peft)."},
@@ -174,6 +182,11 @@ class PipelineConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
         if self.reward_batch_size < 1:
             raise ValueError(f"reward_batch_size={self.reward_batch_size} must be >= 1.")
+        if self.reward_funcs and self.algorithm == "dpo":
+            raise ValueError(
+                "reward_funcs is set but algorithm='dpo' trains on the labelled pairs and calls no reward function; "
+                "remove reward_funcs or choose an RL algorithm (grpo, dapo, rloo, ppo)."
+            )
         self.task  # validates the task fields
         Labeller(self.labeller_noise)
 
@@ -229,6 +242,36 @@ def _stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, s
         # TRL 1.16 defaults to bf16 autocast, which CPUs without bf16 units emulate ~10x slower than fp32
         kwargs.setdefault("bf16", False)
     return config_cls(**kwargs)
+
+
+def check_stage_configs(cfg: PipelineConfig, run_dir: Path, stop: int) -> None:
+    """Build every stage's TRL config and import the named reward functions before the first stage starts.
+
+    TRL validates its configs when they are built; doing it up front turns a bad value in the ``rl:`` map into an
+    error in the first second rather than after SFT and the reward model have trained.
+    """
+    stages = [("sft", SFTConfig, SFT_DEFAULTS), ("rm", RewardConfig, RM_DEFAULTS)]
+    if cfg.algorithm == "dpo":
+        stages.append(("rl", DPOConfig, DPO_DEFAULTS))
+    else:
+        stages.append(("rl", RL_ALGORITHMS[cfg.algorithm][0], RL_DEFAULTS))
+    for name, config_cls, defaults in stages:
+        if STAGES.index(name) > stop:
+            continue
+        try:
+            args = _stage_args(config_cls, defaults, getattr(cfg, name), run_dir / name / "checkpoints", cfg.seed, name)
+        except (ValueError, TypeError) as e:
+            if str(e).startswith(f"`{name}:`"):
+                raise
+            raise ValueError(f"`{name}:` settings are invalid for {config_cls.__name__}: {e}") from None
+        if name == "rl" and cfg.algorithm != "dpo":
+            funcs = [import_reward_function(spec, field=f"reward_funcs[{i}]") for i, spec in enumerate(cfg.reward_funcs)]
+            weights = getattr(args, "reward_weights", None)
+            if weights is not None and len(weights) != 1 + len(funcs):
+                raise ValueError(
+                    f"`rl:` reward_weights has {len(weights)} weights for {1 + len(funcs)} rewards (the reward model, "
+                    f"then reward_funcs {cfg.reward_funcs}); give one weight per reward."
+                )
 
 
 # ---- data ---------------------------------------------------------------------------------------------------------
@@ -350,7 +393,7 @@ def _save_model(trainer, folder: Path, base_name: str, model_args: ModelConfig, 
         from peft import PeftModel
 
         dtype = torch.float32 if not torch.cuda.is_available() else torch.bfloat16
-        base = auto_cls.from_pretrained(base_name, dtype=dtype, **load_kw)
+        base = safe_from_pretrained(auto_cls, base_name, dtype=dtype, **load_kw)
         merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
         merged.save_pretrained(tmp, safe_serialization=True)
     else:
@@ -392,7 +435,9 @@ def run_sft(cfg: PipelineConfig, model_args: ModelConfig, base: str, folder: Pat
         peft_config=get_peft_config(model_args),
     )
     metrics = _train(trainer, folder, callbacks)
-    metrics["model"] = _save_model(trainer, folder, base, model_args, AutoModelForCausalLM, tokenizer)
+    metrics["model"] = _save_model(
+        trainer, folder, base, model_args, AutoModelForCausalLM, tokenizer, trust_remote_code=cfg.trust_remote_code
+    )
     return metrics
 
 
@@ -407,7 +452,10 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
         return {"train_pairs": len(split["train"]), "test_pairs": len(split["test"]), "source": "dataset"}
 
     tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(sft_model, dtype=torch.float32 if not torch.cuda.is_available() else "auto")
+    dtype = torch.float32 if not torch.cuda.is_available() else "auto"
+    model = safe_from_pretrained(
+        AutoModelForCausalLM, sft_model, "sft model", dtype=dtype, trust_remote_code=cfg.trust_remote_code
+    )
     if torch.cuda.is_available():
         model.to("cuda")
     prompts = cfg.task.prompt_dataset(cfg.num_label_prompts, seed=cfg.seed + 1)["prompt"]
@@ -467,7 +515,8 @@ def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels:
     metrics["test_pairwise_accuracy"] = evaluation["eval_accuracy"]
     metrics["test_pairs"] = len(test)
     metrics["model"] = _save_model(
-        trainer, folder, sft_model, model_args, AutoModelForSequenceClassification, tokenizer, num_labels=1
+        trainer, folder, sft_model, model_args, AutoModelForSequenceClassification, tokenizer, num_labels=1,
+        trust_remote_code=cfg.trust_remote_code,
     )
     return metrics
 
@@ -498,7 +547,9 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
             model=model, args=args, train_dataset=pairs, processing_class=tokenizer, peft_config=peft_config
         )
         metrics = _train(trainer, folder, callbacks)
-        metrics["model"] = _save_model(trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer)
+        metrics["model"] = _save_model(
+        trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer, trust_remote_code=cfg.trust_remote_code
+    )
         return metrics
     if cfg.shared_base_reward:
         from peft import get_peft_model, prepare_model_for_kbit_training
@@ -527,8 +578,12 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
         else:
             extra["value_model"] = str(rm_folder / "model")  # the critic starts from the RM (InstructGPT)
     args = _stage_args(config_cls, RL_DEFAULTS, cfg.rl, folder / "checkpoints", cfg.seed, "rl")
+    reward_funcs = [reward] + [
+        RewardAdapter.from_function(import_reward_function(spec, field=f"reward_funcs[{i}]"))
+        for i, spec in enumerate(cfg.reward_funcs)
+    ]
     trainer = trainer_cls(
-        model=model, reward_funcs=[reward], args=args, train_dataset=rl_prompts(cfg), processing_class=tokenizer,
+        model=model, reward_funcs=reward_funcs, args=args, train_dataset=rl_prompts(cfg), processing_class=tokenizer,
         peft_config=peft_config, **extra,
     )
     disable_bnb_cpu_repack(trainer.model)
@@ -539,7 +594,9 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
     metrics["reward_last"] = history[-1]["reward"] if history else None
     if cfg.shared_base_reward:  # keep only the policy's adapter in what is saved and merged
         trainer.accelerator.unwrap_model(trainer.model).delete_adapter("reward")
-    metrics["model"] = _save_model(trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer)
+    metrics["model"] = _save_model(
+        trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer, trust_remote_code=cfg.trust_remote_code
+    )
     return metrics
 
 
@@ -559,13 +616,18 @@ def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, 
     max_new_tokens = int(cfg.rl.get("max_completion_length", RL_DEFAULTS["max_completion_length"]))
     rm = None
     if rm_model is not None:
-        rm_net = AutoModelForSequenceClassification.from_pretrained(rm_model, num_labels=1, dtype="auto").to(device)
+        rm_net = safe_from_pretrained(
+            AutoModelForSequenceClassification, rm_model, "reward model", num_labels=1, dtype="auto",
+            trust_remote_code=cfg.trust_remote_code,
+        ).to(device)
         rm = RewardAdapter.from_model(rm_net, load_tokenizer(ModelConfig(), rm_model), batch_size=cfg.reward_batch_size)
     results = {}
     with open(folder / "samples.jsonl.tmp", "w") as out:
         for name, path in models.items():
             tokenizer = load_tokenizer(ModelConfig(), path, cfg.trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype="auto", trust_remote_code=cfg.trust_remote_code)
+            model = safe_from_pretrained(
+                AutoModelForCausalLM, path, f"{name} model", dtype="auto", trust_remote_code=cfg.trust_remote_code
+            )
             model.to(device)
             kw = dict(max_new_tokens=max_new_tokens)
             greedy = sample_completions(model, tokenizer, prompts, temperature=0.0, desc=f"eval {name} greedy", **kw)
@@ -603,9 +665,10 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
     if cfg.shared_base_reward and not model_args.use_peft:
         raise ValueError("shared_base_reward=True trains the RM as a LoRA adapter on the policy's base: add --use_peft.")
     run_dir = Path(cfg.output_dir)
+    stop = STAGES.index(cfg.until)
+    check_stage_configs(cfg, run_dir, stop)  # a misspelt rl field or reward function fails now, not after SFT
     run_dir.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg, model_args, run_dir)
-    stop = STAGES.index(cfg.until)
     # the embedded base is named by what it is, not where it lies, so a run folder can be moved or copied
     common = {"seed": cfg.seed, "model": _model_settings(model_args), "base": model_args.model_name_or_path or "embedded"}
     task = {k: getattr(cfg, k) for k in ("task_low", "task_high", "eval_size", "demo_error_rate", "demo_error_kinds")}
@@ -630,7 +693,7 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
         rl_settings = {
             "rm": infos["rm"]["fingerprint"], "algorithm": cfg.algorithm, "rl": cfg.rl, "n": cfg.num_rl_prompts,
             "data": cfg.prompt_dataset_name, "model": _model_settings(model_args),
-            "shared_base_reward": cfg.shared_base_reward,
+            "shared_base_reward": cfg.shared_base_reward, "reward_funcs": cfg.reward_funcs,
         }
         infos["rl"] = _run_stage(
             run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, run_dir / "rm", f, callbacks)

@@ -40,7 +40,7 @@ from trl.trainer.utils import (
 )
 
 from .advantages import gae, whiten
-from .models import disable_bnb_cpu_repack
+from .models import disable_bnb_cpu_repack, safe_from_pretrained
 
 REWARD_ADAPTER, CRITIC_ADAPTER = "reward", "critic"
 
@@ -508,8 +508,9 @@ class PPOTrainer(GRPOTrainer):
                     "token differ). The critic reads the policy's token ids, so it must share its tokenizer: "
                     "initialise it from a reward model trained on the policy's tokenizer."
                 )
-            value_model = AutoModelForSequenceClassification.from_pretrained(
-                value_model, num_labels=1, **(self.args.model_init_kwargs or {})
+            value_model = safe_from_pretrained(
+                AutoModelForSequenceClassification, str(value_model), "value_model", num_labels=1,
+                **(self.args.model_init_kwargs or {}),
             )
         elif value_model is None:
             reward_models = [r for r in self.reward_funcs if isinstance(r, PreTrainedModel)]
@@ -524,8 +525,9 @@ class PPOTrainer(GRPOTrainer):
                     )
                 value_model, source = copy.deepcopy(self.accelerator.unwrap_model(reward_models[0])), "reward model"
             else:
-                value_model = AutoModelForSequenceClassification.from_pretrained(
-                    get_config_model_id(self.model.config), num_labels=1, **(self.args.model_init_kwargs or {})
+                value_model = safe_from_pretrained(
+                    AutoModelForSequenceClassification, get_config_model_id(self.model.config), "value_model",
+                    num_labels=1, **(self.args.model_init_kwargs or {}),
                 )
                 source = "policy checkpoint"
         if not isinstance(value_model, PreTrainedModel):

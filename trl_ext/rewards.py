@@ -53,12 +53,74 @@ from typing import Any
 
 import torch
 
-from .models import backbone_of, check_model_path, disable_bnb_cpu_repack, load_reward_adapter_onto
+from .models import (
+    backbone_of, check_model_path, disable_bnb_cpu_repack, load_reward_adapter_onto, safe_from_pretrained,
+)
 
 logger = logging.getLogger(__name__)
 
 RewardFunc = Callable[..., list]
 _NO_LIMIT = 1_000_000  # tokenizers without a real limit report model_max_length ~ 1e30
+
+
+# ---- reward functions named in a config ------------------------------------------------------------------------------
+def _trl_registry() -> dict[str, Callable]:
+    """TRL's built-in reward functions, under the names TRL's own scripts accept in ``--reward_funcs``."""
+    from trl.rewards import accuracy_reward, reasoning_accuracy_reward, think_format_reward
+
+    return {f.__name__: f for f in (accuracy_reward, reasoning_accuracy_reward, think_format_reward)}
+
+
+def import_reward_function(spec: str, field: str = "reward_funcs") -> RewardFunc:
+    """The reward function a config names: a TRL built-in (``think_format_reward``) or a dotted import path.
+
+    ``spec`` is ``package.module.function`` (as in TRL's ``grpo.py --reward_funcs``) or ``package.module:function``;
+    the current directory is importable, so ``my_rewards.exact`` finds ``./my_rewards.py``. Importing runs that module's
+    code, which is why the pipeline only imports what its config names explicitly (never a name read from a dataset, a
+    checkpoint or a ``stage.json``). Every failure names ``field``, the spec and the fix.
+    """
+    import importlib
+    import sys
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"{field}: {spec!r} is not a reward function name; write 'package.module.function'.")
+    spec = spec.strip()
+    registry = _trl_registry()
+    if spec in registry:
+        return registry[spec]
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+    elif "." in spec:
+        module_name, _, attr = spec.rpartition(".")
+    else:
+        raise ValueError(
+            f"{field}: {spec!r} is neither one of TRL's reward functions {sorted(registry)} nor an import path. "
+            "Write 'package.module.function' (a module in the current directory works too)."
+        )
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise ValueError(
+            f"{field}: cannot import module {module_name!r} of {spec!r} ({e}). Install the package, or run from the "
+            "folder that holds the module, or add that folder to PYTHONPATH."
+        ) from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    fn = getattr(module, attr, None)
+    if fn is None:
+        found = sorted(
+            n for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        )
+        raise ValueError(f"{field}: module {module_name!r} has no {attr!r}; functions defined there: {found[:10]}.")
+    if not callable(fn):
+        raise ValueError(f"{field}: {spec!r} is a {type(fn).__name__}, not a function; name a callable.")
+    return fn
 
 
 # ---- small pure helpers ----------------------------------------------------------------------------------------------
@@ -681,9 +743,11 @@ def _load_reward_model(path_or_id: str | os.PathLike, model_kwargs: dict):
         from peft import PeftConfig, PeftModel
 
         config = PeftConfig.from_pretrained(name)
-        base = AutoModelForSequenceClassification.from_pretrained(config.base_model_name_or_path, **model_kwargs)
+        base = safe_from_pretrained(
+            AutoModelForSequenceClassification, config.base_model_name_or_path, "reward model base", **model_kwargs
+        )
         model = PeftModel.from_pretrained(base, name)
         has_tok = (Path(name) / "tokenizer_config.json").exists()
         return model, name if has_tok else config.base_model_name_or_path
     name = check_model_path(name, field="reward model")
-    return AutoModelForSequenceClassification.from_pretrained(name, **model_kwargs), name
+    return safe_from_pretrained(AutoModelForSequenceClassification, name, "reward model", **model_kwargs), name
