@@ -238,3 +238,22 @@ def test_every_rl_algorithm_runs_in_the_pipeline(tmp_path, finished_run, algorit
     info = json.load(open(tmp_path / "run/rl/stage.json"))
     assert info["settings"]["algorithm"] == algorithm and info["metrics"]["global_step"] == 2
     assert (tmp_path / "run/rl/model/model.safetensors").exists()
+
+
+def test_reward_funcs_from_the_config_join_the_reward_model(tmp_path, finished_run):
+    """A reward function named by dotted path in the config is imported and weighted beside the RM."""
+    src = finished_run[0].output_dir
+    rl = {"max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4, "reward_weights": [0.0, 1.0],
+          "logging_steps": 1}
+    cfg = small(tmp_path, until="rl", rl=rl, reward_funcs=["trl_ext.toy.task.oracle_correct"])
+    for stage in ("base", "sft", "labels", "rm"):
+        shutil.copytree(f"{src}/{stage}", tmp_path / "run" / stage)
+    run_pipeline(cfg)
+    info = json.load(open(tmp_path / "run/rl/stage.json"))
+    assert info["settings"]["reward_funcs"] == ["trl_ext.toy.task.oracle_correct"]
+    state = json.load(open(tmp_path / "run/rl/checkpoints/checkpoint-2/trainer_state.json"))
+    logs = [h for h in state["log_history"] if "rewards/oracle_correct/mean" in h]
+    assert len(logs) == 2
+    for h in logs:  # weights [0, 1]: the trained-on reward is the oracle's alone, a share of correct answers
+        assert h["reward"] == pytest.approx(h["rewards/oracle_correct/mean"], abs=1e-6)
+        assert 0.0 <= h["reward"] <= 1.0

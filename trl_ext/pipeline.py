@@ -174,7 +174,7 @@ class PipelineConfig:
         if self.until not in STAGES:
             raise ValueError(f"until={self.until!r} is not a stage; choose one of {list(STAGES)}.")
         if self.num_ranked < 2:
-            raise ValueError(f"num_ranked={self.num_ranked}: a ranking needs K >= 2 answers per prompt.")
+            raise ValueError(f"num_ranked={self.num_ranked}: a ranking needs K >= 2 answers per prompt; set num_ranked >= 2.")
         if not 0 < self.rm_test_fraction < 1:
             raise ValueError(f"rm_test_fraction={self.rm_test_fraction} must be strictly between 0 and 1.")
         for name in ("num_sft_examples", "num_label_prompts", "num_rl_prompts", "eval_samples"):
@@ -244,12 +244,19 @@ def _stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, s
     return config_cls(**kwargs)
 
 
-def check_stage_configs(cfg: PipelineConfig, run_dir: Path, stop: int) -> None:
-    """Build every stage's TRL config and import the named reward functions before the first stage starts.
+def preflight(cfg: PipelineConfig, run_dir: Path, stop: int) -> None:
+    """Check everything the stages up to ``stop`` will need before the first one starts.
 
-    TRL validates its configs when they are built; doing it up front turns a bad value in the ``rl:`` map into an
-    error in the first second rather than after SFT and the reward model have trained.
+    Builds every stage's TRL config (TRL validates its configs when they are built), imports the named reward
+    functions, and loads and checks the named datasets, so a bad value in the ``rl:`` map or an empty row in a dataset
+    is an error in the first seconds rather than after SFT and the reward model have trained.
     """
+    if cfg.sft_dataset_name:
+        sft_dataset(cfg)
+    if cfg.preference_dataset_name and stop >= STAGES.index("labels"):
+        preference_dataset(cfg)
+    if cfg.prompt_dataset_name and stop >= STAGES.index("rl"):
+        rl_prompts(cfg)
     stages = [("sft", SFTConfig, SFT_DEFAULTS), ("rm", RewardConfig, RM_DEFAULTS)]
     if cfg.algorithm == "dpo":
         stages.append(("rl", DPOConfig, DPO_DEFAULTS))
@@ -286,7 +293,10 @@ def load_named_dataset(name: str, split: str) -> Dataset:
             raise ValueError(f"dataset {name!r}: unsupported file type {path.suffix!r}; use jsonl, json, csv or parquet.")
         return load_dataset(kind, data_files=str(path), split="train")
     if name.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"dataset {name!r} does not exist.")
+        raise FileNotFoundError(
+            f"dataset {name!r} does not exist. Check the path (a relative one starts from the folder you run in), or "
+            "give a hub dataset id."
+        )
     return load_dataset(name, split=split)
 
 
@@ -441,11 +451,16 @@ def run_sft(cfg: PipelineConfig, model_args: ModelConfig, base: str, folder: Pat
     return metrics
 
 
+def preference_dataset(cfg: PipelineConfig) -> Dataset:
+    ds = load_named_dataset(cfg.preference_dataset_name, cfg.dataset_split)
+    validate_columns(ds, ["chosen", "rejected"], f"preference_dataset_name={cfg.preference_dataset_name!r}")
+    return ds
+
+
 def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, folder: Path) -> dict:
     """Sample K answers per prompt from the SFT model, let the labeller rank them, turn rankings into pairs."""
     if cfg.preference_dataset_name:
-        ds = load_named_dataset(cfg.preference_dataset_name, cfg.dataset_split)
-        validate_columns(ds, ["chosen", "rejected"], f"preference_dataset_name={cfg.preference_dataset_name!r}")
+        ds = preference_dataset(cfg)
         split = ds.train_test_split(test_size=cfg.rm_test_fraction, seed=cfg.seed)
         split["train"].to_json(folder / "train.jsonl")
         split["test"].to_json(folder / "test.jsonl")
@@ -661,12 +676,16 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
     """
     model_args = model_args or ModelConfig()
     if model_args.model_name_or_path is None and not cfg.uses_embedded_task:
-        raise ValueError("model_name_or_path is required when the data come from named datasets.")
+        raise ValueError(
+            "model_name_or_path is required when the data come from named datasets (sft_dataset_name / "
+            "prompt_dataset_name): the embedded tiny model only knows the embedded task. Pass --model_name_or_path "
+            "with a local checkpoint or a hub id."
+        )
     if cfg.shared_base_reward and not model_args.use_peft:
         raise ValueError("shared_base_reward=True trains the RM as a LoRA adapter on the policy's base: add --use_peft.")
     run_dir = Path(cfg.output_dir)
     stop = STAGES.index(cfg.until)
-    check_stage_configs(cfg, run_dir, stop)  # a misspelt rl field or reward function fails now, not after SFT
+    preflight(cfg, run_dir, stop)  # a misspelt rl field, reward function or dataset column fails now, not after SFT
     run_dir.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg, model_args, run_dir)
     # the embedded base is named by what it is, not where it lies, so a run folder can be moved or copied

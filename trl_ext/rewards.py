@@ -117,7 +117,7 @@ def import_reward_function(spec: str, field: str = "reward_funcs") -> RewardFunc
             n for n, v in vars(module).items()
             if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
         )
-        raise ValueError(f"{field}: module {module_name!r} has no {attr!r}; functions defined there: {found[:10]}.")
+        raise ValueError(f"{field}: module {module_name!r} has no {attr!r}; callables defined there: {found[:10]}.")
     if not callable(fn):
         raise ValueError(f"{field}: {spec!r} is a {type(fn).__name__}, not a function; name a callable.")
     return fn

@@ -1,0 +1,402 @@
+"""The catalogue of bad inputs: each case makes one mistake and returns the exact error a user sees.
+
+``tests/test_bad_inputs.py`` runs every case and checks that ``docs/bad-inputs.md`` shows that exact text; after
+changing a message, regenerate the page with::
+
+    python tests/bad_inputs.py            # writes docs/bad-inputs.md
+
+Cases that go through the ``trl-ext pipeline`` command return what it prints (``trl-ext pipeline: error: ...``, exit
+code 2); cases of the Python API return ``ExceptionType: message``. Paths are shown as ``<tmp>`` (the case's scratch
+folder) and ``<tiny>`` (the embedded tiny checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
+CLI_PREFIX = "trl-ext pipeline: error: "
+
+
+@dataclass
+class Ctx:
+    tmp: Path
+    tiny: str
+
+    @property
+    def run(self) -> str:
+        return str(self.tmp / "run")
+
+    def write_jsonl(self, name: str, rows: list[dict]) -> str:
+        path = self.tmp / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+
+    def write(self, name: str, text: str) -> str:
+        path = self.tmp / name
+        path.write_text(text)
+        return str(path)
+
+    def nothing_ran(self) -> None:
+        """Preflight errors must come before any stage: no stage folder may exist."""
+        leftovers = [s for s in ("sft", "labels", "rm", "rl") if (self.tmp / "run" / s).exists()]
+        assert not leftovers, f"stages started before the error: {leftovers}"
+
+
+def cli_error(ctx: Ctx, *argv: str) -> str:
+    """Run ``trl-ext pipeline ARGV`` in-process; return its error line (and check the exit code is 2)."""
+    from trl_ext.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["pipeline", *argv])
+    lines = [line for line in err.getvalue().splitlines() if line.startswith(CLI_PREFIX)]
+    assert rc == 2 and len(lines) == 1, f"exit code {rc}, stderr:\n{err.getvalue()}"
+    return lines[0]
+
+
+def api_error(fn: Callable[[], object]) -> str:
+    try:
+        fn()
+    except Exception as e:  # the catalogue records whatever the user would see
+        return f"{type(e).__name__}: {e}"
+    raise AssertionError("no error was raised")
+
+
+def tiny_data(ctx: Ctx) -> tuple[str, ...]:
+    return ("--model_name_or_path", ctx.tiny, "--output_dir", ctx.run)
+
+
+# ---- datasets --------------------------------------------------------------------------------------------------------
+def sft_columns(ctx):
+    data = ctx.write_jsonl("sft.jsonl", [{"question": "1+1", "answer": "2"}])
+    msg = cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", data, "--until", "sft")
+    ctx.nothing_ran()
+    return msg
+
+
+def sft_empty_row(ctx):
+    rows = [{"prompt": "1+1=", "completion": "2"}, {"prompt": "2+2=", "completion": "  "}]
+    data = ctx.write_jsonl("sft.jsonl", rows)
+    msg = cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", data, "--until", "sft")
+    ctx.nothing_ran()
+    return msg
+
+
+def sft_empty_messages(ctx):
+    rows = [{"messages": [{"role": "user", "content": "1+1"}, {"role": "assistant", "content": "2"}]},
+            {"messages": []}]
+    data = ctx.write_jsonl("sft.jsonl", rows)
+    msg = cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", data, "--until", "sft")
+    ctx.nothing_ran()
+    return msg
+
+
+def preference_columns(ctx):
+    sft = ctx.write_jsonl("sft.jsonl", [{"prompt": "1+1=", "completion": "2"}])
+    pairs = ctx.write_jsonl("pairs.jsonl", [{"prompt": "1+1=", "chosen": "2", "worse": "3"}])
+    msg = cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", sft, "--preference_dataset_name", pairs,
+                    "--until", "rm")
+    ctx.nothing_ran()
+    return msg
+
+
+def prompt_column(ctx):
+    sft = ctx.write_jsonl("sft.jsonl", [{"prompt": "1+1=", "completion": "2"}])
+    pairs = ctx.write_jsonl("pairs.jsonl", [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}])
+    prompts = ctx.write_jsonl("prompts.jsonl", [{"text": "1+1="}])
+    msg = cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", sft, "--preference_dataset_name", pairs,
+                    "--prompt_dataset_name", prompts)
+    ctx.nothing_ran()
+    return msg
+
+
+def dataset_file_type(ctx):
+    data = ctx.write("sft.txt", "1+1=2\n")
+    return cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", data)
+
+
+def dataset_missing(ctx):
+    return cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", str(ctx.tmp / "data" / "missing.jsonl"))
+
+
+def named_data_without_model(ctx):
+    data = ctx.write_jsonl("sft.jsonl", [{"prompt": "1+1=", "completion": "2"}])
+    return cli_error(ctx, "--output_dir", ctx.run, "--sft_dataset_name", data)
+
+
+# ---- configs ---------------------------------------------------------------------------------------------------------
+def yaml_typo(ctx):
+    config = ctx.write("run.yaml", f"output_dir: {ctx.run}\nalgoritm: dapo\n")
+    return cli_error(ctx, "--config", config)
+
+
+def cli_typo(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--use_peft", "--lora_rr", "8")
+
+
+def rl_not_json(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--rl", "{max_steps: 10}")
+
+
+def unknown_algorithm(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--algorithm", "ppo2")
+
+
+def rl_field_typo(ctx):
+    config = ctx.write("run.yaml", f"output_dir: {ctx.run}\nrl:\n  learning_rat: 1.0e-5\n")
+    msg = cli_error(ctx, "--config", config)
+    ctx.nothing_ran()
+    return msg
+
+
+def rl_value_trl_rejects(ctx):
+    config = ctx.write("run.yaml", f"output_dir: {ctx.run}\nrl:\n  num_generations: 7\n")
+    msg = cli_error(ctx, "--config", config)
+    ctx.nothing_ran()
+    return msg
+
+
+def dapo_clip_bounds(ctx):
+    config = ctx.write("run.yaml", f"output_dir: {ctx.run}\nalgorithm: dapo\nrl:\n  epsilon: 0.2\n  epsilon_high: 0.1\n")
+    msg = cli_error(ctx, "--config", config)
+    ctx.nothing_ran()
+    return msg
+
+
+def num_ranked_one(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--num_ranked", "1")
+
+
+def shared_base_without_lora(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--shared_base_reward", "true")
+
+
+def changed_settings(ctx):
+    quick = ("--output_dir", ctx.run, "--until", "sft", "--num_sft_examples", "16",
+             "--sft", json.dumps({"max_steps": 1, "per_device_train_batch_size": 8}))
+    from trl_ext.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["pipeline", *quick]) == 0
+    marker = ctx.tmp / "run" / "sft" / "stage.json"
+    before = marker.read_bytes()
+    msg = cli_error(ctx, *quick, "--seed", "1")
+    assert marker.read_bytes() == before and (ctx.tmp / "run" / "sft" / "model" / "model.safetensors").exists()
+    return msg
+
+
+# ---- models ----------------------------------------------------------------------------------------------------------
+def model_missing(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--model_name_or_path", str(ctx.tmp / "checkpoints" / "sft"))
+
+
+def model_without_config(ctx):
+    (ctx.tmp / "weights").mkdir()
+    shutil.copy(Path(ctx.tiny) / "model.safetensors", ctx.tmp / "weights")
+    return cli_error(ctx, "--output_dir", ctx.run, "--model_name_or_path", str(ctx.tmp / "weights"))
+
+
+def pickled_code(ctx):
+    """A pytorch_model.bin whose pickle would run a command: refused, and the command never runs."""
+    import torch
+    from safetensors.torch import load_file
+    from trl import ModelConfig
+
+    from trl_ext.models import load_causal_lm
+
+    folder = ctx.tmp / "ckpt"
+    shutil.copytree(ctx.tiny, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    state["payload"] = _Payload(str(ctx.tmp / "ran"))
+    torch.save(state, folder / "pytorch_model.bin")
+    msg = api_error(lambda: load_causal_lm(ModelConfig(), str(folder)))
+    assert not (ctx.tmp / "ran").exists(), "the pickle's code ran"
+    return msg
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):  # unpickling would call os.makedirs(path): the test checks that it never happens
+        return (os.makedirs, (self.path,))
+
+
+def remote_code(ctx):
+    from trl import ModelConfig
+
+    from trl_ext.models import load_causal_lm
+
+    folder = ctx.tmp / "custom"
+    shutil.copytree(ctx.tiny, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "my_custom_lm"
+    config["auto_map"] = {"AutoConfig": "configuration_custom.CustomConfig",
+                          "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+    for name in ("configuration_custom.py", "modeling_custom.py"):
+        (folder / name).write_text(f"import os\nos.makedirs({str(ctx.tmp / 'ran')!r})\n")
+    msg = api_error(lambda: load_causal_lm(ModelConfig(), str(folder)))
+    assert not (ctx.tmp / "ran").exists(), "the checkpoint's code ran"
+    return msg
+
+
+# ---- reward functions ------------------------------------------------------------------------------------------------
+def reward_module_missing(ctx):
+    msg = cli_error(ctx, "--output_dir", ctx.run, "--reward_funcs", "my_rewardz.exact_match")
+    ctx.nothing_ran()
+    return msg
+
+
+def reward_attr_missing(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--reward_funcs", "trl_ext.toy.task.oracle_correctt")
+
+
+def reward_not_callable(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--reward_funcs", "trl_ext.toy.task.ERROR_KINDS")
+
+
+def reward_weights_count(ctx):
+    config = ctx.write(
+        "run.yaml",
+        f"output_dir: {ctx.run}\nreward_funcs: [trl_ext.toy.task.oracle_correct]\nrl:\n  reward_weights: [1.0]\n",
+    )
+    return cli_error(ctx, "--config", config)
+
+
+def reward_funcs_with_dpo(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--algorithm", "dpo", "--reward_funcs", "think_format_reward")
+
+
+def reward_wrong_length(ctx):
+    from trl_ext import RewardAdapter
+
+    def exact(prompts, completions, **kw):
+        return [1.0]
+
+    return api_error(lambda: RewardAdapter.from_function(exact)(["1+1=", "2+2="], ["2", "4"]))
+
+
+def reward_nan(ctx):
+    from trl_ext import RewardAdapter
+
+    def judge(prompts, completions, **kw):
+        return [1.0, float("nan")]
+
+    return api_error(lambda: RewardAdapter.from_function(judge)(["1+1=", "2+2="], ["2", "4"]))
+
+
+def shared_base_not_peft(ctx):
+    from transformers import AutoModelForCausalLM
+
+    from trl_ext import RewardAdapter
+
+    policy = AutoModelForCausalLM.from_pretrained(ctx.tiny)
+    return api_error(lambda: RewardAdapter.shared_base(policy, str(ctx.tmp / "rm" / "adapter")))
+
+
+# (id, area, the mistake, the case)
+CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
+    ("sft-columns", "dataset", "SFT file without `prompt`/`completion` (or `messages`) columns", sft_columns),
+    ("sft-empty-row", "dataset", "SFT row whose completion is blank", sft_empty_row),
+    ("sft-empty-messages", "dataset", "SFT row with an empty `messages` list", sft_empty_messages),
+    ("preference-columns", "dataset", "preference file with `worse` instead of `rejected`", preference_columns),
+    ("prompt-column", "dataset", "RL prompt file with `text` instead of `prompt`", prompt_column),
+    ("dataset-file-type", "dataset", "dataset given as a .txt file", dataset_file_type),
+    ("dataset-missing", "dataset", "dataset path that does not exist", dataset_missing),
+    ("named-data-no-model", "dataset", "own datasets but no `model_name_or_path`", named_data_without_model),
+    ("yaml-typo", "config", "misspelt key in the YAML (`algoritm:`)", yaml_typo),
+    ("cli-typo", "config", "misspelt command-line option (`--lora_rr`)", cli_typo),
+    ("rl-not-json", "config", "`--rl` that is not JSON", rl_not_json),
+    ("unknown-algorithm", "config", "`--algorithm ppo2`", unknown_algorithm),
+    ("rl-field-typo", "config", "misspelt field in the `rl:` map", rl_field_typo),
+    ("rl-value", "config", "`rl:` value TRL rejects (batch 64 not divisible by 7 generations)", rl_value_trl_rejects),
+    ("dapo-clip", "config", "DAPO `epsilon_high` below `epsilon`", dapo_clip_bounds),
+    ("num-ranked", "config", "`--num_ranked 1` (a ranking needs two answers)", num_ranked_one),
+    ("shared-base-no-lora", "config", "`shared_base_reward` without `--use_peft`", shared_base_without_lora),
+    ("changed-settings", "config", "rerun into a finished run folder with another seed", changed_settings),
+    ("model-missing", "model", "`model_name_or_path` that does not exist", model_missing),
+    ("model-no-config", "model", "a folder of weights without `config.json`", model_without_config),
+    ("pickled-code", "model", "`pytorch_model.bin` whose pickle would run code", pickled_code),
+    ("remote-code", "model", "checkpoint that needs its own Python code, `trust_remote_code` off", remote_code),
+    ("reward-module", "reward function", "`--reward_funcs` naming a module that is not installed", reward_module_missing),
+    ("reward-attr", "reward function", "`--reward_funcs` naming a function the module lacks", reward_attr_missing),
+    ("reward-not-callable", "reward function", "`--reward_funcs` naming a constant", reward_not_callable),
+    ("reward-weights", "reward function", "`reward_weights` with one weight for two rewards", reward_weights_count),
+    ("reward-dpo", "reward function", "`reward_funcs` with `algorithm: dpo`", reward_funcs_with_dpo),
+    ("reward-length", "reward function", "reward function returning 1 value for 2 completions", reward_wrong_length),
+    ("reward-nan", "reward function", "reward function returning NaN", reward_nan),
+    ("shared-base-not-peft", "reward function", "`RewardAdapter.shared_base` on a policy without LoRA",
+     shared_base_not_peft),
+]
+
+
+def run_case(case_id: str, tmp: Path, tiny: str) -> str:
+    fn = {c[0]: c[3] for c in CASES}[case_id]
+    tiny = str(tiny)
+    message = fn(Ctx(tmp, tiny))
+    return message.replace(str(tmp), "<tmp>").replace(str(tiny), "<tiny>")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def documented_errors(doc: Path = DOC) -> dict[str, str]:
+    """case id -> the error text shown in the page's table."""
+    rows = {}
+    for line in doc.read_text().splitlines():
+        if line.startswith("| `") and line.count(" | ") >= 3:
+            cells = [c.strip() for c in line.strip("| ").split(" | ")]
+            rows[cells[0].strip("`")] = cells[-1].replace("\\|", "|")
+    return rows
+
+
+HEADER = """# Bad inputs and the errors they give
+
+Each row is one mistake and the exact text `trl-ext pipeline` prints for it (exit code 2) or the exception the Python
+API raises. Every row is a test (`tests/test_bad_inputs.py` runs the case named in the first column and checks it
+against this page), so the text here is what the code says today. `<tmp>` stands for the folder the case worked in,
+`<tiny>` for the embedded tiny checkpoint. Errors about configs, reward functions and datasets come from a preflight
+that runs before the first stage: nothing is trained or written first, and a run folder that already holds finished
+stages is left as it was. `TRL_EXT_DEBUG=1` shows the traceback behind a `trl-ext pipeline` error.
+
+Regenerate after changing a message: `python tests/bad_inputs.py`.
+
+| case | area | mistake | what you get |
+|---|---|---|---|
+"""
+
+
+def write_doc(tmp_root: Path, tiny: str, doc: Path = DOC) -> None:
+    lines = []
+    for case_id, area, mistake, _ in CASES:
+        folder = tmp_root / case_id
+        folder.mkdir(parents=True)
+        lines.append(f"| `{case_id}` | {area} | {_cell(mistake)} | {_cell(run_case(case_id, folder, tiny))} |")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(HEADER + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    import logging
+    import tempfile
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from trl_ext.toy import ensure_tiny_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_doc(Path(tmp), str(ensure_tiny_checkpoint()))
+    logging.getLogger().setLevel(logging.WARNING)
+    print(f"wrote {DOC} ({len(CASES)} cases)")
