@@ -352,7 +352,20 @@ def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], di
             )
         logger.info("stage %s: complete in %s, skipped", name, folder)
         return info
+    pending = folder / "stage.pending.json"  # what a cut-off run of this stage was started with
+    if pending.exists() and (folder / "checkpoints").is_dir():
+        started = json.loads(pending.read_text())
+        if started["fingerprint"] != fingerprint:
+            changed = sorted(
+                k for k in set(settings) | set(started["settings"]) if settings.get(k) != started["settings"].get(k)
+            )
+            raise StageMismatchError(
+                f"stage {name!r} in {folder} was cut off while running with other settings (changed: {changed}), so "
+                f"its checkpoints cannot be resumed with these. Run with the earlier settings to finish it, or delete "
+                f"{folder / 'checkpoints'} to start the stage again."
+            )
     folder.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(pending, {"fingerprint": fingerprint, "settings": json.loads(json.dumps(settings, default=str))})
     logger.info("stage %s: running in %s", name, folder)
     start = time.perf_counter()
     metrics = fn(folder)
@@ -364,6 +377,7 @@ def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], di
         "metrics": metrics,
     }
     _write_json_atomic(marker, info)
+    pending.unlink(missing_ok=True)
     return info
 
 
