@@ -51,8 +51,11 @@ class Ctx:
         assert not leftovers, f"stages started before the error: {leftovers}"
 
 
-def cli_error(ctx: Ctx, *argv: str) -> str:
-    """Run ``trl-ext pipeline ARGV`` in-process; return its error line (and check the exit code is 2)."""
+def cli_error(ctx: Ctx, *argv: str, fresh: bool = True) -> str:
+    """Run ``trl-ext pipeline ARGV`` in-process; return its error line (and check the exit code is 2).
+
+    ``fresh``: the run folder was empty, and the error must come before any stage started.
+    """
     from trl_ext.cli import main
 
     err = io.StringIO()
@@ -60,6 +63,8 @@ def cli_error(ctx: Ctx, *argv: str) -> str:
         rc = main(["pipeline", *argv])
     lines = [line for line in err.getvalue().splitlines() if line.startswith(CLI_PREFIX)]
     assert rc == 2 and len(lines) == 1, f"exit code {rc}, stderr:\n{err.getvalue()}"
+    if fresh:
+        ctx.nothing_ran()
     return lines[0]
 
 
@@ -78,45 +83,35 @@ def tiny_data(ctx: Ctx) -> tuple[str, ...]:
 # ---- datasets --------------------------------------------------------------------------------------------------------
 def sft_columns(ctx):
     data = ctx.write_jsonl("sft.jsonl", [{"question": "1+1", "answer": "2"}])
-    msg = cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", data, "--until", "sft")
-    ctx.nothing_ran()
-    return msg
+    return cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", data, "--until", "sft")
 
 
 def sft_empty_row(ctx):
     rows = [{"prompt": "1+1=", "completion": "2"}, {"prompt": "2+2=", "completion": "  "}]
     data = ctx.write_jsonl("sft.jsonl", rows)
-    msg = cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", data, "--until", "sft")
-    ctx.nothing_ran()
-    return msg
+    return cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", data, "--until", "sft")
 
 
 def sft_empty_messages(ctx):
     rows = [{"messages": [{"role": "user", "content": "1+1"}, {"role": "assistant", "content": "2"}]},
             {"messages": []}]
     data = ctx.write_jsonl("sft.jsonl", rows)
-    msg = cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", data, "--until", "sft")
-    ctx.nothing_ran()
-    return msg
+    return cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", data, "--until", "sft")
 
 
 def preference_columns(ctx):
     sft = ctx.write_jsonl("sft.jsonl", [{"prompt": "1+1=", "completion": "2"}])
     pairs = ctx.write_jsonl("pairs.jsonl", [{"prompt": "1+1=", "chosen": "2", "worse": "3"}])
-    msg = cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", sft, "--preference_dataset_name", pairs,
+    return cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", sft, "--preference_dataset_name", pairs,
                     "--until", "rm")
-    ctx.nothing_ran()
-    return msg
 
 
 def prompt_column(ctx):
     sft = ctx.write_jsonl("sft.jsonl", [{"prompt": "1+1=", "completion": "2"}])
     pairs = ctx.write_jsonl("pairs.jsonl", [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}])
     prompts = ctx.write_jsonl("prompts.jsonl", [{"text": "1+1="}])
-    msg = cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", sft, "--preference_dataset_name", pairs,
+    return cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", sft, "--preference_dataset_name", pairs,
                     "--prompt_dataset_name", prompts)
-    ctx.nothing_ran()
-    return msg
 
 
 def dataset_file_type(ctx):
@@ -153,23 +148,17 @@ def unknown_algorithm(ctx):
 
 def rl_field_typo(ctx):
     config = ctx.write("run.yaml", f"output_dir: {ctx.run}\nrl:\n  learning_rat: 1.0e-5\n")
-    msg = cli_error(ctx, "--config", config)
-    ctx.nothing_ran()
-    return msg
+    return cli_error(ctx, "--config", config)
 
 
 def rl_value_trl_rejects(ctx):
     config = ctx.write("run.yaml", f"output_dir: {ctx.run}\nrl:\n  num_generations: 7\n")
-    msg = cli_error(ctx, "--config", config)
-    ctx.nothing_ran()
-    return msg
+    return cli_error(ctx, "--config", config)
 
 
 def dapo_clip_bounds(ctx):
     config = ctx.write("run.yaml", f"output_dir: {ctx.run}\nalgorithm: dapo\nrl:\n  epsilon: 0.2\n  epsilon_high: 0.1\n")
-    msg = cli_error(ctx, "--config", config)
-    ctx.nothing_ran()
-    return msg
+    return cli_error(ctx, "--config", config)
 
 
 def num_ranked_one(ctx):
@@ -189,7 +178,7 @@ def changed_settings(ctx):
         assert main(["pipeline", *quick]) == 0
     marker = ctx.tmp / "run" / "sft" / "stage.json"
     before = marker.read_bytes()
-    msg = cli_error(ctx, *quick, "--seed", "1")
+    msg = cli_error(ctx, *quick, "--seed", "1", fresh=False)
     assert marker.read_bytes() == before and (ctx.tmp / "run" / "sft" / "model" / "model.safetensors").exists()
     return msg
 
@@ -253,9 +242,7 @@ def remote_code(ctx):
 
 # ---- reward functions ------------------------------------------------------------------------------------------------
 def reward_module_missing(ctx):
-    msg = cli_error(ctx, "--output_dir", ctx.run, "--reward_funcs", "my_rewardz.exact_match")
-    ctx.nothing_ran()
-    return msg
+    return cli_error(ctx, "--output_dir", ctx.run, "--reward_funcs", "my_rewardz.exact_match")
 
 
 def reward_attr_missing(ctx):

@@ -335,6 +335,11 @@ def _write_json_atomic(path: Path, payload) -> None:
     os.replace(tmp, path)
 
 
+def _changed_settings(now: dict, before: dict) -> list[str]:
+    now = json.loads(json.dumps(now, default=str))  # compare as they were recorded
+    return sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+
+
 def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], dict]) -> dict:
     """Run ``fn(folder)`` unless the stage is already complete with the same settings; record time and metrics."""
     folder = run_dir / name
@@ -343,9 +348,7 @@ def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], di
     if marker.exists():
         info = json.loads(marker.read_text())
         if info["fingerprint"] != fingerprint:
-            changed = sorted(
-                k for k in set(settings) | set(info["settings"]) if settings.get(k) != info["settings"].get(k)
-            )
+            changed = _changed_settings(settings, info["settings"])
             raise StageMismatchError(
                 f"stage {name!r} in {folder} was made with other settings (changed: {changed}). Use a new "
                 f"--output_dir, or delete {folder} (and the stages after it) to redo it."
@@ -356,9 +359,7 @@ def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], di
     if pending.exists() and (folder / "checkpoints").is_dir():
         started = json.loads(pending.read_text())
         if started["fingerprint"] != fingerprint:
-            changed = sorted(
-                k for k in set(settings) | set(started["settings"]) if settings.get(k) != started["settings"].get(k)
-            )
+            changed = _changed_settings(settings, started["settings"])
             raise StageMismatchError(
                 f"stage {name!r} in {folder} was cut off while running with other settings (changed: {changed}), so "
                 f"its checkpoints cannot be resumed with these. Run with the earlier settings to finish it, or delete "
