@@ -218,6 +218,17 @@ def _keep_requires_grad(peft_model):
             p.requires_grad_(flag)
 
 
+def _train_critic_adapter(peft_model) -> None:
+    """Make the critic adapter trainable (PEFT leaves an added or re-loaded inactive adapter frozen)."""
+    quantized = getattr(peft_model.get_base_model(), "is_loaded_in_4bit", False)
+    for n, p in peft_model.named_parameters():
+        if f".{CRITIC_ADAPTER}." in n:
+            p.requires_grad_(True)
+            if quantized and p.dtype != torch.bfloat16:  # as GRPO does for the policy adapter (QLoRA recipe)
+                p.data = p.data.to(torch.bfloat16)
+    peft_model.peft_config[CRITIC_ADAPTER].inference_mode = False
+
+
 @contextmanager
 def _active_adapter(peft_model, name: str):
     """Run the LoRA adapter ``name`` for a forward pass without changing which adapters train."""
@@ -571,13 +582,7 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
             with torch.no_grad():
                 value_head.weight.normal_(0.0, 1.0 / (hidden + 1) ** 0.5)
                 value_head.bias.zero_()
-        quantized = getattr(peft_model.get_base_model(), "is_loaded_in_4bit", False)
-        for n, p in peft_model.named_parameters():
-            if f".{CRITIC_ADAPTER}." in n:
-                p.requires_grad_(True)
-                if quantized:  # as GRPO does for the policy adapter on a quantized base (QLoRA recipe)
-                    p.data = p.data.to(torch.bfloat16)
-        peft_model.peft_config[CRITIC_ADAPTER].inference_mode = False
+        _train_critic_adapter(peft_model)
         disable_bnb_cpu_repack(peft_model)
         critic = SharedCritic(peft_model, value_head, self.args.gradient_checkpointing_kwargs)
         self.critic = self.accelerator.prepare_model(critic)
@@ -822,7 +827,8 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
             for name in files:
                 state.update(load_file(os.path.join(folder, name)))
             critic.model.load_state_dict(state)
-        else:  # the critic adapter is restored by Trainer with the policy's other adapters; the head is not
+        else:  # Trainer restores the critic adapter with the policy's other adapters, frozen; the head not at all
+            _train_critic_adapter(self.accelerator.unwrap_model(self.model))
             path = os.path.join(resume_from_checkpoint, "value_head.pt")
             critic.value_head.load_state_dict(
                 torch.load(path, map_location=critic.value_head.weight.device, weights_only=True)
