@@ -41,6 +41,9 @@ class DAPOConfig(GRPOConfig):
     (clip-higher), ``loss_type="dapo"`` (token-level loss), ``beta=0.0`` (no reference model is loaded).
     Overlong filtering is TRL's ``mask_truncated_completions`` (off by default, as the paper's final recipe uses the
     soft punishment instead).
+
+    Dynamic sampling's carried surplus is saved with every checkpoint and restored on resume (not dropped): see
+    ``dynamic_sampling_max_staleness`` and :class:`DAPOTrainer`.
     """
 
     epsilon_high: float | None = field(

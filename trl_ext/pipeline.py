@@ -11,7 +11,8 @@ Each stage writes its own folder under ``output_dir`` and a ``stage.json`` when 
     report.json, report.md
 
 Rerunning the same command skips every complete stage (``stage.json`` present and made with the same settings) and
-resumes a cut-off stage from its last trainer checkpoint. A stage whose settings changed is refused rather than
+resumes a cut-off stage from its newest complete trainer checkpoint (a kill -9 can leave a half-written one, which is
+skipped); a seeded run resumed this way continues exactly as the uninterrupted run would (see :mod:`trl_ext.resume`). A stage whose settings changed is refused rather than
 silently reused; the message names the stage and the way out. A failing stage never touches earlier stages' folders.
 """
 

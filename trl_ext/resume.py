@@ -61,10 +61,10 @@ def _missing_pieces(checkpoint: Path, world_size: int) -> list[str]:
 def newest_complete_checkpoint(folder: str | os.PathLike, world_size: int = 1, remove_incomplete: bool = False):
     """The newest ``checkpoint-N`` in ``folder`` that a Trainer can resume from, or None.
 
-    Newer folders that lack a piece (a kill -9 landed while they were written, or while an old one was deleted) are
-    skipped with a warning and, with ``remove_incomplete``, deleted: left in place, the Trainer's checkpoint rotation
-    (which orders by step number when mtime is unreliable) could delete the next complete checkpoint instead of them.
-    Pass ``remove_incomplete`` on one process only.
+    Folders that lack a piece (a kill -9 landed while they were written, or while rotation deleted an old one) are
+    skipped with a warning and, with ``remove_incomplete``, deleted: left in place, a half-written ``checkpoint-N``
+    newer than the resumed one would make the Trainer's rotation (which orders by step number when mtime is
+    unreliable) delete the next complete checkpoint instead. Pass ``remove_incomplete`` on one process only.
     """
     folder = Path(folder)
     if not folder.is_dir():
