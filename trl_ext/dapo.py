@@ -14,6 +14,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
 from .models import disable_bnb_cpu_repack
+from .resume import GenerationStateMixin
 from .sampling import (
     PAD_RULES,
     RECOMPUTED_KEYS,
@@ -40,6 +41,9 @@ class DAPOConfig(GRPOConfig):
     (clip-higher), ``loss_type="dapo"`` (token-level loss), ``beta=0.0`` (no reference model is loaded).
     Overlong filtering is TRL's ``mask_truncated_completions`` (off by default, as the paper's final recipe uses the
     soft punishment instead).
+
+    Dynamic sampling's carried surplus is saved with every checkpoint and restored on resume (not dropped): see
+    ``dynamic_sampling_max_staleness`` and :class:`DAPOTrainer`.
     """
 
     epsilon_high: float | None = field(
@@ -91,7 +95,7 @@ class DAPOConfig(GRPOConfig):
         metadata={
             "help": "Informative surplus is kept for later generation batches if generated at most this many "
             "generation batches ago (its behaviour log-probabilities are stored for the clipped ratio). 0 throws "
-            "surplus away."
+            "surplus away. The surplus is saved with every checkpoint and restored on resume."
         },
     )
 
@@ -133,7 +137,7 @@ def liger_bypasses_loss() -> bool:
     return "liger" in inspect.getsource(GRPOTrainer.compute_loss).lower()
 
 
-class DAPOTrainer(GRPOTrainer):
+class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
     """Decoupled Clip and Dynamic sAmpling Policy Optimization (DAPO, https://huggingface.co/papers/2503.14476).
 
     Clip-higher and the token-level loss are TRL knobs that :class:`DAPOConfig` sets; the loss is TRL's, untouched.
@@ -150,6 +154,12 @@ class DAPOTrainer(GRPOTrainer):
       per-rank batch size is exactly TRL's. Informative surplus stays in the pool for at most
       ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, the one place a
       subclass (e.g. :class:`trl_ext.RLOOTrainer`) replaces the advantages, so it inherits all of the above.
+    * ``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler`` (through
+      :class:`trl_ext.resume.GenerationStateMixin`): every checkpoint also holds the carried surplus (with its
+      behaviour log-probabilities and generation step), the refill stream's position, the staleness counter and the
+      running totals, besides GRPO's generation buffer, in ``trl_ext_state_{process_index}.pt``. A resumed run
+      therefore trains on the surplus the interrupted one had carried and matches an uninterrupted run. The pool
+      holds global rows and is the same on every rank; each rank saves and restores its own copy.
     """
 
     _tag_names = ["trl", "dapo", "trl_ext"]
@@ -203,6 +213,7 @@ class DAPOTrainer(GRPOTrainer):
         self._ds_signal = self._rewards_per_func = None
         self._ds_pool = GroupPool(self.num_generations, self._tokenizer.pad_token_id)
         self._ds_refill_order = None
+        self._ds_refill_drawn = 0  # prompts taken from the refill stream so far (a resumed run skips them)
         self._ds_generation = 0
         # running totals across the run (the benchmark reads them): groups generated / informative / trained on
         self.dynamic_sampling_totals = {"generated": 0, "informative": 0, "trained": 0, "dropped": 0, "padded": 0}
@@ -349,7 +360,9 @@ class DAPOTrainer(GRPOTrainer):
     def _refill_inputs(self) -> list[dict]:
         """This rank's rows of one fresh generation batch, laid out as TRL's RepeatSampler + dataloader would."""
         G, n_prompts = self.num_generations, self.args.generation_batch_size // self.num_generations
-        indices = [next(self._refill_prompt_indices()) for _ in range(n_prompts)]
+        stream = self._refill_prompt_indices()
+        indices = [next(stream) for _ in range(n_prompts)]
+        self._ds_refill_drawn += n_prompts
         rows = [i for i in indices for _ in range(G)]  # each prompt G times, consecutively
         local = rows[process_rows(len(rows), self.accelerator.process_index, self.accelerator.num_processes)]
         return [self.train_dataset[i] for i in local]
@@ -362,7 +375,31 @@ class DAPOTrainer(GRPOTrainer):
                 while True:
                     yield from torch.randperm(len(self.train_dataset), generator=generator).tolist()
             self._ds_refill_order = stream()
+            for _ in range(self._ds_refill_drawn):  # resumed: continue where the checkpointed run stopped
+                next(self._ds_refill_order)
         return self._ds_refill_order
+
+    # ---- checkpoints -----------------------------------------------------------------------------------------------
+    def _resume_state(self) -> dict:
+        return {
+            **super()._resume_state(),
+            "dynamic_sampling": {
+                "pool": self._ds_pool.state_dict(), "generation": self._ds_generation,
+                "refill_drawn": self._ds_refill_drawn, "totals": dict(self.dynamic_sampling_totals),
+            },
+        }
+
+    def _load_resume_state(self, state: dict, checkpoint: str) -> None:
+        super()._load_resume_state(state, checkpoint)
+        ds = state.get("dynamic_sampling")
+        if ds is None:
+            return
+        self._ds_pool.load_state_dict(ds["pool"])
+        self._ds_generation = ds["generation"]
+        self._ds_refill_drawn, self._ds_refill_order = ds["refill_drawn"], None
+        self.dynamic_sampling_totals.update(ds["totals"])
+        if self._ds_pool.num_groups:
+            logger.info("dynamic sampling: %d surplus groups restored from %s", self._ds_pool.num_groups, checkpoint)
 
     def _filler(self, rejected: list[dict], num_groups: int) -> dict:
         """``num_groups`` groups of real rows with their loss masked out: they keep the batch size, add no gradient."""

@@ -11,7 +11,8 @@ Each stage writes its own folder under ``output_dir`` and a ``stage.json`` when 
     report.json, report.md
 
 Rerunning the same command skips every complete stage (``stage.json`` present and made with the same settings) and
-resumes a cut-off stage from its last trainer checkpoint. A stage whose settings changed is refused rather than
+resumes a cut-off stage from its newest complete trainer checkpoint (a kill -9 can leave a half-written one, which is
+skipped); a seeded run resumed this way continues exactly as the uninterrupted run would (see :mod:`trl_ext.resume`). A stage whose settings changed is refused rather than
 silently reused; the message names the stage and the way out. A failing stage never touches earlier stages' folders.
 """
 
@@ -34,9 +35,8 @@ from typing import Any
 import torch
 from datasets import Dataset, load_dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import (
-    DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, ModelConfig, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer,
+    DPOConfig, DPOTrainer, GRPOConfig, ModelConfig, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer,
     get_peft_config,
 )
 
@@ -47,6 +47,7 @@ from .models import (
     check_model_path, disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer,
     match_trainable_dtype_to_compute, safe_from_pretrained,
 )
+from .resume import ResumableGRPOTrainer, newest_complete_checkpoint
 from .rewards import RewardAdapter, import_reward_function
 from .rloo import RLOOConfig, RLOOTrainer
 from .toy import AdditionTask, Labeller, ensure_tiny_checkpoint, oracle_correct, pairs_from_ranking
@@ -57,7 +58,7 @@ logger = logging.getLogger("trl_ext.pipeline")
 STAGES = ("sft", "labels", "rm", "rl", "eval")
 # name -> (config class, trainer class); later algorithms register here. "dpo" is the non-RL route on the labels.
 RL_ALGORITHMS: dict[str, tuple[type, type]] = {
-    "grpo": (GRPOConfig, GRPOTrainer),
+    "grpo": (GRPOConfig, ResumableGRPOTrainer),  # trl.GRPOTrainer that also checkpoints its generation buffer
     "dapo": (DAPOConfig, DAPOTrainer),
     "rloo": (RLOOConfig, RLOOTrainer),
     "ppo": (PPOConfig, PPOTrainer),
@@ -383,11 +384,15 @@ def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], di
 
 
 def _train(trainer, folder: Path, callbacks=None) -> dict:
-    """Train, resuming from the newest checkpoint in ``folder/checkpoints`` if an earlier run was cut off."""
+    """Train, resuming from the newest complete checkpoint in ``folder/checkpoints`` if an earlier run was cut off.
+
+    A checkpoint folder that a kill -9 left half-written is skipped and deleted (see
+    :func:`trl_ext.resume.newest_complete_checkpoint`); the log names it.
+    """
     for callback in callbacks or ():
         trainer.add_callback(callback)
     ckpt_dir = folder / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = newest_complete_checkpoint(ckpt_dir, trainer.args.world_size, remove_incomplete=trainer.args.should_save)
     if last:
         logger.info("resuming from %s", last)
     interrupt = _SaveAndStopOnSigint()
@@ -398,11 +403,31 @@ def _train(trainer, folder: Path, callbacks=None) -> dict:
     finally:
         interrupt.uninstall()
     if interrupt.requested:
-        saved = get_last_checkpoint(str(ckpt_dir))
+        saved = newest_complete_checkpoint(ckpt_dir, trainer.args.world_size)
         raise StageInterrupted(
             f"stage {folder.name!r} interrupted; checkpoint saved at {saved}. Run the same command again to resume."
         )
-    return {"train_loss": result.training_loss, "global_step": result.global_step, "resumed_from": last}
+    metrics = {"train_loss": result.training_loss, "global_step": result.global_step, "resumed_from": last}
+    if last:
+        metrics.update(_whole_run_loss(trainer.state, int(Path(last).name.split("-")[-1]), result.training_loss))
+    return metrics
+
+
+def _whole_run_loss(state, resumed_at: int, loss_since_resume: float) -> dict:
+    """``train_loss`` over every step of a resumed run; Trainer's own covers only the steps since the resume.
+
+    The steps before ``resumed_at`` are known from the logged losses in the checkpoint's log history, which cover
+    them all when the checkpoint step is a logging step (``save_steps`` a multiple of ``logging_steps``). Otherwise
+    the loss of the steps since the resume is kept, and ``train_loss_first_step`` says where it starts.
+    """
+    logged = [(h["step"], h["loss"]) for h in state.log_history if "loss" in h and h["step"] <= resumed_at]
+    if not logged or logged[-1][0] != resumed_at:
+        return {"train_loss_first_step": resumed_at + 1}
+    total, previous = 0.0, 0
+    for step, loss in logged:  # each logged loss is the mean over the steps since the previous log
+        total += loss * (step - previous)
+        previous = step
+    return {"train_loss": (total + loss_since_resume * (state.global_step - resumed_at)) / state.global_step}
 
 
 def _save_model(trainer, folder: Path, base_name: str, model_args: ModelConfig, auto_cls, tokenizer, **load_kw) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from trl import GRPOConfig, GRPOTrainer
@@ -41,6 +42,7 @@ from trl.trainer.utils import (
 
 from .advantages import gae, whiten
 from .models import disable_bnb_cpu_repack, safe_from_pretrained
+from .resume import GenerationStateMixin
 
 REWARD_ADAPTER, CRITIC_ADAPTER = "reward", "critic"
 
@@ -216,6 +218,17 @@ def _keep_requires_grad(peft_model):
             p.requires_grad_(flag)
 
 
+def _train_critic_adapter(peft_model) -> None:
+    """Make the critic adapter trainable (PEFT leaves an added or re-loaded inactive adapter frozen)."""
+    quantized = getattr(peft_model.get_base_model(), "is_loaded_in_4bit", False)
+    for n, p in peft_model.named_parameters():
+        if f".{CRITIC_ADAPTER}." in n:
+            p.requires_grad_(True)
+            if quantized and p.dtype != torch.bfloat16:  # as GRPO does for the policy adapter (QLoRA recipe)
+                p.data = p.data.to(torch.bfloat16)
+    peft_model.peft_config[CRITIC_ADAPTER].inference_mode = False
+
+
 @contextmanager
 def _active_adapter(peft_model, name: str):
     """Run the LoRA adapter ``name`` for a forward pass without changing which adapters train."""
@@ -357,7 +370,7 @@ def _same_tokenizer(a, b) -> bool:
 
 
 # ---- the trainer -----------------------------------------------------------------------------------------------------
-class PPOTrainer(GRPOTrainer):
+class PPOTrainer(GenerationStateMixin, GRPOTrainer):
     """
     PPO with a critic (Ouyang et al. 2022, arXiv:2203.02155; Schulman et al. 2017, arXiv:1707.06347) on GRPOTrainer.
 
@@ -377,9 +390,11 @@ class PPOTrainer(GRPOTrainer):
       (``critic_learning_rate``). The critic is thus optimised by the same optimizer, scheduler and ``optimizer.step``
       as the policy. Trainer clips the policy model's gradients (with a shared critic adapter among them); the critic
       parameters outside the policy model (separate critic, value head) are clipped to ``max_grad_norm`` on their
-      own by an optimizer step pre-hook.
+      own by an optimizer step pre-hook and zeroed by a post-hook (Trainer zeroes only the policy model's).
     * ``_save``: also writes the critic (``critic/`` for a separate critic, the ``critic`` adapter + ``value_head.pt``
-      when shared).
+      when shared); ``_load_from_checkpoint`` reads it back on resume (Trainer restores only the policy), and the
+      checkpoint's ``trl_ext_state_{rank}.pt`` holds the adaptive KL coefficient and GRPO's generation buffer
+      (:class:`trl_ext.resume.GenerationStateMixin`), so a resumed run matches an uninterrupted one.
 
     Everything else (generation with transformers or vLLM, the RepeatSampler and ``steps_per_generation`` buffering,
     ``num_iterations`` reuse = PPO epochs, metrics and completion logging) is GRPO's, unchanged.
@@ -569,13 +584,7 @@ class PPOTrainer(GRPOTrainer):
             with torch.no_grad():
                 value_head.weight.normal_(0.0, 1.0 / (hidden + 1) ** 0.5)
                 value_head.bias.zero_()
-        quantized = getattr(peft_model.get_base_model(), "is_loaded_in_4bit", False)
-        for n, p in peft_model.named_parameters():
-            if f".{CRITIC_ADAPTER}." in n:
-                p.requires_grad_(True)
-                if quantized:  # as GRPO does for the policy adapter on a quantized base (QLoRA recipe)
-                    p.data = p.data.to(torch.bfloat16)
-        peft_model.peft_config[CRITIC_ADAPTER].inference_mode = False
+        _train_critic_adapter(peft_model)
         disable_bnb_cpu_repack(peft_model)
         critic = SharedCritic(peft_model, value_head, self.args.gradient_checkpointing_kwargs)
         self.critic = self.accelerator.prepare_model(critic)
@@ -618,6 +627,14 @@ class PPOTrainer(GRPOTrainer):
                 torch.nn.utils.clip_grad_norm_(outside, max_norm)
 
             optimizer.register_step_pre_hook(clip_critic_grads)
+
+        # Trainer zeroes only the policy model's gradients after each step; without this the critic parameters
+        # outside it would add up every step's gradients since the start.
+        def zero_critic_grads(*_):
+            for p in outside:
+                p.grad = None
+
+        optimizer.register_step_post_hook(zero_critic_grads)
         return optimizer
 
     # ---- rollout: rewards, values, advantages ------------------------------------------------------------------------
@@ -788,7 +805,37 @@ class PPOTrainer(GRPOTrainer):
         metrics["ppo/value_clip_ratio"].append(global_mean((vf_losses_clipped > vf_losses).float()))
         return loss
 
-    # ---- saving ------------------------------------------------------------------------------------------------------
+    # ---- saving and resuming ---------------------------------------------------------------------------------------
+    def _resume_state(self) -> dict:
+        return {**super()._resume_state(), "kl_coef": self.kl_coef}
+
+    def _load_resume_state(self, state: dict, checkpoint: str) -> None:
+        super()._load_resume_state(state, checkpoint)
+        self.kl_coef = state.get("kl_coef", self.kl_coef)
+        if self.kl_ctl is not None:
+            self.kl_ctl.value = self.kl_coef
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Trainer restores the policy only; the critic comes back from what ``_save`` wrote beside it."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        critic = self.accelerator.unwrap_model(self.critic)
+        if isinstance(critic, SeparateCritic):
+            folder = os.path.join(resume_from_checkpoint, "critic")
+            index = os.path.join(folder, "model.safetensors.index.json")
+            files = sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index) else [
+                "model.safetensors"
+            ]
+            state = {}
+            for name in files:
+                state.update(load_file(os.path.join(folder, name)))
+            critic.model.load_state_dict(state)
+        else:  # Trainer restores the critic adapter with the policy's other adapters, frozen; the head not at all
+            _train_critic_adapter(self.accelerator.unwrap_model(self.model))
+            path = os.path.join(resume_from_checkpoint, "value_head.pt")
+            critic.value_head.load_state_dict(
+                torch.load(path, map_location=critic.value_head.weight.device, weights_only=True)
+            )
+
     def _save(self, output_dir: str | None = None, state_dict=None):
         super()._save(output_dir, state_dict=state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir

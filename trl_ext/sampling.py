@@ -174,3 +174,10 @@ class GroupPool:
 
     def chunks(self) -> list[_Chunk]:
         return self._chunks
+
+    def state_dict(self) -> list[dict]:
+        """The pool as plain tensors, numbers and dicts, for ``torch.save`` and ``torch.load(weights_only=True)``."""
+        return [{"batch": c.batch, "step": c.step, "num_groups": c.num_groups} for c in self._chunks]
+
+    def load_state_dict(self, chunks: list[dict]) -> None:
+        self._chunks = [_Chunk(dict(c["batch"]), int(c["step"]), int(c["num_groups"])) for c in chunks]
