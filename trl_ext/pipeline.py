@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import trl
 from datasets import Dataset, load_dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -60,6 +61,7 @@ RL_ALGORITHMS: dict[str, tuple[type, type]] = {
     "grpo": (GRPOConfig, GRPOTrainer),
     "dapo": (DAPOConfig, DAPOTrainer),
     "rloo": (RLOOConfig, RLOOTrainer),
+    "rloo_trl": (trl.RLOOConfig, trl.RLOOTrainer),  # TRL's own RLOO, beside the explicit variant above
     "ppo": (PPOConfig, PPOTrainer),
     "dpo": (DPOConfig, DPOTrainer),
 }
