@@ -187,6 +187,7 @@ def evaluate_policy(model, tokenizer, prompts, rm, *, num_samples, temperature, 
     """Sampled completions on ``prompts``: oracle accuracy, mean oracle utility, mean (and sd of) learned RM score."""
     from trl_ext.evaluation import sample_completions
     from trl_ext.toy import oracle_correct, oracle_utility
+    from trl_ext.toy.task import NO_NUMBER, RIGHT, RIGHT_CHATTY, WRONG, WRONG_CHATTY
 
     samples = sample_completions(
         model, tokenizer, prompts, num_samples=num_samples, temperature=temperature,
@@ -198,8 +199,11 @@ def evaluate_policy(model, tokenizer, prompts, rm, *, num_samples, temperature, 
     utility = [float(oracle_utility(p, c)) for p, c in zip(flat_p, flat_c)]
     scores = rm.score(flat_p, [[{"role": "assistant", "content": c}] if not isinstance(p, str) else c
                                for p, c in zip(flat_p, flat_c)])
+    grades = {RIGHT: "right", RIGHT_CHATTY: "right_chatty", WRONG: "wrong", WRONG_CHATTY: "wrong_chatty",
+              NO_NUMBER: "no_number"}
     return {
         "accuracy": statistics.fmean(correct),
+        "grades": {name: sum(u == g for u in utility) / len(utility) for g, name in grades.items()},
         "utility": statistics.fmean(utility), "utility_sd": statistics.pstdev(utility),
         "rm_score": statistics.fmean(scores), "rm_sd": statistics.pstdev(scores),
         "distinct": len(set(flat_c)), "n": len(flat_c),
@@ -466,7 +470,7 @@ def reference_stats(cfg, model_args, build: dict, cmp: CompareArgs, max_new_toke
         )
     finally:
         torch.set_num_threads(threads)
-    return {"accuracy": stats["accuracy"], "rm_mean": stats["rm_score"], "rm_sd": stats["rm_sd"],
+    return {"accuracy": stats["accuracy"], "grades": stats["grades"], "rm_mean": stats["rm_score"], "rm_sd": stats["rm_sd"],
             "utility_mean": stats["utility"], "utility_sd": stats["utility_sd"], "n": stats["n"]}
 
 
@@ -566,13 +570,14 @@ def summarise(runs: list[dict], reference: dict, threshold: float) -> dict:
             "completions_to_threshold": None if hit is None else hit["completions"],
             "steps": r["global_step"], "used": r["used"], "budget_unit": r["budget_unit"],
             "train_wall_s": r["train_wall_s"], "peak_rss_mib": r["peak_rss_mib"], "distinct": last["distinct"],
+            **{f"grade_{k}": v for k, v in last["grades"].items()},
         }
         per_run.append(row)
     for algo in dict.fromkeys(r["algorithm"] for r in per_run):
         rows = [r for r in per_run if r["algorithm"] == algo]
         agg = {k: aggregate([r[k] for r in rows]) for k in (
             "accuracy", "rm_score", "utility", "z_rm", "z_utility", "gap", "steps", "used", "train_wall_s",
-            "peak_rss_mib")}
+            "peak_rss_mib", "distinct", *(k for k in rows[0] if k.startswith("grade_")))}
         for k in ("steps_to_threshold", "completions_to_threshold"):
             agg[k] = aggregate([r[k] for r in rows if r[k] is not None])
             agg[k]["of"] = len(rows)
@@ -672,8 +677,9 @@ def format_markdown(meta: dict, summary: dict) -> str:
         "- **gap** (reward hacking): z(RM) − z(utility), where z(RM) = (mean RM score − SFT mean) / SFT sd and "
         "z(utility) the same for the oracle utility (the labeller's grade: 3 right, 2 right with chatter, 1 wrong, "
         "0 wrong with chatter, −1 no number); SFT mean and sd come from "
-        f"{ref['n']} SFT samples ({cmp['reference_samples']} per eval prompt). 0 at SFT; positive = the proxy rose "
-        "more than the truth.",
+        f"{ref['n']} SFT samples ({cmp['reference_samples']} per eval prompt). Positive = the proxy rose "
+        "more than the truth; about 0 at the start (the start's samples are drawn with another seed than the "
+        "reference's).",
         f"- **threshold**: SFT's sampled oracle accuracy {ref['accuracy']:.3f} + {cmp['threshold_delta']:.2f} = "
         f"**{meta['threshold']:.3f}**. *steps / completions to threshold*: at the first evaluation point at or above "
         f"it (resolution: the evaluation interval of {cmp['eval_every']}); mean ± sd over the seeds that reached it, "
@@ -698,6 +704,18 @@ def format_markdown(meta: dict, summary: dict) -> str:
             f"| {_pm(a['peak_rss_mib'], '.0f')} |"
         )
     lines += ["", *ordering_text(per_algo), ""]
+    grade_names = [("right", "right"), ("right_chatty", "right + chatter"), ("wrong", "wrong number"),
+                   ("wrong_chatty", "wrong + chatter"), ("no_number", "no number")]
+    lines += [
+        "## What the final samples are (share of the evaluated completions by oracle grade, mean over seeds)", "",
+        "| model | " + " | ".join(label for _, label in grade_names) + " | distinct answers |",
+        "|---|" + "---:|" * (len(grade_names) + 1),
+        "| SFT (reference samples) | " + " | ".join(f"{ref['grades'][k]:.3f}" for k, _ in grade_names) + " | |",
+    ]
+    for algo, a in per_algo.items():
+        lines.append(f"| {algo} | " + " | ".join(_pm(a[f"grade_{k}"]) for k, _ in grade_names)
+                     + f" | {_pm(a['distinct'], '.0f')} |")
+    lines.append("")
     lines += [
         "## Per seed", "",
         "| algorithm | seed | oracle acc. | best acc. | RM score | gap | steps to thr. | completions to thr. | "

@@ -119,7 +119,9 @@ def test_tiny_benchmark_writes_every_output_and_respects_the_budget(tmp_path, ca
     assert set(runs) == {"dapo", "dpo"}
     for r in runs.values():
         assert r["points"][0]["step"] == 0 and r["points"][-1]["step"] == r["global_step"]
-        assert {"accuracy", "rm_score", "utility", "gap", "completions", "train_s"} <= set(r["points"][-1])
+        last = r["points"][-1]
+        assert {"accuracy", "rm_score", "utility", "gap", "completions", "train_s", "grades"} <= set(last)
+        assert sum(last["grades"].values()) == pytest.approx(1.0) and last["grades"]["right"] == last["accuracy"]
         assert r["peak_rss_mib"] > 0 and r["train_wall_s"] > 0
     dapo = runs["dapo"]
     # what the trainer generated (its dynamic_sampling totals) is what the harness counted, and within the budget
