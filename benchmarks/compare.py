@@ -11,9 +11,9 @@ What runs:
    demonstrations, the labeller's rankings, the reward model. Every algorithm starts from that ``sft/model`` and RL
    algorithms optimise that ``rm/model`` (through ``RewardAdapter``, as the pipeline's RL stage does).
 2. For each algorithm and each of ``--seeds``: ``trl_ext.pipeline.run_rl`` in a fresh subprocess (isolation and a
-   per-run peak RSS), with the pipeline's RL defaults. ``grpo`` = ``trl.GRPOTrainer``, ``dapo`` = ``trl_ext.DAPOTrainer``,
-   ``rloo`` = ``trl_ext.RLOOTrainer``, ``rloo_trl`` = ``trl.RLOOTrainer``, ``ppo`` = ``trl_ext.PPOTrainer`` (critic
-   initialised from the RM), ``dpo`` = ``trl.DPOTrainer`` on the labeller's training pairs.
+   per-run peak RSS), with the pipeline's RL defaults. ``grpo`` = ``trl.GRPOTrainer``, ``dapo`` =
+   ``trl_ext.DAPOTrainer``, ``rloo`` = ``trl_ext.RLOOTrainer``, ``rloo_trl`` = ``trl.RLOOTrainer``, ``ppo`` =
+   ``trl_ext.PPOTrainer`` (critic initialised from the RM), ``dpo`` = ``trl.DPOTrainer`` on the labeller's pairs.
 3. Every ``--eval_every`` units of budget, a callback samples the held-out eval prompts (never trained on) and records
    the oracle accuracy, the oracle utility and the learned RM's score. Evaluation time is kept out of the training time.
 4. ``benchmarks/results/compare.{md,json}`` and two PNGs.
@@ -28,7 +28,6 @@ Finished runs are reused when the same command is run again (same settings, same
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 import json
@@ -175,7 +174,7 @@ def read_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-# ---- evaluation (shared by the reference and the runs) ----------------------------------------------------------------
+# ---- evaluation (shared by the reference and the runs) ------------------------------------------------------------
 def eval_subset(prompts: list, n: int) -> list:
     """``n`` evenly spaced prompts of the held-out set (sorted by operands, so a prefix would be biased)."""
     if n >= len(prompts):
@@ -470,7 +469,8 @@ def reference_stats(cfg, model_args, build: dict, cmp: CompareArgs, max_new_toke
         )
     finally:
         torch.set_num_threads(threads)
-    return {"accuracy": stats["accuracy"], "grades": stats["grades"], "rm_mean": stats["rm_score"], "rm_sd": stats["rm_sd"],
+    return {"accuracy": stats["accuracy"], "grades": stats["grades"], "rm_mean": stats["rm_score"],
+            "rm_sd": stats["rm_sd"],
             "utility_mean": stats["utility"], "utility_sd": stats["utility_sd"], "n": stats["n"]}
 
 
@@ -648,7 +648,8 @@ def format_markdown(meta: dict, summary: dict) -> str:
         "",
         "## Setup",
         "",
-        f"- One SFT checkpoint and one reward model, built by `run_pipeline(until=\"rm\")` with seed {meta['build_seed']} "
+        "- One SFT checkpoint and one reward model, built by `run_pipeline(until=\"rm\")` with seed "
+        f"{meta['build_seed']} "
         f"(SFT {build['stage_wall_s']['sft']:.0f} s, labels {build['stage_wall_s']['labels']:.0f} s, RM "
         f"{build['stage_wall_s']['rm']:.0f} s when built; RM held-out pairwise accuracy "
         f"{build['rm_test_pairwise_accuracy']:.3f}; {build['label_pairs']} labelled training pairs). Every run below "
@@ -672,7 +673,8 @@ def format_markdown(meta: dict, summary: dict) -> str:
         "",
         "## Definitions",
         "",
-        "- **oracle acc.**: share of sampled completions that are exactly the right sum (`trl_ext.toy.oracle_correct`).",
+        "- **oracle acc.**: share of sampled completions that are exactly the right sum "
+        "(`trl_ext.toy.oracle_correct`).",
         "- **RM score**: mean learned-RM score of those completions (the proxy RL optimises).",
         "- **gap** (reward hacking): z(RM) − z(utility), where z(RM) = (mean RM score − SFT mean) / SFT sd and "
         "z(utility) the same for the oracle utility (the labeller's grade: 3 right, 2 right with chatter, 1 wrong, "
@@ -766,7 +768,8 @@ def plot(runs: list[dict], meta: dict, results_dir: Path) -> None:
         curve = mean_curve([r for r in runs if r["algorithm"] == algo], "completions", "accuracy")
         x, y, lo, hi = zip(*curve)
         style = "--" if algo == "dpo" else "-"
-        ax.plot(x, y, style, color=colours[algo], marker="o", ms=3, label=algo + (" (pairs seen)" if algo == "dpo" else ""))
+        label = algo + (" (pairs seen)" if algo == "dpo" else "")
+        ax.plot(x, y, style, color=colours[algo], marker="o", ms=3, label=label)
         ax.fill_between(x, lo, hi, color=colours[algo], alpha=0.15)
     ax.axhline(meta["reference"]["accuracy"], color="grey", lw=0.8, ls=":", label="SFT")
     ax.axhline(meta["threshold"], color="black", lw=0.8, ls="--", label="threshold")
