@@ -225,7 +225,7 @@ def test_dpo_route_trains_the_policy_on_the_labellers_pairs(tmp_path, finished_r
     assert report["algorithm"] == "dpo" and "rl" in report["models"]
 
 
-@pytest.mark.parametrize("algorithm", ["dapo", "rloo", "ppo"])
+@pytest.mark.parametrize("algorithm", ["dapo", "rloo", "rloo_trl", "ppo"])
 def test_every_rl_algorithm_runs_in_the_pipeline(tmp_path, finished_run, algorithm):
     src = finished_run[0].output_dir
     rl = {"max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4}

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import trl
 from datasets import Dataset, load_dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback, set_seed
 from trl import (
@@ -61,6 +62,7 @@ RL_ALGORITHMS: dict[str, tuple[type, type]] = {
     "grpo": (GRPOConfig, ResumableGRPOTrainer),  # trl.GRPOTrainer that also checkpoints its generation buffer
     "dapo": (DAPOConfig, DAPOTrainer),
     "rloo": (RLOOConfig, RLOOTrainer),
+    "rloo_trl": (trl.RLOOConfig, trl.RLOOTrainer),  # TRL's own RLOO, beside the explicit variant above
     "ppo": (PPOConfig, PPOTrainer),
     "dpo": (DPOConfig, DPOTrainer),
 }
