@@ -822,9 +822,9 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
         if isinstance(critic, SeparateCritic):
             folder = os.path.join(resume_from_checkpoint, "critic")
             index = os.path.join(folder, "model.safetensors.index.json")
-            files = sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index) else [
-                "model.safetensors"
-            ]
+            files = ["model.safetensors"]
+            if os.path.exists(index):  # sharded
+                files = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
             state = {}
             for name in files:
                 state.update(load_file(os.path.join(folder, name)))
