@@ -12,8 +12,9 @@ Each stage writes its own folder under ``output_dir`` and a ``stage.json`` when 
 
 Rerunning the same command skips every complete stage (``stage.json`` present and made with the same settings) and
 resumes a cut-off stage from its newest complete trainer checkpoint (a kill -9 can leave a half-written one, which is
-skipped); a seeded run resumed this way continues exactly as the uninterrupted run would (see :mod:`trl_ext.resume`). A stage whose settings changed is refused rather than
-silently reused; the message names the stage and the way out. A failing stage never touches earlier stages' folders.
+skipped); a seeded run resumed this way continues exactly as the uninterrupted run would (see
+:mod:`trl_ext.resume`). A stage whose settings changed is refused rather than silently reused; the message names the
+stage and the way out. A failing stage never touches earlier stages' folders.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ class PipelineConfig:
         if self.reward_funcs and self.algorithm == "dpo":
             raise ValueError(
                 "reward_funcs is set but algorithm='dpo' trains on the labelled pairs and calls no reward function; "
-                "remove reward_funcs or choose an RL algorithm (grpo, dapo, rloo, ppo)."
+                f"remove reward_funcs or choose an RL algorithm ({', '.join(a for a in RL_ALGORITHMS if a != 'dpo')})."
             )
         self.task  # validates the task fields
         Labeller(self.labeller_noise)
@@ -338,8 +339,12 @@ def _write_json_atomic(path: Path, payload) -> None:
     os.replace(tmp, path)
 
 
+def _as_recorded(settings: dict) -> dict:
+    return json.loads(json.dumps(settings, default=str))
+
+
 def _changed_settings(now: dict, before: dict) -> list[str]:
-    now = json.loads(json.dumps(now, default=str))  # compare as they were recorded
+    now = _as_recorded(now)  # compare as they were recorded
     return sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
 
 
@@ -369,14 +374,14 @@ def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], di
                 f"{folder / 'checkpoints'} to start the stage again."
             )
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(pending, {"fingerprint": fingerprint, "settings": json.loads(json.dumps(settings, default=str))})
+    _write_json_atomic(pending, {"fingerprint": fingerprint, "settings": _as_recorded(settings)})
     logger.info("stage %s: running in %s", name, folder)
     start = time.perf_counter()
     metrics = fn(folder)
     info = {
         "stage": name,
         "fingerprint": fingerprint,
-        "settings": json.loads(json.dumps(settings, default=str)),
+        "settings": _as_recorded(settings),
         "wall_time_s": round(time.perf_counter() - start, 2),
         "metrics": metrics,
     }
