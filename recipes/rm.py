@@ -1,14 +1,14 @@
 """Reward model with trl.RewardTrainer (num_labels=1) on (chosen, rejected) pairs: the same as `trl-ext rm`.
 
-CPU (the configs point at files the README's "Commands" section writes; any flag overrides the YAML):
+CPU, the embedded tiny model (the config reads the files `python recipes/tiny_data.py runs/data` writes; see the
+README's "Commands" section for the order; any flag overrides the YAML):
 
-    python recipes/rm.py --config recipes/configs/rm-tiny.yaml                        # CPU, embedded tiny model
+    python recipes/rm.py --config recipes/configs/rm-tiny.yaml
 
-GPU, a hub model in 4-bit + LoRA (not run here: no GPU or hub on the machines this was developed on):
+One GPU, a hub model in 4-bit + LoRA (not run here: no GPU or hub on the machines this was developed on):
 
-    accelerate launch recipes/rm.py --config recipes/configs/rm-tiny.yaml \
-        --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name trl-lib/ultrafeedback_binarized --load_in_4bit \
-        --use_peft --lora_target_modules all-linear --bf16 true --output_dir runs/rm-qlora
+    accelerate launch recipes/rm.py --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \
+        --dataset_name trl-lib/ultrafeedback_binarized --output_dir runs/rm-qlora --load_in_4bit --use_peft --lora_r 16 --lora_target_modules all-linear --bf16 true
 """
 
 import sys

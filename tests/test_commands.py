@@ -100,7 +100,7 @@ def test_pipeline_help_has_description_examples_and_json_maps(capsys):
 
 
 # ---- end to end ------------------------------------------------------------------------------------------------------
-def test_sft_full_and_lora(in_data, ckpt, tmp_path):
+def test_sft_full_and_lora(in_data, ckpt, tmp_path, capsys):
     assert run("sft", "--model_name_or_path", ckpt, "--dataset_name", "sft.jsonl", "--output_dir", tmp_path / "full",
                "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", *FAST) == 0
     AutoModelForCausalLM.from_pretrained(tmp_path / "full")
@@ -112,11 +112,17 @@ def test_sft_full_and_lora(in_data, ckpt, tmp_path):
     config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
     assert config["r"] == 4 and sorted(config["target_modules"]) == ["q_proj", "v_proj"]
     AutoPeftModelForCausalLM.from_pretrained(tmp_path / "lora")
+    # chaining a LoRA output into the next command: refused with the fix (merge first), before anything loads
+    assert run("dapo", "--model_name_or_path", tmp_path / "lora", "--dataset_name", "prompts.jsonl",
+               "--reward_funcs", "my_rewards.length", "--output_dir", tmp_path / "next") == 2
+    assert "is a LoRA adapter" in capsys.readouterr().err and not (tmp_path / "next").exists()
 
 
 def test_rm_and_dpo_on_pairs(in_data, ckpt, tmp_path):
+    # a single file holds only a train split: a second file named as the test split is read for evaluation
     assert run("rm", "--model_name_or_path", ckpt, "--dataset_name", "pairs.jsonl", "--output_dir", tmp_path / "rm",
-               "--per_device_train_batch_size", "8", *FAST) == 0
+               "--per_device_train_batch_size", "8", "--eval_strategy", "steps", "--eval_steps", "2",
+               "--dataset_test_split", "pairs.jsonl", *FAST) == 0
     rm = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm")
     assert rm.config.num_labels == 1
 
@@ -149,10 +155,29 @@ def test_grpo_mixes_a_reward_model_and_a_function_from_a_yaml_config(in_data, ck
 
 
 def test_ppo_with_reward_model_and_default_critic(in_data, ckpt, tmp_path):
-    assert run("ppo", "--model_name_or_path", ckpt, "--dataset_name", "prompts.jsonl", "--reward_model_name_or_path",
-               ckpt, "--output_dir", tmp_path, "--learning_rate", "1e-3", *RL) == 0
-    AutoModelForCausalLM.from_pretrained(tmp_path)
-    assert changed(ckpt, tmp_path / "model.safetensors")
+    """Prompts from a DatasetDict.save_to_disk folder (its train split); the critic defaults to the reward model."""
+    from datasets import DatasetDict
+
+    DatasetDict({"train": TASK.prompt_dataset(16, seed=3), "test": TASK.eval_dataset()}).save_to_disk(tmp_path / "dd")
+    assert run("ppo", "--model_name_or_path", ckpt, "--dataset_name", tmp_path / "dd", "--reward_model_name_or_path",
+               ckpt, "--output_dir", tmp_path / "out", "--learning_rate", "1e-3", *RL) == 0
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert changed(ckpt, tmp_path / "out" / "model.safetensors")
+
+
+def test_ppo_critic_is_the_one_reward_model_unless_named_and_the_shared_base_gets_paths():
+    from types import SimpleNamespace
+
+    from trl_ext.commands.common import RewardPlan
+    from trl_ext.commands.ppo import PPOScriptArguments, critic_and_rewards
+
+    separate, shared = SimpleNamespace(shared_base=False), SimpleNamespace(shared_base=True)
+    rule = len
+    assert critic_and_rewards(PPOScriptArguments(), separate)(RewardPlan(["rm"], [rule])) == {"value_model": "rm"}
+    assert critic_and_rewards(PPOScriptArguments(), separate)(RewardPlan(["a", "b"], [])) == {"value_model": None}
+    assert critic_and_rewards(PPOScriptArguments(), separate)(RewardPlan([], [rule])) == {"value_model": None}
+    assert critic_and_rewards(PPOScriptArguments(), shared)(RewardPlan(["lora"], [rule])) == {
+        "reward_funcs": ["lora", rule]}
 
 
 def test_dapo_4bit_lora(in_data, ckpt, tmp_path, monkeypatch):
@@ -208,7 +233,8 @@ def error_line(capsys, name) -> str:
                   "2"], "--reward_weights has 2 weights for 1 rewards"),
         ("dapo", ["--dataset_name", "prompts.jsonl"], "no reward: pass --reward_funcs"),
         ("ppo", ["--dataset_name", "prompts.jsonl", "--reward_funcs", "my_rewards.length",
-                 "--value_model_name_or_path", "./no-critic"], "--value_model_name_or_path='./no-critic' does not exist"),
+                 "--value_model_name_or_path", "./no-critic"],
+         "--value_model_name_or_path='./no-critic' does not exist"),
         ("sft", ["--dataset_name", "prompts.jsonl"], "needs columns ['messages'] or ['prompt', 'completion'] or"),
         ("rm", ["--dataset_name", "prompts.jsonl"], "column(s) ['chosen', 'rejected'] missing"),
         ("dpo", ["--dataset_name", "sft.jsonl", "--eval_strategy", "steps"], "holds only a 'train' split"),

@@ -21,7 +21,7 @@ import sys
 from .commands import TRAINER_COMMANDS
 
 OTHER_COMMANDS = {
-    "pipeline": "SFT -> rankings -> reward model -> RL (or DPO) -> evaluation, one resumable run (the embedded default)",
+    "pipeline": "SFT -> rankings -> reward model -> RL (or DPO) -> evaluation, one resumable run (embedded default)",
     "tiny-model": "write the embedded tiny checkpoint (model + tokenizer) to PATH",
 }
 
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     known = [*TRAINER_COMMANDS, *OTHER_COMMANDS]
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    print(f"trl-ext: error: unknown command {name!r}; {hint}Commands: {', '.join(known)} (trl-ext --help).", file=sys.stderr)
+    message = f"unknown command {name!r}; {hint}Commands: {', '.join(known)} (trl-ext --help)."
+    print(f"trl-ext: error: {message}", file=sys.stderr)
     return 2
 
 

@@ -32,17 +32,18 @@ class RewardScriptArguments(ScriptArguments):
     reward_model_name_or_path: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Reward model(s): hub ids or local folders of sequence-classification checkpoints (or LoRA adapters "
-            "on one), scored through trl_ext.RewardAdapter with their own tokenizer. One or more; they come first in "
-            "reward_weights, in the order given."
+            "help": "Reward model(s): hub ids or local folders of sequence-classification checkpoints (or LoRA "
+            "adapters on one), scored through trl_ext.RewardAdapter with their own tokenizer. One or more; they come "
+            "first in reward_weights, in the order given."
         },
     )
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Reward functions, as in TRL's grpo.py: a TRL built-in (accuracy_reward, reasoning_accuracy_reward, "
-            "think_format_reward) or a dotted import path ('my_rewards.exact'; a module in the current folder is "
-            "found). Each is called as a TRL reward function; weight them with --reward_weights."
+            "help": "Reward functions, as in TRL's grpo.py: a TRL built-in (accuracy_reward, "
+            "reasoning_accuracy_reward, think_format_reward) or a dotted import path ('my_rewards.exact'; a module "
+            "in the current folder is found). Each is called as a TRL reward function; weight them with "
+            "--reward_weights."
         },
     )
     reward_batch_size: int = field(
@@ -156,8 +157,8 @@ def _one_split(script_args: ScriptArguments, split: str):
         name, split = split, "train"  # a second file named as the split (a single file has only a train split)
     elif Path(name).expanduser().is_file() and split != "train":
         raise ValueError(
-            f"--dataset_name {name!r} is a single file, which holds only a 'train' split, but split {split!r} was asked "
-            "for. Name a second file as the split (--dataset_test_split test.jsonl), or set --eval_strategy no."
+            f"--dataset_name {name!r} is a single file, which holds only a 'train' split, but split {split!r} was "
+            "asked for. Name a second file as the split (--dataset_test_split test.jsonl), or set --eval_strategy no."
         )
     if script_args.dataset_config and not _is_local(name):
         from datasets import load_dataset
@@ -285,7 +286,7 @@ def build_rewards(plan: RewardPlan, script_args: RewardScriptArguments, model_ar
     return rewards + list(plan.functions)
 
 
-# ---- models and saving -------------------------------------------------------------------------------------------------
+# ---- models and saving -----------------------------------------------------------------------------------------------
 def load_policy(model_args: ModelConfig, training_args, auto: str = "causal_lm"):
     """(model, tokenizer) from ``--model_name_or_path`` through trl_ext.models (4-bit, safe weights, path errors)."""
     from ..models import load_causal_lm, load_sequence_classifier, load_tokenizer
@@ -300,8 +301,17 @@ def load_policy(model_args: ModelConfig, training_args, auto: str = "causal_lm")
 
 
 def check_policy_path(model_args: ModelConfig) -> None:
+    """``--model_name_or_path`` must be a full checkpoint or a hub id; a LoRA adapter folder is refused with the fix."""
     from ..models import check_model_path
 
+    path = Path(str(model_args.model_name_or_path or "")).expanduser()
+    if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+        raise ValueError(
+            f"--model_name_or_path={str(path)!r} is a LoRA adapter (what a --use_peft run saves), not a full model. "
+            "Merge it into its base first: python -c \"from peft import AutoPeftModelForCausalLM as M; "
+            f"M.from_pretrained('{path}').merge_and_unload().save_pretrained('{path}-merged')\" and copy the "
+            "tokenizer files beside it, then pass the merged folder (or train on the base with --use_peft again)."
+        )
     model_args.model_name_or_path = check_model_path(model_args.model_name_or_path, field="--model_name_or_path")
 
 

@@ -1,4 +1,4 @@
-"""``trl-ext rm``: a reward model (sequence classifier, one logit) with ``trl.RewardTrainer``, as TRL's ``reward.py``."""
+"""``trl-ext rm``: a reward model (a sequence classifier, one logit) with ``trl.RewardTrainer``, as TRL's reward.py."""
 
 from __future__ import annotations
 
