@@ -66,18 +66,28 @@ class RewardScriptArguments(ScriptArguments):
 
 
 # ---- parser ----------------------------------------------------------------------------------------------------------
+def _public_name(cls) -> str:
+    """``trl.GRPOConfig`` rather than ``trl.trainer.grpo_config.GRPOConfig`` when the package exports it."""
+    import importlib
+
+    package = cls.__module__.split(".")[0]
+    exported = getattr(importlib.import_module(package), cls.__name__, None) is cls
+    return f"{package if exported else cls.__module__}.{cls.__name__}"
+
+
 class CommandParser(TrlParser):
     """``TrlParser`` whose ``--help`` starts with the command's description and example, then one flag group per
     dataclass (TRL's own scripts list all flags in one group)."""
 
     def __init__(self, dataclass_types, *, intro: str, **kwargs):
         self._intro = intro.strip()
+        kwargs.setdefault("usage", f"{kwargs.get('prog', '%(prog)s')} [--config FILE.yaml] [--option VALUE ...]")
         super().__init__(dataclass_types, **kwargs)
 
     def _add_dataclass_arguments(self, dtype):
         start = len(self._actions)
         super()._add_dataclass_arguments(dtype)
-        group = self.add_argument_group(f"{dtype.__name__} ({dtype.__module__.split('.')[0]}.{dtype.__name__})")
+        group = self.add_argument_group(f"{dtype.__name__} ({_public_name(dtype)})")
         for action in self._actions[start:]:
             self._optionals._group_actions.remove(action)
             group._group_actions.append(action)
