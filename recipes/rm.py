@@ -1,13 +1,14 @@
-"""Stage 2b, reward model: train a sequence classifier (num_labels=1) from the SFT model on the ranked pairs with TRL's RewardTrainer; reports held-out pairwise accuracy.
+"""Reward model with trl.RewardTrainer (num_labels=1) on (chosen, rejected) pairs: the same as `trl-ext rm`.
 
-Runs the stages before it first if their folders are not complete (they are skipped when they are), so it can be
-called on its own. CPU, embedded tiny model:
+CPU, the embedded tiny model (the config reads the files `python recipes/tiny_data.py runs/data` writes; see the
+README's "Commands" section for the order; any flag overrides the YAML):
 
-    python recipes/rm.py --config recipes/configs/tiny.yaml
+    python recipes/rm.py --config recipes/configs/rm-tiny.yaml
 
-GPU, a hub model with 4-bit + LoRA (not run here; see README):
+One GPU, a hub model in 4-bit + LoRA (not run here: no GPU or hub on the machines this was developed on):
 
-    python recipes/rm.py --config recipes/configs/qwen2.5-0.5b-qlora.yaml
+    accelerate launch recipes/rm.py --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \
+        --dataset_name trl-lib/ultrafeedback_binarized --output_dir runs/rm-qlora --load_in_4bit --use_peft --lora_r 16 --lora_target_modules all-linear --bf16 true
 """
 
 import sys
@@ -15,4 +16,4 @@ import sys
 from trl_ext.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["pipeline", *sys.argv[1:], "--until", "rm"]))
+    sys.exit(main(["rm", *sys.argv[1:]]))

@@ -1,7 +1,13 @@
-"""`trl-ext` console command.
+"""`trl-ext` console command: one command per trainer, the pipeline, and the embedded tiny model.
 
+    trl-ext --help                                     # the commands, one line each
+    trl-ext dapo --model_name_or_path M --dataset_name prompts.jsonl --reward_funcs my_rewards.score ...
     trl-ext pipeline --config recipes/configs/tiny.yaml [--seed 1 --output_dir runs/tiny-s1 ...]
     trl-ext tiny-model PATH            # write the embedded tiny checkpoint to PATH
+
+Exit codes: 0 done; 2 bad input (a one-line error naming the field and the fix, before anything is trained); 1 a
+stage or trainer that failed at run time (one line); 130 Ctrl-C (pipeline: checkpoint saved). TRL_EXT_DEBUG=1 shows
+the traceback instead.
 """
 
 from __future__ import annotations
@@ -12,10 +18,36 @@ import os
 import re
 import sys
 
-USAGE = "usage: trl-ext {pipeline,tiny-model} ...  (trl-ext pipeline --help lists every pipeline option)"
+from .commands import TRAINER_COMMANDS
+
+OTHER_COMMANDS = {
+    "pipeline": "SFT -> rankings -> reward model -> RL (or DPO) -> evaluation, one resumable run (embedded default)",
+    "tiny-model": "write the embedded tiny checkpoint (model + tokenizer) to PATH",
+}
+
+PIPELINE_INTRO = """\
+SFT -> labelled rankings -> reward model -> RL (grpo, dapo, rloo, rloo_trl, ppo) or DPO -> evaluation, as one resumable
+run; every stage writes its own folder under --output_dir and is skipped when rerun with the same settings. Without
+--model_name_or_path it builds the embedded tiny model and task, so it runs end to end on a CPU. The `sft`, `rm` and
+`rl` fields take any field of SFTConfig, RewardConfig and the RL algorithm's config: a map in the YAML, a JSON object
+on the command line.
+
+examples:
+  trl-ext pipeline --config recipes/configs/tiny.yaml                          # CPU, ~2 minutes
+  trl-ext pipeline --config recipes/configs/tiny.yaml --algorithm dapo --output_dir runs/tiny-dapo
+  trl-ext pipeline --config recipes/configs/tiny.yaml --rl '{"max_steps": 300, "learning_rate": 1e-5}'
+  trl-ext pipeline --config recipes/configs/tiny.yaml --until rm               # stop after the reward model
+  trl-ext pipeline --config recipes/configs/qwen2.5-0.5b-qlora.yaml            # one GPU, 4-bit + LoRA"""
 
 
-def _explain_parse_error(message: str, known: list[str]) -> str:
+def usage() -> str:
+    width = max(map(len, [*TRAINER_COMMANDS, *OTHER_COMMANDS]))
+    lines = ["usage: trl-ext COMMAND [options]   (trl-ext COMMAND --help lists a command's options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in {**TRAINER_COMMANDS, **OTHER_COMMANDS}.items()]
+    return "\n".join(lines)
+
+
+def explain_parse_error(message: str, known: list[str], command: str = "pipeline") -> str:
     """TrlParser's "unknown arguments" errors, restated with the closest known option for each unknown one."""
     where = "in the config file" if "config file" in message else "on the command line"
     if "Unknown arguments" not in message and "not used by the HfArgumentParser" not in message:
@@ -25,24 +57,18 @@ def _explain_parse_error(message: str, known: list[str]) -> str:
     for name in unknown:
         close = difflib.get_close_matches(name, known, n=1)
         hints.append(f"{name!r}: did you mean {close[0]!r}?" if close else f"{name!r}: no such option.")
-    return f"unknown option(s) {where}: " + " ".join(hints) + " `trl-ext pipeline --help` lists every option."
-
-
-def _fail(message: str) -> int:
-    print(f"trl-ext pipeline: error: {message}", file=sys.stderr)
-    if not os.environ.get("TRL_EXT_DEBUG"):
-        print("(set TRL_EXT_DEBUG=1 to see the traceback)", file=sys.stderr)
-    return 2
+    return f"unknown option(s) {where}: " + " ".join(hints) + f" `trl-ext {command} --help` lists every option."
 
 
 def _pipeline(argv: list[str]) -> int:
     from dataclasses import fields
 
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig
 
+    from .commands.common import CommandParser, fail
     from .pipeline import PipelineConfig, StageInterrupted, StageMismatchError, format_report, run_pipeline
 
-    parser = TrlParser((PipelineConfig, ModelConfig), prog="trl-ext pipeline")
+    parser = CommandParser((PipelineConfig, ModelConfig), intro=PIPELINE_INTRO, prog="trl-ext pipeline")
     debug = bool(os.environ.get("TRL_EXT_DEBUG"))
     try:
         cfg, model_args = parser.parse_args_and_config(argv)
@@ -50,7 +76,7 @@ def _pipeline(argv: list[str]) -> int:
         if debug:
             raise
         known = [f.name for dc in (PipelineConfig, ModelConfig) for f in fields(dc)]
-        return _fail(_explain_parse_error(str(e), known))
+        return fail("pipeline", explain_parse_error(str(e), known), 2)
     try:
         report = run_pipeline(cfg, model_args)
     except StageInterrupted as e:
@@ -59,7 +85,11 @@ def _pipeline(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, StageMismatchError) as e:  # bad input: the message names the fix
         if debug:
             raise
-        return _fail(str(e))
+        return fail("pipeline", str(e), 2)
+    except RuntimeError as e:  # a stage that failed at run time (e.g. the labeller found no preference)
+        if debug:
+            raise
+        return fail("pipeline", str(e) or type(e).__name__, 1)
     print(format_report(report))
     print(f"report written to {cfg.output_dir}/report.json and report.md")
     return 0
@@ -77,12 +107,26 @@ def _tiny_model(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return 2
+    name, rest = argv[0], argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    commands = {"pipeline": _pipeline, "tiny-model": _tiny_model}
-    if not argv or argv[0] not in commands:
-        print(USAGE, file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return commands[argv[0]](argv[1:])
+    if name in TRAINER_COMMANDS:
+        from .commands import run
+
+        return run(name, rest)
+    if name in OTHER_COMMANDS:
+        return {"pipeline": _pipeline, "tiny-model": _tiny_model}[name](rest)
+    known = [*TRAINER_COMMANDS, *OTHER_COMMANDS]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    message = f"unknown command {name!r}; {hint}Commands: {', '.join(known)} (trl-ext --help)."
+    print(f"trl-ext: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -157,9 +157,19 @@ class PipelineConfig:
     prompt_dataset_name: str | None = field(default=None, metadata={"help": "RL prompts (a `prompt` column)."})
     dataset_split: str = field(default="train", metadata={"help": "Split read from each named dataset."})
     # -- per-stage TRL configs ---------------------------------------------------------------------------------------
-    sft: dict[str, Any] | str | None = field(default=None, metadata={"help": "SFTConfig fields (JSON or YAML map)."})
-    rm: dict[str, Any] | str | None = field(default=None, metadata={"help": "RewardConfig fields."})
-    rl: dict[str, Any] | str | None = field(default=None, metadata={"help": "RL algorithm config fields."})
+    sft: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "trl.SFTConfig fields: a YAML map, or a JSON object on the command line."}
+    )
+    rm: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "trl.RewardConfig fields: a YAML map, or a JSON object on the command line."}
+    )
+    rl: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Fields of the RL algorithm's config (DPOConfig for dpo): a YAML map, or a JSON object on the "
+            """command line, e.g. --rl '{"max_steps": 300}'."""
+        },
+    )
 
     def __post_init__(self):
         for name in ("sft", "rm", "rl"):
@@ -287,16 +297,23 @@ def preflight(cfg: PipelineConfig, run_dir: Path, stop: int) -> None:
 
 # ---- data ---------------------------------------------------------------------------------------------------------
 def load_named_dataset(name: str, split: str) -> Dataset:
-    """A dataset from a folder written by ``save_to_disk``, a .json/.jsonl/.csv/.parquet file, or a hub id."""
+    """A dataset from a folder written by ``save_to_disk`` (a Dataset, or a DatasetDict's ``split``), a
+    .json/.jsonl/.csv/.parquet file, or a hub id."""
     path = Path(name).expanduser()
     if path.is_dir() and (path / "dataset_info.json").exists():
         return load_from_disk(str(path))
+    if path.is_dir() and (path / "dataset_dict.json").exists():  # DatasetDict.save_to_disk: one folder per split
+        splits = load_from_disk(str(path))
+        if split not in splits:
+            raise ValueError(f"dataset {name!r} has no split {split!r}; its splits are {list(splits)}.")
+        return splits[split]
+    kinds = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
     if path.is_file():
-        kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
+        kind = kinds.get(path.suffix)
         if kind is None:
             raise ValueError(f"dataset {name!r}: unsupported file type {path.suffix!r}; use jsonl, json, csv or parquet.")
         return load_dataset(kind, data_files=str(path), split="train")
-    if name.startswith((".", "/", "~")):
+    if name.startswith((".", "/", "~")) or path.suffix in kinds:  # a file name, not a hub id: do not ask the hub
         raise FileNotFoundError(
             f"dataset {name!r} does not exist. Check the path (a relative one starts from the folder you run in), or "
             "give a hub dataset id."

@@ -1,0 +1,19 @@
+"""DPO with trl.DPOTrainer on (chosen, rejected) pairs, no reward model: the same as `trl-ext dpo`.
+
+CPU, the embedded tiny model (the config reads the files `python recipes/tiny_data.py runs/data` writes; see the
+README's "Commands" section for the order; any flag overrides the YAML):
+
+    python recipes/dpo.py --config recipes/configs/dpo-tiny.yaml
+
+One GPU, a hub model in 4-bit + LoRA (not run here: no GPU or hub on the machines this was developed on):
+
+    accelerate launch recipes/dpo.py --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \
+        --dataset_name trl-lib/ultrafeedback_binarized --output_dir runs/dpo-qlora --load_in_4bit --use_peft --lora_r 16 --lora_target_modules all-linear --bf16 true
+"""
+
+import sys
+
+from trl_ext.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["dpo", *sys.argv[1:]]))

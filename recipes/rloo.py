@@ -1,0 +1,20 @@
+"""RLOO (trl_ext.RLOOTrainer) against reward functions and/or reward models: the same as `trl-ext rloo`.
+
+CPU, the embedded tiny model (the config reads the files `python recipes/tiny_data.py runs/data` writes; see the
+README's "Commands" section for the order; any flag overrides the YAML):
+
+    python recipes/rloo.py --config recipes/configs/rl-tiny.yaml --output_dir runs/rloo-tiny
+
+One GPU, a hub model in 4-bit + LoRA (not run here: no GPU or hub on the machines this was developed on):
+
+    accelerate launch recipes/rloo.py --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \
+        --dataset_name trl-lib/DeepMath-103K --reward_funcs accuracy_reward --max_completion_length 1024 \
+        --output_dir runs/rloo-qlora --load_in_4bit --use_peft --lora_r 16 --lora_target_modules all-linear --bf16 true
+"""
+
+import sys
+
+from trl_ext.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["rloo", *sys.argv[1:]]))
