@@ -8,7 +8,9 @@
 # accelerate>=1.10.1 (it gates its newer features on the transformers version itself), so transformers and
 # accelerate stay the machine's; the kit avoids `activation_checkpointing`, which transformers 5.17 lacks (it uses
 # the recipes' `gradient_checkpointing`). `python benchmarks/gpu_memory.py --smoke` passed on the CPU machine with
-# transformers 5.17.0 and accelerate 1.15.0 put in front of the installed ones.
+# transformers 5.17.0, accelerate 1.15.0 and huggingface_hub 1.33.0 put in front of the installed ones. The
+# bitsandbytes 0.50.2 wheel holds libbitsandbytes_cuda130.so (CUDA 13). Not checked: the machine's pyarrow/fsspec
+# against datasets 5.2.0 (pyarrow>=24, fsspec<=2026.9.0): env.txt lists them, and the import check says.
 #
 # PREPARE (on the development machine, once, in the ROOT OF THE CHECKOUT THAT THE DEVICE TOOL SENDS: the session's
 # own repository, not a helper's worktree; the kit's files must be in that checkout too):
@@ -32,7 +34,7 @@
 #   env.txt. Copy the first three to benchmarks/results/ and update README.md / benchmarks/RESULTS.md and the GPU
 #   configs' "not run" notes with the measured figures.
 #
-# CHECK HERE FIRST (no GPU needed; the same code, tiny shapes, ~35 s of one core):
+# CHECK HERE FIRST (no GPU needed; the same code, tiny shapes, ~33 s of CPU time):
 #   OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/gpu_memory.py --smoke --results_dir /tmp/gpu-kit-smoke
 #
 # Knobs (environment): KIT_BUDGET_S (default 400: the kit's own budget; install ~30 s and the report come on top),

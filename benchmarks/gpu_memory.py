@@ -479,9 +479,11 @@ def main(argv=None) -> None:
     results = execute([r for r in runs if r["arch"] in ctx["checkpoints"]], ctx, args, t_start)
     results += unbuilt
     results += [b for b in built if b["status"] != "ok"]  # listed among the runs without a measurement
-    meta = {"mode": "smoke" if args.smoke else "gpu", "command": command, "env": env, "jobs": jobs, "cap_gib": cap,
-            "threads_per_run": threads, "budget_s": args.budget_s, "elapsed_s": time.monotonic() - t_start,
-            "checkpoints": ctx["checkpoints"], "args": _jsonable(args)}
+    memory = ("torch.cuda.max_memory_allocated / max_memory_reserved per child process" if cuda else
+              "process RSS: peak resident set size of the child minus its size at the start (not VRAM)")
+    meta = {"mode": "smoke" if args.smoke else "gpu", "memory": memory, "command": command, "env": env, "jobs": jobs,
+            "cap_gib": cap, "threads_per_run": threads, "budget_s": args.budget_s,
+            "elapsed_s": time.monotonic() - t_start, "checkpoints": ctx["checkpoints"], "args": _jsonable(args)}
     gpu_report.write(results, meta, args.results_dir, args.stem)
     print(f"wrote {args.results_dir / args.stem}.md/.json/.png in {meta['elapsed_s']:.0f} s", flush=True)
 

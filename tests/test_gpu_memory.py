@@ -65,7 +65,9 @@ def test_prompts_and_pairs_have_the_exact_token_lengths_the_settings_name():
 
 
 def test_committed_fit_table_is_the_dry_run_of_the_current_plan(tmp_path):
-    """benchmarks/results/gpu_memory.md ("not measured") must list what the kit runs now."""
+    """benchmarks/results/gpu_memory.md, while "not measured", must list what the kit runs now."""
+    if "**Not measured" not in (ROOT / "benchmarks" / "results" / "gpu_memory.md").read_text():
+        pytest.skip("a measured fit table is committed: it records the plan of the commit that measured it")
     gpu_memory.main(["--dry_run", "--not_measured", "no GPU lent to this task", "--results_dir", str(tmp_path)])
     fresh, committed = ([line for line in (p / "gpu_memory.md").read_text().splitlines()
                          if not line.startswith("Written by")] for p in (tmp_path, ROOT / "benchmarks" / "results"))
