@@ -132,8 +132,9 @@ def _modules(trainer):
     found = [trainer.model]
     if getattr(trainer, "ref_model", None) is not None:
         found.append(trainer.ref_model)
-    found += [r for r in trainer.reward_funcs if isinstance(r, torch.nn.Module)]
-    found += [r.score for r in trainer.reward_funcs if hasattr(r, "score") and isinstance(r.score, torch.nn.Module)]
+    rewards = getattr(trainer, "reward_funcs", [])  # none in a RewardTrainer (gpu_memory.py's RM stage)
+    found += [r for r in rewards if isinstance(r, torch.nn.Module)]
+    found += [r.score for r in rewards if hasattr(r, "score") and isinstance(r.score, torch.nn.Module)]
     if getattr(trainer, "critic", None) is not None:
         found.append(trainer.critic)
     return found
@@ -141,10 +142,6 @@ def _modules(trainer):
 
 def prepare(opts: argparse.Namespace) -> None:
     """Build the base checkpoint and a LoRA reward-model adapter on it (random weights: memory does not care)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification
-
     from trl_ext.toy import TinyModelSpec, ensure_tiny_checkpoint
 
     spec = TinyModelSpec(
@@ -155,11 +152,24 @@ def prepare(opts: argparse.Namespace) -> None:
         intermediate_size=4 * opts.hidden,
     )
     opts.base = str(ensure_tiny_checkpoint(spec=spec))
-    opts.rm_adapter = os.path.join(opts.tmp, "rm_adapter")
+    opts.rm_adapter = save_rm_adapter(opts.base, os.path.join(opts.tmp, "rm_adapter"))
+
+
+def save_rm_adapter(base: str, path: str, lora_r: int = 16, lora_alpha: int = 32, **model_kwargs) -> str:
+    """A LoRA reward-model adapter (SEQ_CLS: LoRA weights + score head) on ``base``, random weights, saved to ``path``.
+
+    What RewardTrainer.save_model writes after training with a LoRA peft_config; memory does not care that it is
+    untrained. ``model_kwargs`` go to ``from_pretrained`` (e.g. ``dtype``). Also used by benchmarks/gpu_memory.py.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
     torch.manual_seed(0)
-    rm = AutoModelForSequenceClassification.from_pretrained(opts.base, num_labels=1)
-    rm = get_peft_model(rm, LoraConfig(task_type="SEQ_CLS", r=16, lora_alpha=32, target_modules="all-linear"))
-    rm.save_pretrained(opts.rm_adapter)
+    rm = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, **model_kwargs)
+    lora = LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear")
+    get_peft_model(rm, lora).save_pretrained(path)
+    return path
 
 
 def _median(values):
