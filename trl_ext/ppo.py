@@ -18,6 +18,7 @@ disabled, reward model = LoRA adapter ``"reward"`` + its score head.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from contextlib import contextmanager
@@ -41,7 +42,9 @@ from trl.trainer.utils import (
 )
 
 from .advantages import gae, whiten
+from . import ppo_porting
 from .models import disable_bnb_cpu_repack, safe_from_pretrained
+from .ppo_porting import TRL0PPONames
 from .resume import GenerationStateMixin
 
 REWARD_ADAPTER, CRITIC_ADAPTER = "reward", "critic"
@@ -57,7 +60,7 @@ class _GroupSizeOne(int):
 
 
 @dataclass
-class PPOConfig(GRPOConfig):
+class PPOConfig(TRL0PPONames, GRPOConfig):
     r"""
     Configuration for [`PPOTrainer`]: every [`trl.GRPOConfig`] field, plus the critic, KL-penalty and GAE fields below.
 
@@ -71,6 +74,10 @@ class PPOConfig(GRPOConfig):
     *reward* and is ``kl_coef``. GRPO's ``loss_type``, ``scale_rewards``, ``multi_objective_aggregation``,
     ``entropy_coef`` and ``top_entropy_quantile`` are not used by PPO's loss or advantages. Several PPO epochs per
     batch are ``num_iterations``; mini-batches per batch are ``steps_per_generation``.
+
+    TRL 0.x's PPOConfig names (``num_ppo_epochs``, ``cliprange``, ``response_length``, ``num_mini_batches``,
+    ``total_episodes``, ...) are accepted and mapped onto these fields, or refused with the replacement named
+    ([`trl_ext.ppo_porting`], docs/porting-from-trl-ppo.md).
     """
 
     num_generations: int | None = field(
@@ -128,6 +135,7 @@ class PPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        ppo_porting.map_config_names(self)  # TRL 0.x names, before GRPO derives the batch sizes from them
         for name in ("gamma", "lam"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -166,6 +174,19 @@ class PPOConfig(GRPOConfig):
                     f"PPOConfig.{name}={getattr(self, name)!r} is a GRPO loss option that PPO's loss does not apply; "
                     "leave it at its default."
                 )
+        ppo_porting.map_total_episodes(self)
+
+
+_dataclass_init = PPOConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init_refusing_old_properties(self, *args, **kwargs):
+    ppo_porting.refuse_unknown_kwargs(kwargs)
+    _dataclass_init(self, *args, **kwargs)
+
+
+PPOConfig.__init__ = _init_refusing_old_properties  # `world_size` is a TrainingArguments property, not a field
 
 
 class AdaptiveKLController:
@@ -403,6 +424,12 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
         value_model: the critic as a sequence-classification model (instance or path), for separate roles. Default:
             a copy of the reward model when ``reward_funcs`` contains one, otherwise the policy's checkpoint loaded
             with a fresh ``num_labels=1`` head. Its tokenizer must be the policy's (it reads the policy's token ids).
+        ref_model: the frozen reference of the KL penalty (a causal LM or a path), as in TRL 0.x. Default: a fresh
+            copy of the policy's checkpoint, or with PEFT the policy with its adapters disabled.
+
+    TRL 0.x's keywords are accepted too: ``config``/``policy``/``ref_policy``/``tokenizer`` (its older names) and
+    ``reward_model`` (= ``reward_funcs``); ``data_collator`` and the old positional order are refused with the fix.
+    See docs/porting-from-trl-ppo.md.
     """
 
     _tag_names = ["trl", "trl_ext", "ppo"]
@@ -410,7 +437,7 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
 
     def __init__(
         self,
-        model,
+        model=None,
         reward_funcs=None,
         args: PPOConfig | None = None,
         train_dataset: Dataset | None = None,
@@ -421,8 +448,14 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
         optimizers=(None, None),
         peft_config=None,
         value_model: PreTrainedModel | str | None = None,
+        ref_model: PreTrainedModel | str | None = None,
         **kwargs,
     ):
+        named = dict(model=model, reward_funcs=reward_funcs, args=args, ref_model=ref_model,
+                     processing_class=processing_class)
+        named = ppo_porting.map_trainer_kwargs(named, kwargs)  # TRL 0.x's keywords (policy=, reward_model=, ...)
+        model, reward_funcs, args, ref_model = named["model"], named["reward_funcs"], named["args"], named["ref_model"]
+        processing_class = named["processing_class"]
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = PPOConfig(f"{str(model_name).split('/')[-1]}-PPO")
@@ -463,6 +496,17 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
                         "adapter folder or a reward callable, or set shared_base=False for a separate reward model."
                     )
             reward_funcs = [SharedAdapterReward(r) if _is_adapter_dir(r) else r for r in reward_funcs]
+        if ref_model is not None:
+            if ref_model is model:
+                raise ValueError(
+                    "ref_model is the policy itself; pass a separate copy (copy.deepcopy(model)), or no ref_model: the "
+                    "reference is then a fresh copy of the policy's checkpoint (or, with PEFT, its adapters disabled)."
+                )
+            if args.shared_base:
+                raise ValueError(
+                    "ref_model= is for separate roles; with PPOConfig.shared_base=True the reference is the shared "
+                    "base with adapters disabled. Drop ref_model or set shared_base=False."
+                )
 
         super().__init__(
             model,
@@ -494,18 +538,37 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
             critic = self._build_separate_critic(value_model)
             self.critic = self.accelerator.prepare_model(critic)
             # Reference: GRPO builds one only when its loss needs it (beta != 0); PPO's reward needs it for kl_coef > 0.
-            if self.kl_coef > 0 and self.ref_model is None and not is_peft_model(unwrapped):
+            if ref_model is not None:
+                self.ref_model = self._build_reference(ref_model)
+            elif self.kl_coef > 0 and self.ref_model is None and not is_peft_model(unwrapped):
                 self.ref_model = self._build_reference()
+        if args.stop_token_id is not None and args.stop_token_id not in self.eos_token_ids:
+            raise ValueError(
+                f"PPOConfig.stop_token_id={args.stop_token_id} (TRL 0.x) is not an EOS id of the model "
+                f"({self.eos_token_ids}); completions end at those. To stop at another token, add it to "
+                "model.generation_config.eos_token_id before building the trainer, and drop stop_token_id."
+            )
         for reward_func in self.reward_funcs:
             if isinstance(reward_func, nn.Module) and args.disable_dropout:
                 disable_dropout_in_model(reward_func)
 
     # ---- construction ------------------------------------------------------------------------------------------------
-    def _build_reference(self):
+    def _build_reference(self, ref=None):
+        """The frozen reference: ``ref`` (a model or a path, TRL 0.x's ``ref_model``) or the policy's checkpoint."""
         model_init_kwargs = dict(self.args.model_init_kwargs or {})
         model_init_kwargs.setdefault("trust_remote_code", self.args.trust_remote_code)
         model_init_kwargs.setdefault("dtype", self.model.dtype)
-        ref = create_model_from_path(get_config_model_id(self.model.config), **model_init_kwargs)
+        if ref is None or isinstance(ref, (str, os.PathLike)):
+            source = get_config_model_id(self.model.config) if ref is None else str(ref)
+            ref = create_model_from_path(source, **model_init_kwargs)
+        elif not isinstance(ref, PreTrainedModel) or is_peft_model(ref):
+            raise TypeError(f"ref_model must be a causal LM (PreTrainedModel) or a path, got {type(ref).__name__}.")
+        if ref.get_input_embeddings().num_embeddings < len(self._tokenizer):
+            raise ValueError(
+                f"ref_model embeds {ref.get_input_embeddings().num_embeddings} tokens but the policy's tokenizer has "
+                f"{len(self._tokenizer)}: the reference must use the policy's tokenizer."
+            )
+        ref.requires_grad_(False)
         disable_bnb_cpu_repack(ref)
         if self.args.disable_dropout:
             disable_dropout_in_model(ref)
