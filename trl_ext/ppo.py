@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import is_peft_model, parse_flag_from_env
 from datasets import Dataset
 from safetensors.torch import load_file
 from torch import nn
@@ -404,9 +404,9 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
       ([`trl_ext.advantages.gae`]), whitening, adaptive KL. The output gains ``values``, ``returns`` and per-token
       ``advantages`` (B, T); ``old_per_token_logps`` is always set.
     * ``_compute_loss``: clipped policy surrogate + ``vf_coef`` × clipped value loss, both token-level means over the
-      generation batch (GRPO's ``"dapo"`` normalisation, so gradient accumulation is exact). The value loss is
-      back-propagated inside the hook, before the policy's forward, so critic and policy activations never coexist;
-      the returned loss is the total, with the value part detached.
+      generation batch (GRPO's ``"dapo"`` normalisation, so gradient accumulation is exact). Both are in the one
+      returned loss that Trainer back-propagates (no backward inside the hook, so the engine's backward/step stay
+      Trainer's).
     * ``create_optimizer``: GRPO/Trainer's optimizer for the policy, plus one parameter group for the critic
       (``critic_learning_rate``). The critic is thus optimised by the same optimizer, scheduler and ``optimizer.step``
       as the policy. Trainer clips the policy model's gradients (with a shared critic adapter among them); the critic
@@ -429,7 +429,7 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
 
     TRL 0.x's keywords are accepted too: ``config``/``policy``/``ref_policy``/``tokenizer`` (its older names) and
     ``reward_model`` (= ``reward_funcs``); ``data_collator`` and the old positional order are refused with the fix.
-    See docs/porting-from-trl-ppo.md.
+    DeepSpeed is refused (the critic is outside the engine's model); see docs/porting-from-trl-ppo.md.
     """
 
     _tag_names = ["trl", "trl_ext", "ppo"]
@@ -471,6 +471,13 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
             raise ValueError(
                 "PPOTrainer builds its own optimizer so that the critic's parameters are in it (see create_optimizer); "
                 "choose it with args.optim, args.learning_rate and args.critic_learning_rate instead of optimizers=."
+            )
+        if args.deepspeed or parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+            raise NotImplementedError(
+                "PPOTrainer does not run under DeepSpeed: the critic (a separate model, or the shared base's value "
+                "head) is a second trainable module outside the model the DeepSpeed engine wraps, which ZeRO's "
+                "sharding, gradient reduction and mixed precision are not known to handle. Train on several GPUs "
+                "with DDP (recipes/configs/accelerate/ddp.yaml), or on one GPU with shared_base=True (and 4-bit)."
             )
         for unsupported in ("tools", "environment_factory"):
             if kwargs.get(unsupported):
@@ -828,11 +835,6 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
         vf_losses_clipped = (values_clipped - returns) ** 2
         vf_loss_tok = 0.5 * torch.maximum(vf_losses, vf_losses_clipped)
         vf_loss = self.args.vf_coef * (vf_loss_tok * mask).sum() / normalizer
-        if vf_loss.requires_grad:
-            # Back-propagate the value loss now: the critic's activations are freed before the policy's forward, so the
-            # peak holds one role's activations instead of both. Gradients add up to those of the summed loss.
-            self.accelerator.backward(vf_loss)
-            vf_loss = vf_loss.detach()
 
         logps, entropies, _ = self._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, compute_entropy=True
@@ -848,7 +850,9 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
             ref = inputs["ref_per_token_logps"]
             pg_loss_tok = pg_loss_tok + self.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
         pg_loss = (pg_loss_tok * mask).sum() / normalizer
-        # The Trainer back-propagates this; the value loss only rides along (detached) so the logged loss is the total.
+        # One loss, back-propagated once by Trainer (whatever the engine: DDP, DeepSpeed, FSDP): the critic's gradients
+        # come from vf_loss alone (its graph does not reach the policy's LoRA, nor the policy's the critic's), at the
+        # cost of the critic's activations living until that backward, beside the policy's.
         loss = pg_loss + vf_loss
 
         def global_mean(x):
