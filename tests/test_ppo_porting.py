@@ -146,12 +146,14 @@ def test_refused_trainer_arguments_say_what_to_do(tmp_path, tiny, call, message)
         calls[call]()
 
 
-def test_stop_token_id_must_be_an_eos_id(tmp_path, tiny):
+def test_stop_token_id_must_be_an_eos_id_and_ref_model_may_be_a_path(tmp_path, tiny):
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     data = AdditionTask().prompt_dataset(8, 0)
     ok = PPOTrainer(tiny, oracle_correct, args=_config(tmp_path, stop_token_id=tokenizer.eos_token_id),
-                    train_dataset=data, processing_class=tokenizer)
+                    train_dataset=data, processing_class=tokenizer, ref_model=tiny)
     assert tokenizer.eos_token_id in ok.eos_token_ids
+    ref = ok.accelerator.unwrap_model(ok.ref_model)
+    assert ref is not ok.model and not any(p.requires_grad for p in ref.parameters())
     other = tokenizer.convert_tokens_to_ids("7")
     with pytest.raises(ValueError, match=rf"stop_token_id={other} .*not an EOS id.*generation_config.eos_token_id"):
         PPOTrainer(tiny, oracle_correct, args=_config(tmp_path, stop_token_id=other), train_dataset=data,

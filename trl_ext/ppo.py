@@ -504,7 +504,7 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
                     )
             reward_funcs = [SharedAdapterReward(r) if _is_adapter_dir(r) else r for r in reward_funcs]
         if ref_model is not None:
-            if ref_model is model:
+            if isinstance(ref_model, nn.Module) and ref_model is model:
                 raise ValueError(
                     "ref_model is the policy itself; pass a separate copy (copy.deepcopy(model)), or no ref_model: the "
                     "reference is then a fresh copy of the policy's checkpoint (or, with PEFT, its adapters disabled)."
