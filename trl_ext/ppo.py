@@ -41,10 +41,9 @@ from trl.trainer.utils import (
     get_config_model_id,
 )
 
-from .advantages import gae, whiten
 from . import ppo_porting
+from .advantages import gae, whiten
 from .models import disable_bnb_cpu_repack, safe_from_pretrained
-from .ppo_porting import TRL0PPONames
 from .resume import GenerationStateMixin
 
 REWARD_ADAPTER, CRITIC_ADAPTER = "reward", "critic"
@@ -60,7 +59,7 @@ class _GroupSizeOne(int):
 
 
 @dataclass
-class PPOConfig(TRL0PPONames, GRPOConfig):
+class PPOConfig(ppo_porting.TRL0PPONames, GRPOConfig):
     r"""
     Configuration for [`PPOTrainer`]: every [`trl.GRPOConfig`] field, plus the critic, KL-penalty and GAE fields below.
 
@@ -569,7 +568,8 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
             source = get_config_model_id(self.model.config) if ref is None else str(ref)
             ref = create_model_from_path(source, **model_init_kwargs)
         elif not isinstance(ref, PreTrainedModel) or is_peft_model(ref):
-            raise TypeError(f"ref_model must be a causal LM (PreTrainedModel) or a path, got {type(ref).__name__}.")
+            raise TypeError(f"ref_model must be a causal LM (PreTrainedModel) or a path, got {type(ref).__name__} "
+                            "(merge a PEFT reference first: merge_and_unload()).")
         if ref.get_input_embeddings().num_embeddings < len(self._tokenizer):
             raise ValueError(
                 f"ref_model embeds {ref.get_input_embeddings().num_embeddings} tokens but the policy's tokenizer has "
@@ -850,9 +850,10 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
             ref = inputs["ref_per_token_logps"]
             pg_loss_tok = pg_loss_tok + self.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
         pg_loss = (pg_loss_tok * mask).sum() / normalizer
-        # One loss, back-propagated once by Trainer (whatever the engine: DDP, DeepSpeed, FSDP): the critic's gradients
-        # come from vf_loss alone (its graph does not reach the policy's LoRA, nor the policy's the critic's), at the
-        # cost of the critic's activations living until that backward, beside the policy's.
+        # One loss, back-propagated once by Trainer (a backward here would be outside the engine's control: under
+        # DeepSpeed it steps the engine). The critic's gradients come from vf_loss alone (its graph does not reach the
+        # policy's LoRA, nor the policy's the critic's); the cost is that the critic's activations now live until that
+        # backward, beside the policy's.
         loss = pg_loss + vf_loss
 
         def global_mean(x):
