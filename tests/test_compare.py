@@ -135,3 +135,38 @@ def test_tiny_benchmark_writes_every_output_and_respects_the_budget(tmp_path, ca
     compare.main(argv)  # the same command again reuses both finished runs instead of training again
     assert "reusing 2 finished run(s)" in capsys.readouterr().out
     assert json.loads((results / "compare.json").read_text())["meta"]["runs_reused"] == 2
+
+
+def test_dpo_pairs_count_every_process():
+    args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=2, world_size=2)
+    assert compare.pairs_seen(args, 5) == 5 * 4 * 2 * 2
+
+
+COUNT_SCRIPT = '''
+import importlib.util, sys
+from accelerate import Accelerator
+spec = importlib.util.spec_from_file_location("benchmarks_compare", sys.argv[1])
+compare = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = compare
+spec.loader.exec_module(compare)
+accelerator = Accelerator(cpu=True)
+local = 3 + 2 * accelerator.process_index  # uneven slices, so a doubled local count would not pass by luck
+print(f"RANK {accelerator.process_index} {compare.completions_on_all_processes(local, accelerator)}", flush=True)
+'''
+
+
+def test_generated_completions_are_counted_on_all_processes(tmp_path):
+    """torchrun, 2 CPU processes (gloo): ranks generating 3 and 5 completions both count 8 toward the budget."""
+    import os
+    import subprocess
+
+    script = tmp_path / "count.py"
+    script.write_text(COUNT_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+         str(ROOT / "benchmarks" / "compare.py")], capture_output=True, text=True, env=env, timeout=300,
+    )
+    ranks = sorted(line.split() for line in proc.stdout.splitlines() if line.startswith("RANK "))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ranks == [["RANK", "0", "8"], ["RANK", "1", "8"]]

@@ -18,6 +18,7 @@ disabled, reward model = LoRA adapter ``"reward"`` + its score head.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import is_peft_model, parse_flag_from_env
 from datasets import Dataset
 from safetensors.torch import load_file
 from torch import nn
@@ -40,6 +41,7 @@ from trl.trainer.utils import (
     get_config_model_id,
 )
 
+from . import ppo_porting
 from .advantages import gae, whiten
 from .models import disable_bnb_cpu_repack, safe_from_pretrained
 from .resume import GenerationStateMixin
@@ -57,7 +59,7 @@ class _GroupSizeOne(int):
 
 
 @dataclass
-class PPOConfig(GRPOConfig):
+class PPOConfig(ppo_porting.TRL0PPONames, GRPOConfig):
     r"""
     Configuration for [`PPOTrainer`]: every [`trl.GRPOConfig`] field, plus the critic, KL-penalty and GAE fields below.
 
@@ -71,6 +73,10 @@ class PPOConfig(GRPOConfig):
     *reward* and is ``kl_coef``. GRPO's ``loss_type``, ``scale_rewards``, ``multi_objective_aggregation``,
     ``entropy_coef`` and ``top_entropy_quantile`` are not used by PPO's loss or advantages. Several PPO epochs per
     batch are ``num_iterations``; mini-batches per batch are ``steps_per_generation``.
+
+    TRL 0.x's PPOConfig names (``num_ppo_epochs``, ``cliprange``, ``response_length``, ``num_mini_batches``,
+    ``total_episodes``, ...) are accepted and mapped onto these fields, or refused with the replacement named
+    ([`trl_ext.ppo_porting`], docs/porting-from-trl-ppo.md).
     """
 
     num_generations: int | None = field(
@@ -128,6 +134,7 @@ class PPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        ppo_porting.map_config_names(self)  # TRL 0.x names, before GRPO derives the batch sizes from them
         for name in ("gamma", "lam"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -166,6 +173,19 @@ class PPOConfig(GRPOConfig):
                     f"PPOConfig.{name}={getattr(self, name)!r} is a GRPO loss option that PPO's loss does not apply; "
                     "leave it at its default."
                 )
+        ppo_porting.map_total_episodes(self)
+
+
+_dataclass_init = PPOConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init_refusing_old_properties(self, *args, **kwargs):
+    ppo_porting.refuse_unknown_kwargs(kwargs)
+    _dataclass_init(self, *args, **kwargs)
+
+
+PPOConfig.__init__ = _init_refusing_old_properties  # `world_size` is a TrainingArguments property, not a field
 
 
 class AdaptiveKLController:
@@ -383,9 +403,9 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
       ([`trl_ext.advantages.gae`]), whitening, adaptive KL. The output gains ``values``, ``returns`` and per-token
       ``advantages`` (B, T); ``old_per_token_logps`` is always set.
     * ``_compute_loss``: clipped policy surrogate + ``vf_coef`` × clipped value loss, both token-level means over the
-      generation batch (GRPO's ``"dapo"`` normalisation, so gradient accumulation is exact). The value loss is
-      back-propagated inside the hook, before the policy's forward, so critic and policy activations never coexist;
-      the returned loss is the total, with the value part detached.
+      generation batch (GRPO's ``"dapo"`` normalisation, so gradient accumulation is exact). Both are in the one
+      returned loss that Trainer back-propagates (no backward inside the hook, so the engine's backward/step stay
+      Trainer's).
     * ``create_optimizer``: GRPO/Trainer's optimizer for the policy, plus one parameter group for the critic
       (``critic_learning_rate``). The critic is thus optimised by the same optimizer, scheduler and ``optimizer.step``
       as the policy. Trainer clips the policy model's gradients (with a shared critic adapter among them); the critic
@@ -403,6 +423,12 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
         value_model: the critic as a sequence-classification model (instance or path), for separate roles. Default:
             a copy of the reward model when ``reward_funcs`` contains one, otherwise the policy's checkpoint loaded
             with a fresh ``num_labels=1`` head. Its tokenizer must be the policy's (it reads the policy's token ids).
+        ref_model: the frozen reference of the KL penalty (a causal LM or a path), as in TRL 0.x. Default: a fresh
+            copy of the policy's checkpoint, or with PEFT the policy with its adapters disabled.
+
+    TRL 0.x's keywords are accepted too: ``config``/``policy``/``ref_policy``/``tokenizer`` (its older names) and
+    ``reward_model`` (= ``reward_funcs``); ``data_collator`` and the old positional order are refused with the fix.
+    DeepSpeed is refused (the critic is outside the engine's model); see docs/porting-from-trl-ppo.md.
     """
 
     _tag_names = ["trl", "trl_ext", "ppo"]
@@ -410,7 +436,7 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
 
     def __init__(
         self,
-        model,
+        model=None,
         reward_funcs=None,
         args: PPOConfig | None = None,
         train_dataset: Dataset | None = None,
@@ -421,8 +447,14 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
         optimizers=(None, None),
         peft_config=None,
         value_model: PreTrainedModel | str | None = None,
+        ref_model: PreTrainedModel | str | None = None,
         **kwargs,
     ):
+        named = dict(model=model, reward_funcs=reward_funcs, args=args, ref_model=ref_model,
+                     processing_class=processing_class)
+        named = ppo_porting.map_trainer_kwargs(named, kwargs)  # TRL 0.x's keywords (policy=, reward_model=, ...)
+        model, reward_funcs, args, ref_model = named["model"], named["reward_funcs"], named["args"], named["ref_model"]
+        processing_class = named["processing_class"]
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = PPOConfig(f"{str(model_name).split('/')[-1]}-PPO")
@@ -438,6 +470,13 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
             raise ValueError(
                 "PPOTrainer builds its own optimizer so that the critic's parameters are in it (see create_optimizer); "
                 "choose it with args.optim, args.learning_rate and args.critic_learning_rate instead of optimizers=."
+            )
+        if args.deepspeed or parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+            raise NotImplementedError(
+                "PPOTrainer does not run under DeepSpeed: the critic (a separate model, or the shared base's value "
+                "head) is a second trainable module outside the model the DeepSpeed engine wraps, which ZeRO's "
+                "sharding, gradient reduction and mixed precision are not known to handle. Train on several GPUs "
+                "with DDP (recipes/configs/accelerate/ddp.yaml), or on one GPU with shared_base=True (and 4-bit)."
             )
         for unsupported in ("tools", "environment_factory"):
             if kwargs.get(unsupported):
@@ -463,6 +502,17 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
                         "adapter folder or a reward callable, or set shared_base=False for a separate reward model."
                     )
             reward_funcs = [SharedAdapterReward(r) if _is_adapter_dir(r) else r for r in reward_funcs]
+        if ref_model is not None:
+            if isinstance(ref_model, nn.Module) and ref_model is model:
+                raise ValueError(
+                    "ref_model is the policy itself; pass a separate copy (copy.deepcopy(model)), or no ref_model: the "
+                    "reference is then a fresh copy of the policy's checkpoint (or, with PEFT, its adapters disabled)."
+                )
+            if args.shared_base:
+                raise ValueError(
+                    "ref_model= is for separate roles; with PPOConfig.shared_base=True the reference is the shared "
+                    "base with adapters disabled. Drop ref_model or set shared_base=False."
+                )
 
         super().__init__(
             model,
@@ -494,18 +544,38 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
             critic = self._build_separate_critic(value_model)
             self.critic = self.accelerator.prepare_model(critic)
             # Reference: GRPO builds one only when its loss needs it (beta != 0); PPO's reward needs it for kl_coef > 0.
-            if self.kl_coef > 0 and self.ref_model is None and not is_peft_model(unwrapped):
+            if ref_model is not None:
+                self.ref_model = self._build_reference(ref_model)
+            elif self.kl_coef > 0 and self.ref_model is None and not is_peft_model(unwrapped):
                 self.ref_model = self._build_reference()
+        if args.stop_token_id is not None and args.stop_token_id not in self.eos_token_ids:
+            raise ValueError(
+                f"PPOConfig.stop_token_id={args.stop_token_id} (TRL 0.x) is not an EOS id of the model "
+                f"({self.eos_token_ids}); completions end at those. To stop at another token, add it to "
+                "model.generation_config.eos_token_id before building the trainer, and drop stop_token_id."
+            )
         for reward_func in self.reward_funcs:
             if isinstance(reward_func, nn.Module) and args.disable_dropout:
                 disable_dropout_in_model(reward_func)
 
     # ---- construction ------------------------------------------------------------------------------------------------
-    def _build_reference(self):
+    def _build_reference(self, ref=None):
+        """The frozen reference: ``ref`` (a model or a path, TRL 0.x's ``ref_model``) or the policy's checkpoint."""
         model_init_kwargs = dict(self.args.model_init_kwargs or {})
         model_init_kwargs.setdefault("trust_remote_code", self.args.trust_remote_code)
         model_init_kwargs.setdefault("dtype", self.model.dtype)
-        ref = create_model_from_path(get_config_model_id(self.model.config), **model_init_kwargs)
+        if ref is None or isinstance(ref, (str, os.PathLike)):
+            source = get_config_model_id(self.model.config) if ref is None else str(ref)
+            ref = create_model_from_path(source, **model_init_kwargs)
+        elif not isinstance(ref, PreTrainedModel) or is_peft_model(ref):
+            raise TypeError(f"ref_model must be a causal LM (PreTrainedModel) or a path, got {type(ref).__name__} "
+                            "(merge a PEFT reference first: merge_and_unload()).")
+        if ref.get_input_embeddings().num_embeddings < len(self._tokenizer):
+            raise ValueError(
+                f"ref_model embeds {ref.get_input_embeddings().num_embeddings} tokens but the policy's tokenizer has "
+                f"{len(self._tokenizer)}: the reference must use the policy's tokenizer."
+            )
+        ref.requires_grad_(False)
         disable_bnb_cpu_repack(ref)
         if self.args.disable_dropout:
             disable_dropout_in_model(ref)
@@ -765,11 +835,6 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
         vf_losses_clipped = (values_clipped - returns) ** 2
         vf_loss_tok = 0.5 * torch.maximum(vf_losses, vf_losses_clipped)
         vf_loss = self.args.vf_coef * (vf_loss_tok * mask).sum() / normalizer
-        if vf_loss.requires_grad:
-            # Back-propagate the value loss now: the critic's activations are freed before the policy's forward, so the
-            # peak holds one role's activations instead of both. Gradients add up to those of the summed loss.
-            self.accelerator.backward(vf_loss)
-            vf_loss = vf_loss.detach()
 
         logps, entropies, _ = self._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, compute_entropy=True
@@ -785,7 +850,10 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
             ref = inputs["ref_per_token_logps"]
             pg_loss_tok = pg_loss_tok + self.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
         pg_loss = (pg_loss_tok * mask).sum() / normalizer
-        # The Trainer back-propagates this; the value loss only rides along (detached) so the logged loss is the total.
+        # One loss, back-propagated once by Trainer (a backward here would be outside the engine's control: under
+        # DeepSpeed it steps the engine). The critic's gradients come from vf_loss alone (its graph does not reach the
+        # policy's LoRA, nor the policy's the critic's); the cost is that the critic's activations now live until that
+        # backward, beside the policy's.
         loss = pg_loss + vf_loss
 
         def global_mean(x):
