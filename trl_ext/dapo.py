@@ -22,6 +22,7 @@ from .sampling import (
     concat_batches,
     describe_uninformative,
     informative_groups,
+    moving_groups,
     process_rows,
     rows_of_groups,
     select_rows,
@@ -41,6 +42,13 @@ class DAPOConfig(GRPOConfig):
     (clip-higher), ``loss_type="dapo"`` (token-level loss), ``beta=0.0`` (no reference model is loaded).
     Overlong filtering is TRL's ``mask_truncated_completions`` (off by default, as the paper's final recipe uses the
     soft punishment instead).
+
+    Dynamic sampling keeps a group when its ``dynamic_sampling_signal`` varies (the given rewards, shaping left out)
+    *and* its advantages, as they reach the loss, are not all zero (they come from the total reward, overlong term
+    included). Both are needed: the first stops a length penalty from making a solved group look informative, the
+    second stops a group whose accuracy varies, but whose total the penalty makes constant, from diluting the
+    token-level loss with zero-advantage tokens. When the refill cap is hit, the default
+    ``dynamic_sampling_on_cap='train_on_kept'`` trains on what was kept (with a warning), as GRPO would train on.
 
     Dynamic sampling's carried surplus is saved with every checkpoint and restored on resume (not dropped): see
     ``dynamic_sampling_max_staleness`` and :class:`DAPOTrainer`.
@@ -66,7 +74,12 @@ class DAPOConfig(GRPOConfig):
     )
     dynamic_sampling: bool = field(
         default=True,
-        metadata={"help": "Keep only groups whose signal varies and refill with new prompts (DAPO Section 3.2)."},
+        metadata={
+            "help": "Keep only informative groups and refill with new prompts (DAPO Section 3.2). A group is kept when "
+            "its dynamic_sampling_signal varies AND the advantages that reach the loss (computed from the total "
+            "reward, overlong term included, or by a subclass such as RLOO) are not all zero: shaping alone cannot "
+            "make a solved group look informative, and a group whose variation shaping cancels is not trained on."
+        },
     )
     dynamic_sampling_signal: str = field(
         default="reward",
@@ -84,10 +97,12 @@ class DAPOConfig(GRPOConfig):
         metadata={"help": "Generation rounds allowed per step after the first one; then dynamic_sampling_on_cap."},
     )
     dynamic_sampling_on_cap: str = field(
-        default="raise",
+        default="train_on_kept",
         metadata={
-            "help": "At the refill cap: 'raise' (an error that says what to change) or 'train_on_kept' (train on "
-            "the informative groups found; the rest of the batch is masked out so the batch size is unchanged)."
+            "help": "At the refill cap: 'train_on_kept' (default: train on the informative groups found, the rest of "
+            "the batch is masked filler so the batch size is unchanged; a warning says why and the metric "
+            "dynamic_sampling/padded_groups counts the filler) or 'raise' (stop with an error that says what to "
+            "change). The default keeps a run going where trl.GRPOTrainer would (e.g. a sparse reward at the start)."
         },
     )
     dynamic_sampling_max_staleness: int = field(
@@ -261,7 +276,7 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
         step = self._ds_generation  # staleness is counted in generation batches (policy updates in between)
         dropped = pool.drop_stale(step, args.dynamic_sampling_max_staleness)
         carried_in = pool.num_groups
-        rounds = generated = informative = 0
+        rounds = generated = informative = zero_advantage = 0
         rejected, reasons = [], []
         progress = None
         while pool.num_groups < need and rounds <= args.dynamic_sampling_max_refill_rounds:
@@ -274,14 +289,22 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
                     )
             output = self._generate_round(inputs)
             batch = self._gather_output(output)  # (N_global, ...) identical on every rank
-            keep = informative_groups(self._ds_signal, G, args.dynamic_sampling_tolerance)  # (N_global / G,)
+            varies = informative_groups(self._ds_signal, G, args.dynamic_sampling_tolerance)  # (N_global / G,)
+            # the advantages that reach the loss come from the total reward (shaping included) or, in a subclass,
+            # from another estimator: a group is kept only if they move too (see DAPOConfig.dynamic_sampling)
+            moves = moving_groups(batch["advantages"], G, args.dynamic_sampling_tolerance)
+            keep = varies & moves
             rows = rows_of_groups(keep, G)
             pool.add(select_rows(batch, rows), step)
             rejected.append(select_rows(batch, ~rows))
-            reasons.append(describe_uninformative(self._ds_signal, G, keep))
+            reasons.append(describe_uninformative(self._ds_signal, G, varies))
+            if (varies & ~moves).any():
+                reasons.append(f"{int((varies & ~moves).sum())} whose {args.dynamic_sampling_signal!r} varies but "
+                               "whose advantages are all zero (the overlong penalty or another term cancels it)")
             rounds += 1
             generated += keep.numel()
             informative += int(keep.sum())
+            zero_advantage += int((varies & ~moves).sum())
             if progress is not None:
                 progress.n = min(pool.num_groups, need)
                 progress.refresh()
@@ -290,20 +313,21 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
 
         padded = 0
         if pool.num_groups < need:
+            message = (
+                f"Dynamic sampling found {pool.num_groups} informative groups of the {need} this step needs after "
+                f"{rounds} generation rounds (the cap is 1 + dynamic_sampling_max_refill_rounds="
+                f"{args.dynamic_sampling_max_refill_rounds}). Of the {generated} groups generated, "
+                f"{generated - informative} carried no signal: {'; '.join(r for r in reasons if r != 'none')}."
+            )
+            fixes = ("raise dynamic_sampling_max_refill_rounds, use prompts the model solves sometimes but not always, "
+                     "pick another dynamic_sampling_signal, or check that the reward function returns numbers")
             if args.dynamic_sampling_on_cap == "raise":
-                raise RuntimeError(
-                    f"Dynamic sampling found {pool.num_groups} informative groups of the {need} this step needs after "
-                    f"{rounds} generation rounds (the cap is 1 + dynamic_sampling_max_refill_rounds="
-                    f"{args.dynamic_sampling_max_refill_rounds}). Of the {generated} groups generated, "
-                    f"{generated - informative} had no variation in {args.dynamic_sampling_signal!r}: "
-                    f"{'; '.join(r for r in reasons if r != 'none')}. Raise dynamic_sampling_max_refill_rounds, "
-                    "use prompts the model solves sometimes but not always, pick another dynamic_sampling_signal, "
-                    "check that the reward function returns numbers, or set dynamic_sampling_on_cap='train_on_kept'."
-                )
+                raise RuntimeError(f"{message} To go on, {fixes}, or set dynamic_sampling_on_cap='train_on_kept'.")
             padded = need - pool.num_groups
             logger.warning(
-                "dynamic sampling: only %d of %d groups informative after %d rounds; training on them with %d "
-                "masked filler groups.", pool.num_groups, need, rounds, padded
+                "%s Training on them with %d masked filler groups (no gradient; the metric "
+                "dynamic_sampling/padded_groups counts them). If this repeats, %s; set dynamic_sampling_on_cap='raise' "
+                "to stop instead.", message, padded, fixes,
             )
             pool.add(self._filler(rejected, padded), step)
         batch = pool.take(need)
@@ -336,6 +360,7 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
         metrics["dynamic_sampling/surplus_carried"].append(pool.num_groups)
         metrics["dynamic_sampling/surplus_dropped"].append(dropped)
         metrics["dynamic_sampling/padded_groups"].append(padded)
+        metrics["dynamic_sampling/zero_advantage_groups"].append(zero_advantage)
         return local
 
     def _gather_output(self, output: dict) -> dict:
