@@ -130,6 +130,32 @@ def test_bad_trainer_inputs(tmp_path, ckpt, tokenizer, monkeypatch):
 
 
 # ---- drop-in ------------------------------------------------------------------------------------------------------
+def test_one_reward_tokenizer_for_one_reward_model_as_trl_accepts(tmp_path, ckpt, tokenizer):
+    from transformers import AutoModelForSequenceClassification
+
+    rm = AutoModelForSequenceClassification.from_pretrained(ckpt, num_labels=1)
+    args = config(tmp_path, max_steps=1, dynamic_sampling=False)  # the overlong column is on (buffer 6 // 5 = 1)
+    t = trainer(ckpt, tokenizer, args, rm, reward_processing_classes=tokenizer)
+    assert t.reward_processing_classes[0] is tokenizer and len(t.reward_processing_classes) == 2
+    t.train()
+    name = t.reward_func_names[0]
+    assert math.isfinite(t.state.log_history[0][f"rewards/{name}/mean"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(reward_weights=[1.0, 2.0]), r"reward_weights has 2 weights for 1 reward function\(s\)"),
+        (dict(reward_processing_classes=[None, None]),
+         r"reward_processing_classes has 2 entries for 1 reward function\(s\)"),
+    ],
+)
+def test_reward_lists_are_counted_against_the_users_functions(tmp_path, ckpt, tokenizer, kwargs, match):
+    weights = kwargs.pop("reward_weights", None)
+    with pytest.raises(ValueError, match=match):
+        trainer(ckpt, tokenizer, config(tmp_path, reward_weights=weights), [always_one], **kwargs)
+
+
 def test_same_losses_as_grpo_with_dynamic_sampling_off(tmp_path, ckpt, tokenizer):
     common = dict(epsilon=0.2, epsilon_high=0.28, loss_type="dapo", beta=0.0, max_steps=3)
     grpo = trainer(ckpt, tokenizer, config(tmp_path, cls=GRPOConfig, **common), [informative_if_even], cls=GRPOTrainer)

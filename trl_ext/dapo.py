@@ -13,6 +13,8 @@ from tqdm.auto import tqdm
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
+from .cards import DAPO_PAPER, ModelCardMixin
+from .checks import check_prompt_dataset
 from .models import disable_bnb_cpu_repack
 from .resume import GenerationStateMixin
 from .sampling import (
@@ -152,7 +154,7 @@ def liger_bypasses_loss() -> bool:
     return "liger" in inspect.getsource(GRPOTrainer.compute_loss).lower()
 
 
-class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
+class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     """Decoupled Clip and Dynamic sAmpling Policy Optimization (DAPO, https://huggingface.co/papers/2503.14476).
 
     Clip-higher and the token-level loss are TRL knobs that :class:`DAPOConfig` sets; the loss is TRL's, untouched.
@@ -178,10 +180,21 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
     """
 
     _tag_names = ["trl", "dapo", "trl_ext"]
+    _name, _paper = "DAPO", DAPO_PAPER  # the model card's method and citation (trl_ext.cards)
 
     config_class = DAPOConfig  # subclasses name their own config; it must subclass DAPOConfig
 
-    def __init__(self, model, reward_funcs, args: DAPOConfig | None = None, train_dataset=None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: DAPOConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        **kwargs,
+    ):
         config_class = self.config_class
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
@@ -196,7 +209,12 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
                 "use_liger_kernel=True makes this TRL version compute the loss in Liger, bypassing the DAPO loss. "
                 "Set use_liger_kernel=False."
             )
+        check_prompt_dataset(train_dataset, "train_dataset", type(self).__name__)
+        check_prompt_dataset(eval_dataset, "eval_dataset", type(self).__name__)
+        if reward_funcs is None:
+            reward_funcs = []
         reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        reward_processing_classes = self._check_reward_lists(args, reward_funcs, reward_processing_classes)
         args = copy.copy(args)  # reward_weights may grow by the overlong column; leave the caller's config alone
         self._overlong_index = None
         if args.overlong_buffer_length > 0 and args.overlong_penalty_factor > 0:
@@ -206,8 +224,10 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
             )
             if args.reward_weights is not None:
                 args.reward_weights = [*args.reward_weights, 1.0]
-            if isinstance(kwargs.get("reward_processing_classes"), list):
-                kwargs["reward_processing_classes"] = [*kwargs["reward_processing_classes"], None]
+            if reward_processing_classes is not None:
+                reward_processing_classes = [*reward_processing_classes, None]
+        kwargs.update(eval_dataset=eval_dataset, processing_class=processing_class,
+                      reward_processing_classes=reward_processing_classes)
         if args.dynamic_sampling and train_dataset is not None and not (
             hasattr(train_dataset, "__getitem__") and hasattr(train_dataset, "__len__")
         ):
@@ -237,6 +257,32 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
                 "train_dataset has %d prompts, fewer than the %d one generation round needs: refills will repeat "
                 "prompts within a round.", len(self.train_dataset), args.generation_batch_size // self.num_generations
             )
+
+    def _check_reward_lists(self, args, reward_funcs: list, reward_processing_classes):
+        """The user's ``reward_weights`` and ``reward_processing_classes`` counted against the user's reward functions.
+
+        TRL accepts one tokenizer for one reward model (not in a list); it is listed here so that the built-in overlong
+        column, appended after the user's functions, gets ``None`` beside it. Counting here, before that column
+        exists, keeps the overlong term out of the numbers in the messages.
+        """
+        n = len(reward_funcs)
+        if args.reward_weights is not None and len(args.reward_weights) != n:
+            raise ValueError(
+                f"reward_weights has {len(args.reward_weights)} weights for {n} reward function(s); give one weight "
+                "per function in reward_funcs, in the same order (the built-in overlong penalty needs none: its scale "
+                "is overlong_penalty_factor)."
+            )
+        if reward_processing_classes is None:
+            return None
+        if not isinstance(reward_processing_classes, list):
+            reward_processing_classes = [reward_processing_classes]
+        if len(reward_processing_classes) != n:
+            raise ValueError(
+                f"reward_processing_classes has {len(reward_processing_classes)} entries for {n} reward function(s); "
+                "give one per function in reward_funcs (None for a function that is not a model), or a single "
+                "tokenizer when there is a single reward model."
+            )
+        return list(reward_processing_classes)
 
     # ---- rewards ---------------------------------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
