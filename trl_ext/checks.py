@@ -54,8 +54,8 @@ def check_prompt_dataset(dataset, name: str, trainer: str) -> None:
             )
         raise ValueError(
             f"{trainer}: {name} has no `prompt` column; its columns are {columns}. Rename the column that holds the "
-            "prompts, e.g. dataset = dataset.rename_column('question', 'prompt'); the other columns reach the reward "
-            "functions as keyword arguments."
+            f"prompts, e.g. dataset = dataset.rename_column({(columns or ['question'])[0]!r}, 'prompt'); the other "
+            "columns reach the reward functions as keyword arguments."
         )
     if hasattr(dataset, "__len__") and len(dataset) == 0:
         raise ValueError(f"{trainer}: {name} has no rows; give at least one prompt.")
