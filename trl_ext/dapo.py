@@ -166,9 +166,9 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
       sampling signal for the gathered batch.
     * ``_generate_and_score_completions`` (train mode, dynamic sampling on): calls the parent once per round --
       first on the dataloader's batch, then on fresh prompts from the training data -- gathers each round's output
-      from all ranks, keeps the groups whose signal varies, and stops when the pool holds ``generation_batch_size //
-      num_generations`` groups. Every rank holds the same pool and trains on its own contiguous slice, so the
-      per-rank batch size is exactly TRL's. Informative surplus stays in the pool for at most
+      from all ranks, keeps the groups whose signal varies and whose advantages are not all zero, and stops when
+      the pool holds ``generation_batch_size // num_generations`` groups. Every rank holds the same pool and trains
+      on its own contiguous slice, so the per-rank batch size is exactly TRL's. Informative surplus stays in the pool for at most
       ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, the one place a
       subclass (e.g. :class:`trl_ext.RLOOTrainer`) replaces the advantages, so it inherits all of the above.
     * ``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler`` (through
@@ -177,6 +177,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
       running totals, besides GRPO's generation buffer, in ``trl_ext_state_{process_index}.pt``. A resumed run
       therefore trains on the surplus the interrupted one had carried and matches an uninterrupted run. The pool
       holds global rows and is the same on every rank; each rank saves and restores its own copy.
+    * ``create_model_card`` (through :class:`trl_ext.cards.ModelCardMixin`): the card names DAPO, cites its paper
+      and trl_ext.
     """
 
     _tag_names = ["trl", "dapo", "trl_ext"]
@@ -258,7 +260,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                 "prompts within a round.", len(self.train_dataset), args.generation_batch_size // self.num_generations
             )
 
-    def _check_reward_lists(self, args, reward_funcs: list, reward_processing_classes):
+    @staticmethod
+    def _check_reward_lists(args, reward_funcs: list, reward_processing_classes):
         """The user's ``reward_weights`` and ``reward_processing_classes`` counted against the user's reward functions.
 
         TRL accepts one tokenizer for one reward model (not in a list); it is listed here so that the built-in overlong

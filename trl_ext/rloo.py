@@ -99,9 +99,10 @@ class RLOOTrainer(DAPOTrainer):
     Hooks overridden (on top of DAPOTrainer's):
 
     * ``_generate_round``: after GRPOTrainer's generation and scoring, replaces the group-relative advantages with
-      :func:`trl_ext.advantages.leave_one_out_advantages` of the weighted reward minus ``beta`` times the
-      sequence-level KL (first-order estimator ``sum_t log pi_old - log pi_ref``, as trl.RLOOTrainer). Dynamic
-      sampling calls this hook for every round, so it composes unchanged.
+      :func:`trl_ext.advantages.leave_one_out_advantages` of the weighted reward (clipped to ``reward_clip_range``)
+      minus ``beta`` times the sequence-level KL (first-order estimator ``sum_t log pi_old - log pi_ref``, as
+      trl.RLOOTrainer). Dynamic sampling calls this hook for every round and judges the groups on these advantages,
+      so it composes unchanged.
     * ``_compute_loss``: with ``kl_in='reward'`` the KL is already in the advantage, so GRPOTrainer's loss runs with
       its own per-token KL term switched off; with ``kl_in='loss'`` it is GRPOTrainer's loss as is.
 
