@@ -292,6 +292,170 @@ def shared_base_not_peft(ctx):
     return api_error(lambda: RewardAdapter.shared_base(policy, str(ctx.tmp / "rm" / "adapter")))
 
 
+# ---- trainers, straight from Python -----------------------------------------------------------------------------
+def _config(ctx, name: str = "DAPOConfig", **overrides):
+    import trl_ext
+
+    kwargs = dict(output_dir=str(ctx.tmp / "out"), per_device_train_batch_size=4, num_generations=2,
+                  max_completion_length=4, report_to="none", use_cpu=True, bf16=False)
+    return getattr(trl_ext, name)(**{**kwargs, **overrides})
+
+
+def _zero(prompts, **kwargs):
+    return [0.0] * len(prompts)
+
+
+def _trainer(ctx, name: str = "DAPOTrainer", *, data=None, reward=_zero, model=None, args=None, **kwargs):
+    import trl_ext
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_ext.toy import AdditionTask
+
+    args = args if args is not None else _config(ctx, name.replace("Trainer", "Config"))
+    data = data if data is not None else AdditionTask().prompt_dataset(8, seed=0)
+    model = model if model is not None else AutoModelForCausalLM.from_pretrained(ctx.tiny)
+    return getattr(trl_ext, name)(model, reward, args=args, train_dataset=data,
+                                  processing_class=AutoTokenizer.from_pretrained(ctx.tiny), **kwargs)
+
+
+def _rows(**columns):
+    from datasets import Dataset
+
+    return Dataset.from_dict(columns)
+
+
+def t_no_prompt(ctx):
+    return api_error(lambda: _trainer(ctx, data=_rows(question=["1+1="], answer=["2"])))
+
+
+def t_eval_no_prompt(ctx):
+    return api_error(lambda: _trainer(ctx, "RLOOTrainer", eval_dataset={"hard": _rows(text=["9+9="])}))
+
+
+def t_pretokenized(ctx):
+    return api_error(lambda: _trainer(ctx, "PPOTrainer", data=_rows(input_ids=[[5, 6, 7]], attention_mask=[[1, 1, 1]])))
+
+
+def t_empty(ctx):
+    return api_error(lambda: _trainer(ctx, data=_rows(prompt=[])))
+
+
+def t_prompt_ids(ctx):
+    return api_error(lambda: _trainer(ctx, data=_rows(prompt=[[5, 6, 7]])))
+
+
+def t_iterable(ctx):
+    from datasets import IterableDataset
+
+    stream = IterableDataset.from_generator(lambda: iter([{"prompt": "1+1="}] * 8))
+    return api_error(lambda: _trainer(ctx, data=stream))
+
+
+def t_grpo_config(ctx):
+    from trl import GRPOConfig
+
+    args = GRPOConfig(output_dir=str(ctx.tmp / "out"), per_device_train_batch_size=4, num_generations=2,
+                      report_to="none", use_cpu=True, bf16=False)
+    return api_error(lambda: _trainer(ctx, args=args))
+
+
+def t_on_cap(ctx):
+    return api_error(lambda: _config(ctx, dynamic_sampling_on_cap="stop"))
+
+
+def t_one_generation(ctx):
+    return api_error(lambda: _config(ctx, num_generations=1))
+
+
+def t_rloo_scale_rewards(ctx):
+    return api_error(lambda: _config(ctx, "RLOOConfig", scale_rewards="group"))
+
+
+def t_rloo_aggregation(ctx):
+    return api_error(lambda: _config(ctx, "RLOOConfig", multi_objective_aggregation="normalize_then_sum"))
+
+
+def t_rloo_clip_range(ctx):
+    return api_error(lambda: _config(ctx, "RLOOConfig", reward_clip_range=(1.0, -1.0)))
+
+
+def t_signal_name(ctx):
+    return api_error(lambda: _trainer(ctx, args=_config(ctx, dynamic_sampling_signal="accuracy")))
+
+
+def t_reward_weights(ctx):
+    return api_error(lambda: _trainer(ctx, args=_config(ctx, reward_weights=[1.0, 2.0])))
+
+
+def t_reward_tokenizers(ctx):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ctx.tiny)
+    return api_error(lambda: _trainer(ctx, reward_processing_classes=[tokenizer, tokenizer]))
+
+
+def t_reward_length(ctx):
+    def one_value(prompts, **kwargs):
+        return [1.0]
+
+    return api_error(lambda: _trainer(ctx, reward=one_value, args=_config(ctx, max_steps=1, dynamic_sampling=False,
+                                                                          disable_tqdm=True)).train())
+
+
+def t_ppo_no_reward(ctx):
+    return api_error(lambda: _trainer(ctx, "PPOTrainer", reward=None))
+
+
+def t_ppo_shared_base(ctx):
+    return api_error(lambda: _trainer(ctx, "PPOTrainer", args=_config(ctx, "PPOConfig", shared_base=True)))
+
+
+def t_peft_twice(ctx):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(ctx.tiny), lora)
+    return api_error(lambda: _trainer(ctx, model=model, peft_config=lora))
+
+
+def t_4bit_without_lora(ctx):
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(ctx.tiny, quantization_config=quant, device_map={"": "cpu"})
+    return api_error(lambda: _trainer(ctx, model=model))
+
+
+# (id, area, the mistake, the case): DAPOTrainer / RLOOTrainer / PPOTrainer built in Python, as a TRL user does
+TRAINER_CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
+    ("trainer-no-prompt", "dataset", "`train_dataset` with `question` instead of `prompt`", t_no_prompt),
+    ("trainer-eval-no-prompt", "dataset", "a named `eval_dataset` with `text` instead of `prompt` (RLOO)",
+     t_eval_no_prompt),
+    ("trainer-pretokenized", "dataset", "pre-tokenized dataset (`input_ids`) given to PPOTrainer", t_pretokenized),
+    ("trainer-empty", "dataset", "`train_dataset` with no rows", t_empty),
+    ("trainer-prompt-ids", "dataset", "`prompt` column holding token ids", t_prompt_ids),
+    ("trainer-iterable", "dataset", "an `IterableDataset` with dynamic sampling on", t_iterable),
+    ("trainer-grpo-config", "config", "`trl.GRPOConfig` given to DAPOTrainer", t_grpo_config),
+    ("dapo-on-cap", "config", "`dynamic_sampling_on_cap='stop'`", t_on_cap),
+    ("dapo-one-generation", "config", "`num_generations=1` with dynamic sampling", t_one_generation),
+    ("rloo-scale-rewards", "config", "`RLOOConfig(scale_rewards='group')` (GRPO's option)", t_rloo_scale_rewards),
+    ("rloo-aggregation", "config", "`RLOOConfig(multi_objective_aggregation='normalize_then_sum')`", t_rloo_aggregation),
+    ("rloo-clip-range", "config", "`reward_clip_range=(1.0, -1.0)`", t_rloo_clip_range),
+    ("dapo-signal", "reward function", "`dynamic_sampling_signal` naming no reward function", t_signal_name),
+    ("trainer-reward-weights", "reward function", "two `reward_weights` for one reward function", t_reward_weights),
+    ("trainer-reward-length", "reward function", "reward function returning 1 value for 4 completions (step 1)",
+     t_reward_length),
+    ("ppo-no-reward", "reward function", "PPOTrainer without `reward_funcs`", t_ppo_no_reward),
+    ("trainer-reward-tokenizers", "tokenizer", "two `reward_processing_classes` for one reward function",
+     t_reward_tokenizers),
+    ("ppo-shared-base-no-peft", "PEFT / 4-bit", "`PPOConfig(shared_base=True)` without `peft_config`", t_ppo_shared_base),
+    ("trainer-peft-twice", "PEFT / 4-bit", "a `PeftModel` and a `peft_config` together", t_peft_twice),
+    ("trainer-4bit-no-lora", "PEFT / 4-bit", "a 4-bit model without `peft_config`", t_4bit_without_lora),
+]
+
+
 # (id, area, the mistake, the case)
 CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
     ("sft-columns", "dataset", "SFT file without `prompt`/`completion` (or `messages`) columns", sft_columns),
@@ -329,7 +493,7 @@ CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
 
 
 def run_case(case_id: str, tmp: Path, tiny: str) -> str:
-    fn = {c[0]: c[3] for c in CASES}[case_id]
+    fn = {c[0]: c[3] for c in CASES + TRAINER_CASES}[case_id]
     tiny = str(tiny)
     message = fn(Ctx(tmp, tiny))
     return message.replace(str(tmp), "<tmp>").replace(str(tiny), "<tiny>")
@@ -365,14 +529,32 @@ Regenerate after changing a message: `python tests/bad_inputs.py`.
 """
 
 
-def write_doc(tmp_root: Path, tiny: str, doc: Path = DOC) -> None:
+TRAINER_HEADER = """
+## Trainers, straight from Python
+
+The same kind of mistakes made by a TRL user who builds `DAPOTrainer`, `RLOOTrainer` or `PPOTrainer` (and their
+configs) directly, with the exception each raises. Datasets, configs and reward lists are checked at construction,
+before any model work; only the reward-length row fails at step 1 (TRL's check, when the function is first called).
+
+| case | area | mistake | what you get |
+|---|---|---|---|
+"""
+
+
+def _table(cases, tmp_root: Path, tiny: str) -> list[str]:
     lines = []
-    for case_id, area, mistake, _ in CASES:
+    for case_id, area, mistake, _ in cases:
         folder = tmp_root / case_id
         folder.mkdir(parents=True)
         lines.append(f"| `{case_id}` | {area} | {_cell(mistake)} | {_cell(run_case(case_id, folder, tiny))} |")
+    return lines
+
+
+def write_doc(tmp_root: Path, tiny: str, doc: Path = DOC) -> None:
+    lines = _table(CASES, tmp_root, tiny)
+    trainer_lines = _table(TRAINER_CASES, tmp_root, tiny)
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(HEADER + "\n".join(lines) + "\n")
+    doc.write_text(HEADER + "\n".join(lines) + "\n" + TRAINER_HEADER + "\n".join(trainer_lines) + "\n")
 
 
 if __name__ == "__main__":
@@ -386,4 +568,4 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         write_doc(Path(tmp), str(ensure_tiny_checkpoint()))
     logging.getLogger().setLevel(logging.WARNING)
-    print(f"wrote {DOC} ({len(CASES)} cases)")
+    print(f"wrote {DOC} ({len(CASES)} pipeline cases, {len(TRAINER_CASES)} trainer cases)")

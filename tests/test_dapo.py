@@ -80,6 +80,18 @@ def record_batches(t):
     return seen
 
 
+def record_loss_inputs(t):
+    """Wrap _compute_loss to keep every micro-batch that reaches the loss (what the gradient is computed from)."""
+    seen, original = [], t._compute_loss
+
+    def spy(model, inputs):
+        seen.append({k: v.detach().clone() if torch.is_tensor(v) else v for k, v in inputs.items()})
+        return original(model, inputs)
+
+    t._compute_loss = spy
+    return seen
+
+
 def logged(t, key):
     return [h[key] for h in t.state.log_history if key in h]
 
@@ -118,6 +130,32 @@ def test_bad_trainer_inputs(tmp_path, ckpt, tokenizer, monkeypatch):
 
 
 # ---- drop-in ------------------------------------------------------------------------------------------------------
+def test_one_reward_tokenizer_for_one_reward_model_as_trl_accepts(tmp_path, ckpt, tokenizer):
+    from transformers import AutoModelForSequenceClassification
+
+    rm = AutoModelForSequenceClassification.from_pretrained(ckpt, num_labels=1)
+    args = config(tmp_path, max_steps=1, dynamic_sampling=False)  # the overlong column is on (buffer 6 // 5 = 1)
+    t = trainer(ckpt, tokenizer, args, rm, reward_processing_classes=tokenizer)
+    assert t.reward_processing_classes[0] is tokenizer and len(t.reward_processing_classes) == 2
+    t.train()
+    name = t.reward_func_names[0]
+    assert math.isfinite(t.state.log_history[0][f"rewards/{name}/mean"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(reward_weights=[1.0, 2.0]), r"reward_weights has 2 weights for 1 reward function\(s\)"),
+        (dict(reward_processing_classes=[None, None]),
+         r"reward_processing_classes has 2 entries for 1 reward function\(s\)"),
+    ],
+)
+def test_reward_lists_are_counted_against_the_users_functions(tmp_path, ckpt, tokenizer, kwargs, match):
+    weights = kwargs.pop("reward_weights", None)
+    with pytest.raises(ValueError, match=match):
+        trainer(ckpt, tokenizer, config(tmp_path, reward_weights=weights), [always_one], **kwargs)
+
+
 def test_same_losses_as_grpo_with_dynamic_sampling_off(tmp_path, ckpt, tokenizer):
     common = dict(epsilon=0.2, epsilon_high=0.28, loss_type="dapo", beta=0.0, max_steps=3)
     grpo = trainer(ckpt, tokenizer, config(tmp_path, cls=GRPOConfig, **common), [informative_if_even], cls=GRPOTrainer)
@@ -195,7 +233,8 @@ def test_works_with_steps_per_generation_accumulation_and_iterations(tmp_path, c
 
 @pytest.mark.parametrize("reward, value", [(always_one, "1"), (always_zero, "0")])
 def test_all_solved_or_all_failed_raises_at_the_cap(tmp_path, ckpt, tokenizer, reward, value):
-    t = trainer(ckpt, tokenizer, config(tmp_path, dynamic_sampling_max_refill_rounds=2), [reward])
+    args = config(tmp_path, dynamic_sampling_max_refill_rounds=2, dynamic_sampling_on_cap="raise")
+    t = trainer(ckpt, tokenizer, args, [reward])
     rounds = []
     original = DAPOTrainer._refill_inputs
     t._refill_inputs = lambda: rounds.append(1) or original(t)
@@ -203,6 +242,72 @@ def test_all_solved_or_all_failed_raises_at_the_cap(tmp_path, ckpt, tokenizer, r
                                            rf"all equal to {value}.*dynamic_sampling_on_cap='train_on_kept'"):
         t.train()
     assert len(rounds) == 2  # bounded: the first round plus exactly max_refill_rounds refills
+
+
+def test_sparse_reward_trains_on_by_default_with_a_warning(tmp_path, ckpt, tokenizer, caplog):
+    # all 0 for the first two steps (2 rounds each, the cap), then informative: trl.GRPOTrainer trains on through
+    # such a start, so the default must too (it raised at step 1 before)
+    calls = []
+
+    def sparse_then_informative(prompts, completions, answer, **kwargs):
+        calls.append(1)
+        return always_zero(prompts) if len(calls) <= 4 else informative_if_even(prompts, completions, answer)
+
+    args = config(tmp_path, max_steps=3, overlong_buffer_length=0, dynamic_sampling_max_refill_rounds=1)
+    assert args.dynamic_sampling_on_cap == "train_on_kept"
+    t = trainer(ckpt, tokenizer, args, [sparse_then_informative])
+    before = [p.detach().clone() for p in t.model.parameters()]
+    with caplog.at_level("WARNING", logger="trl_ext.dapo"):
+        t.train()
+    assert logged(t, "dynamic_sampling/padded_groups")[:2] == [2, 2] and logged(t, "dynamic_sampling/padded_groups")[2] < 2
+    capped = [r.getMessage() for r in caplog.records if "masked filler groups" in r.getMessage()]
+    assert len(capped) >= 2 and "found 0 informative groups of the 2" in capped[0] and "all equal to 0" in capped[0]
+    assert logged(t, "loss")[:2] == [0.0, 0.0]  # filler only: no gradient, as GRPO's all-zero advantages
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))  # step 3 trained
+
+
+MAX_LEN = 6
+
+
+def truncated_is_right(prompts, completions, completion_ids, answer, **kwargs):
+    """Even answers: "right" exactly when truncated (|y| = L_max); with L_cache = 1 the overlong penalty is -1 there
+    and 0 below, so the total is 0 for every completion although the accuracy varies. Odd answers: 0 or 10 by
+    position, which a penalty in [-1, 0] cannot cancel."""
+    return [float(len(ids) == MAX_LEN) if int(a) % 2 == 0 else 10.0 * (i % 2)
+            for i, (ids, a) in enumerate(zip(completion_ids, answer, strict=True))]
+
+
+@pytest.mark.parametrize("algorithm", ["dapo", "rloo"])
+def test_no_zero_advantage_group_reaches_the_loss_when_shaping_cancels_the_signal(tmp_path, ckpt, tokenizer,
+                                                                                   algorithm):
+    from trl_ext import RLOOConfig, RLOOTrainer
+
+    cancelled = []  # even-answer groups whose accuracy varies: their total reward is constant
+
+    def reward(prompts, completions, completion_ids, answer, **kwargs):
+        values = truncated_is_right(prompts, completions, completion_ids, answer)
+        for start in range(0, len(values), G):
+            group = values[start : start + G]
+            if int(answer[start]) % 2 == 0 and len(set(group)) > 1:
+                cancelled.append(group)
+        return values
+
+    reward.__name__ = "accuracy"
+    common = dict(max_steps=3, max_completion_length=MAX_LEN, overlong_buffer_length=1, overlong_penalty_factor=1.0,
+                  dynamic_sampling=True, dynamic_sampling_max_refill_rounds=4, beta=0.0)
+    cls, config_cls = (DAPOTrainer, DAPOConfig) if algorithm == "dapo" else (RLOOTrainer, RLOOConfig)
+    t = trainer(ckpt, tokenizer, config(tmp_path, cls=config_cls, **common), [reward], cls=cls)
+    seen = record_loss_inputs(t)
+    t.train()
+    assert cancelled, "the scenario never happened: no even-answer group mixed truncated and finished answers"
+    assert len(seen) == 3
+    for batch in seen:
+        advantages = batch["advantages"].view(-1, G)  # (groups, G)
+        trained = batch["completion_mask"].view(-1, G, batch["completion_mask"].size(1)).sum(dim=(1, 2)) > 0
+        assert (advantages[trained].abs().amax(dim=1) > 0).all(), f"zero-advantage group trained on: {advantages}"
+        prompts = tokenizer.batch_decode(batch["prompt_ids"][trained.repeat_interleave(G)])
+        assert all(_answer_sum(p) % 2 == 1 for p in prompts)  # only the odd (uncancelled) prompts are trained on
+    assert sum(logged(t, "dynamic_sampling/zero_advantage_groups")) > 0
 
 
 def test_train_on_kept_masks_the_rest_and_keeps_the_batch_size(tmp_path, ckpt, tokenizer):
@@ -218,7 +323,8 @@ def test_train_on_kept_masks_the_rest_and_keeps_the_batch_size(tmp_path, ckpt, t
 
 def test_reward_returning_none_everywhere(tmp_path, ckpt, tokenizer):
     # dynamic sampling: a bounded, explicit error
-    t = trainer(ckpt, tokenizer, config(tmp_path, dynamic_sampling_max_refill_rounds=1), [always_none])
+    args = config(tmp_path, dynamic_sampling_max_refill_rounds=1, dynamic_sampling_on_cap="raise")
+    t = trainer(ckpt, tokenizer, args, [always_none])
     with pytest.raises(RuntimeError, match="no finite value.*returned None/NaN"):
         t.train()
     # without it: the overlong column must not turn unscorable completions into scored ones -> zero advantage
@@ -269,7 +375,8 @@ def test_overlong_filtering_is_trls_mask_truncated_completions(tmp_path, ckpt, t
 
 def test_shaping_cannot_make_a_solved_group_informative(tmp_path, ckpt, tokenizer):
     # the penalty varies with length, but the default signal ('reward') leaves it out: every group is constant
-    args = config(tmp_path, overlong_buffer_length=6, dynamic_sampling_max_refill_rounds=0)
+    args = config(tmp_path, overlong_buffer_length=6, dynamic_sampling_max_refill_rounds=0,
+                  dynamic_sampling_on_cap="raise")
     t = trainer(ckpt, tokenizer, args, [always_one])
     with pytest.raises(RuntimeError, match="all equal to 1"):
         t.train()

@@ -9,7 +9,6 @@ from trl import RLOOConfig as TRLRLOOConfig
 from trl import RLOOTrainer as TRLRLOOTrainer
 
 from trl_ext import RLOOConfig, RLOOTrainer
-from trl_ext.advantages import leave_one_out_advantages
 from trl_ext.toy import AdditionTask
 
 
@@ -51,20 +50,96 @@ def test_same_advantages_as_trl_rloo(tmp_path, ckpt, tokenizer, beta):
     theirs = build(TRLRLOOTrainer, TRLRLOOConfig(**common(tmp_path, beta=beta)), ckpt, tokenizer, graded)
     theirs.train()
     ours = build(RLOOTrainer, RLOOConfig(**common(tmp_path, beta=beta)), ckpt, tokenizer, graded)
+    advantages = record_loss_advantages(ours)
     ours.train()
     assert list(ours._logs["completion"]) == list(theirs._logs["completion"])  # same samples
-    ours_adv, theirs_adv = list(ours._logs["advantages"]), list(theirs._logs["advantages"])
+    ours_adv, theirs_adv = advantages(), list(theirs._logs["advantages"])  # ours: what our loss sees
     assert len(ours_adv) == 8 and any(a != 0 for a in ours_adv)
     assert ours_adv == pytest.approx(theirs_adv, abs=1e-5)
     if beta:
         assert ours.state.log_history[0]["kl"] == pytest.approx(theirs.state.log_history[0]["kl"], abs=1e-6)
 
 
-def test_advantages_are_leave_one_out_of_the_rewards(tmp_path, ckpt, tokenizer):
+def record_loss_advantages(t):
+    """Spy on generation and on _compute_loss; returns a function giving, after training, the advantages that reached
+    the loss in generation order. GRPOTrainer shuffles the generation batch before slicing it into micro-batches, so
+    rows are matched by their (prompt, completion) tokens."""
+    generated, at_loss = [], {}
+    generate, loss = t._generate_and_score_completions, t._compute_loss
+
+    def key(ids, mask):
+        return tuple(ids[mask.bool()].tolist())
+
+    def spy_generate(inputs):
+        out = generate(inputs)
+        if t.model.training:
+            generated.extend(zip(out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"]))
+        return out
+
+    def spy_loss(model, inputs):
+        for p, pm, c, cm, a in zip(inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"],
+                                   inputs["completion_mask"], inputs["advantages"]):
+            at_loss[(key(p, pm), key(c, cm))] = float(a)
+        return loss(model, inputs)
+
+    t._generate_and_score_completions, t._compute_loss = spy_generate, spy_loss
+    return lambda: [at_loss[(key(p, pm), key(c, cm))] for p, pm, c, cm in generated]
+
+
+def hand_leave_one_out(rewards, k):
+    """A_i = r_i - (sum of the other k - 1 rewards of its group) / (k - 1), written out without trl_ext."""
+    out = []
+    for start in range(0, len(rewards), k):
+        group = rewards[start : start + k]
+        out += [r - (sum(group) - r) / (k - 1) for r in group]
+    return out
+
+
+def test_the_loss_sees_leave_one_out_advantages_of_the_rewards(tmp_path, ckpt, tokenizer):
     t = build(RLOOTrainer, RLOOConfig(**common(tmp_path, beta=0.0)), ckpt, tokenizer, graded)
+    advantages = record_loss_advantages(t)
     t.train()
-    rewards = torch.tensor(list(t._logs["rewards"]["graded"]))
-    assert list(t._logs["advantages"]) == pytest.approx(leave_one_out_advantages(rewards, 4).tolist())
+    rewards = list(t._logs["rewards"]["graded"])  # GRPOTrainer's record of the reward function's values
+    expected = hand_leave_one_out(rewards, 4)
+    assert len(expected) == 8 and any(abs(a) > 0 for a in expected)
+    assert advantages() == pytest.approx(expected, abs=1e-5)
+
+
+def test_rloo_config_defaults_are_trls_so_trls_example_runs(tmp_path, ckpt, tokenizer):
+    # TRL's RLOO quick start shape: a batch of 4 and no num_generations -> 2 prompts x 2 completions
+    args = RLOOConfig(**{k: v for k, v in common(tmp_path, per_device_train_batch_size=4).items()
+                         if k != "num_generations"})
+    assert args.num_generations == TRLRLOOConfig.__dataclass_fields__["num_generations"].default == 2
+    t = build(RLOOTrainer, args, ckpt, tokenizer, graded)
+    t.train()
+    prompts = list(t._logs["prompt"])  # generation order: 2 prompts x 2 completions
+    assert len(prompts) == 4 and prompts[0] == prompts[1] != prompts[2] == prompts[3]
+
+
+def test_reward_clip_range_clips_the_reward_before_the_baseline(tmp_path, ckpt, tokenizer):
+    def spread(prompts, completions, **kwargs):
+        return [-5.0, 0.25, 3.0, 0.5] * (len(prompts) // 4)
+
+    args = RLOOConfig(**common(tmp_path, beta=0.0, reward_clip_range=(-1.0, 1.0)))
+    t = build(RLOOTrainer, args, ckpt, tokenizer, spread)
+    advantages = record_loss_advantages(t)
+    t.train()
+    clipped = [-1.0, 0.25, 1.0, 0.5]  # -> leave-one-out: -1 - 1.75/3, 0.25 - 0.5/3, 1 - (-0.25)/3, 0.5 - 0.25/3
+    assert advantages() == pytest.approx(hand_leave_one_out(clipped, 4) * 2, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(scale_rewards="group"), "scale_rewards='group'.*not a trl.RLOOConfig field.*normalize_advantages=True"),
+        (dict(scale_rewards="batch"), "scale_rewards='batch'"),
+        (dict(multi_objective_aggregation="normalize_then_sum"), "multi_objective_aggregation='normalize_then_sum'"),
+        (dict(reward_clip_range=(1.0, -1.0)), r"reward_clip_range=\(1.0, -1.0\): give \(min, max\)"),
+    ],
+)
+def test_grpo_advantage_options_rloo_replaces_are_refused(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        RLOOConfig(**common(tmp_path, **overrides))
 
 
 def test_composes_with_dapo_options(tmp_path, ckpt, tokenizer):
@@ -81,7 +156,8 @@ def test_composes_with_dapo_options(tmp_path, ckpt, tokenizer):
 
 def test_token_level_kl_in_the_loss(tmp_path, ckpt, tokenizer):
     t = build(RLOOTrainer, RLOOConfig(**common(tmp_path, beta=0.05, kl_in="loss")), ckpt, tokenizer, graded)
+    advantages = record_loss_advantages(t)
     t.train()
     assert "kl" in t.state.log_history[0]  # logged by GRPOTrainer's loss, which now carries the KL term
-    rewards = torch.tensor(list(t._logs["rewards"]["graded"]))  # KL not in the reward: pure leave-one-out
-    assert list(t._logs["advantages"]) == pytest.approx(leave_one_out_advantages(rewards, 4).tolist())
+    rewards = list(t._logs["rewards"]["graded"])  # KL not in the reward: pure leave-one-out
+    assert advantages() == pytest.approx(hand_leave_one_out(rewards, 4), abs=1e-6)

@@ -8,6 +8,7 @@ from trl_ext.sampling import (
     concat_batches,
     describe_uninformative,
     informative_groups,
+    moving_groups,
     process_rows,
     rows_of_groups,
 )
@@ -31,6 +32,22 @@ def test_keep_mask_hand_computed():
     # a looser tolerance drops the 0/1 groups too
     assert not informative_groups(signal, 3, tolerance=1.0).any()
     assert rows_of_groups(keep, 3).tolist() == [False] * 3 + [True] * 3 + [False] * 6 + [True] * 3 + [False] * 3
+
+
+def test_moving_groups_hand_computed():
+    advantages = torch.tensor(
+        [
+            0.0, 0.0, 0.0,  # a total the penalty made constant -> all zero, drop
+            0.5, -0.5, 0.0,  # moves                            -> keep
+            1e-8, 0.0, -1e-8,  # float noise under the tolerance -> drop
+            nan, nan, nan,  # nothing finite                     -> drop
+        ]
+    )
+    assert moving_groups(advantages, 3, tolerance=1e-6).tolist() == [False, True, False, False]
+    per_token = advantages.view(-1, 1).expand(-1, 4).clone()  # (rows, T): the same verdict
+    assert moving_groups(per_token, 3, tolerance=1e-6).tolist() == [False, True, False, False]
+    with pytest.raises(ValueError, match="multiple of num_generations"):
+        moving_groups(torch.zeros(5), 3)
 
 
 def test_keep_mask_rejects_bad_shape():

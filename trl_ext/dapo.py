@@ -13,6 +13,8 @@ from tqdm.auto import tqdm
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
+from .cards import DAPO_PAPER, ModelCardMixin
+from .checks import check_prompt_dataset
 from .models import disable_bnb_cpu_repack
 from .resume import GenerationStateMixin
 from .sampling import (
@@ -22,6 +24,7 @@ from .sampling import (
     concat_batches,
     describe_uninformative,
     informative_groups,
+    moving_groups,
     process_rows,
     rows_of_groups,
     select_rows,
@@ -41,6 +44,13 @@ class DAPOConfig(GRPOConfig):
     (clip-higher), ``loss_type="dapo"`` (token-level loss), ``beta=0.0`` (no reference model is loaded).
     Overlong filtering is TRL's ``mask_truncated_completions`` (off by default, as the paper's final recipe uses the
     soft punishment instead).
+
+    Dynamic sampling keeps a group when its ``dynamic_sampling_signal`` varies (the given rewards, shaping left out)
+    *and* its advantages, as they reach the loss, are not all zero (they come from the total reward, overlong term
+    included). Both are needed: the first stops a length penalty from making a solved group look informative, the
+    second stops a group whose accuracy varies, but whose total the penalty makes constant, from diluting the
+    token-level loss with zero-advantage tokens. When the refill cap is hit, the default
+    ``dynamic_sampling_on_cap='train_on_kept'`` trains on what was kept (with a warning), as GRPO would train on.
 
     Dynamic sampling's carried surplus is saved with every checkpoint and restored on resume (not dropped): see
     ``dynamic_sampling_max_staleness`` and :class:`DAPOTrainer`.
@@ -66,7 +76,12 @@ class DAPOConfig(GRPOConfig):
     )
     dynamic_sampling: bool = field(
         default=True,
-        metadata={"help": "Keep only groups whose signal varies and refill with new prompts (DAPO Section 3.2)."},
+        metadata={
+            "help": "Keep only informative groups and refill with new prompts (DAPO Section 3.2). A group is kept when "
+            "its dynamic_sampling_signal varies AND the advantages that reach the loss (computed from the total "
+            "reward, overlong term included, or by a subclass such as RLOO) are not all zero: shaping alone cannot "
+            "make a solved group look informative, and a group whose variation shaping cancels is not trained on."
+        },
     )
     dynamic_sampling_signal: str = field(
         default="reward",
@@ -84,10 +99,12 @@ class DAPOConfig(GRPOConfig):
         metadata={"help": "Generation rounds allowed per step after the first one; then dynamic_sampling_on_cap."},
     )
     dynamic_sampling_on_cap: str = field(
-        default="raise",
+        default="train_on_kept",
         metadata={
-            "help": "At the refill cap: 'raise' (an error that says what to change) or 'train_on_kept' (train on "
-            "the informative groups found; the rest of the batch is masked out so the batch size is unchanged)."
+            "help": "At the refill cap: 'train_on_kept' (default: train on the informative groups found, the rest of "
+            "the batch is masked filler so the batch size is unchanged; a warning says why and the metric "
+            "dynamic_sampling/padded_groups counts the filler) or 'raise' (stop with an error that says what to "
+            "change). The default keeps a run going where trl.GRPOTrainer would (e.g. a sparse reward at the start)."
         },
     )
     dynamic_sampling_max_staleness: int = field(
@@ -137,7 +154,7 @@ def liger_bypasses_loss() -> bool:
     return "liger" in inspect.getsource(GRPOTrainer.compute_loss).lower()
 
 
-class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
+class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     """Decoupled Clip and Dynamic sAmpling Policy Optimization (DAPO, https://huggingface.co/papers/2503.14476).
 
     Clip-higher and the token-level loss are TRL knobs that :class:`DAPOConfig` sets; the loss is TRL's, untouched.
@@ -149,9 +166,9 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
       sampling signal for the gathered batch.
     * ``_generate_and_score_completions`` (train mode, dynamic sampling on): calls the parent once per round --
       first on the dataloader's batch, then on fresh prompts from the training data -- gathers each round's output
-      from all ranks, keeps the groups whose signal varies, and stops when the pool holds ``generation_batch_size //
-      num_generations`` groups. Every rank holds the same pool and trains on its own contiguous slice, so the
-      per-rank batch size is exactly TRL's. Informative surplus stays in the pool for at most
+      from all ranks, keeps the groups whose signal varies and whose advantages are not all zero, and stops when
+      the pool holds ``generation_batch_size // num_generations`` groups. Every rank holds the same pool and trains
+      on its own contiguous slice, so the per-rank batch size is exactly TRL's. Informative surplus stays in the pool for at most
       ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, the one place a
       subclass (e.g. :class:`trl_ext.RLOOTrainer`) replaces the advantages, so it inherits all of the above.
     * ``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler`` (through
@@ -160,13 +177,26 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
       running totals, besides GRPO's generation buffer, in ``trl_ext_state_{process_index}.pt``. A resumed run
       therefore trains on the surplus the interrupted one had carried and matches an uninterrupted run. The pool
       holds global rows and is the same on every rank; each rank saves and restores its own copy.
+    * ``create_model_card`` (through :class:`trl_ext.cards.ModelCardMixin`): the card names DAPO, cites its paper
+      and trl_ext.
     """
 
     _tag_names = ["trl", "dapo", "trl_ext"]
+    _name, _paper = "DAPO", DAPO_PAPER  # the model card's method and citation (trl_ext.cards)
 
     config_class = DAPOConfig  # subclasses name their own config; it must subclass DAPOConfig
 
-    def __init__(self, model, reward_funcs, args: DAPOConfig | None = None, train_dataset=None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: DAPOConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        **kwargs,
+    ):
         config_class = self.config_class
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
@@ -181,7 +211,12 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
                 "use_liger_kernel=True makes this TRL version compute the loss in Liger, bypassing the DAPO loss. "
                 "Set use_liger_kernel=False."
             )
+        check_prompt_dataset(train_dataset, "train_dataset", type(self).__name__)
+        check_prompt_dataset(eval_dataset, "eval_dataset", type(self).__name__)
+        if reward_funcs is None:
+            reward_funcs = []
         reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        reward_processing_classes = self._check_reward_lists(args, reward_funcs, reward_processing_classes)
         args = copy.copy(args)  # reward_weights may grow by the overlong column; leave the caller's config alone
         self._overlong_index = None
         if args.overlong_buffer_length > 0 and args.overlong_penalty_factor > 0:
@@ -191,8 +226,10 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
             )
             if args.reward_weights is not None:
                 args.reward_weights = [*args.reward_weights, 1.0]
-            if isinstance(kwargs.get("reward_processing_classes"), list):
-                kwargs["reward_processing_classes"] = [*kwargs["reward_processing_classes"], None]
+            if reward_processing_classes is not None:
+                reward_processing_classes = [*reward_processing_classes, None]
+        kwargs.update(eval_dataset=eval_dataset, processing_class=processing_class,
+                      reward_processing_classes=reward_processing_classes)
         if args.dynamic_sampling and train_dataset is not None and not (
             hasattr(train_dataset, "__getitem__") and hasattr(train_dataset, "__len__")
         ):
@@ -222,6 +259,33 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
                 "train_dataset has %d prompts, fewer than the %d one generation round needs: refills will repeat "
                 "prompts within a round.", len(self.train_dataset), args.generation_batch_size // self.num_generations
             )
+
+    @staticmethod
+    def _check_reward_lists(args, reward_funcs: list, reward_processing_classes):
+        """The user's ``reward_weights`` and ``reward_processing_classes`` counted against the user's reward functions.
+
+        TRL accepts one tokenizer for one reward model (not in a list); it is listed here so that the built-in overlong
+        column, appended after the user's functions, gets ``None`` beside it. Counting here, before that column
+        exists, keeps the overlong term out of the numbers in the messages.
+        """
+        n = len(reward_funcs)
+        if args.reward_weights is not None and len(args.reward_weights) != n:
+            raise ValueError(
+                f"reward_weights has {len(args.reward_weights)} weights for {n} reward function(s); give one weight "
+                "per function in reward_funcs, in the same order (the built-in overlong penalty needs none: its scale "
+                "is overlong_penalty_factor)."
+            )
+        if reward_processing_classes is None:
+            return None
+        if not isinstance(reward_processing_classes, list):
+            reward_processing_classes = [reward_processing_classes]
+        if len(reward_processing_classes) != n:
+            raise ValueError(
+                f"reward_processing_classes has {len(reward_processing_classes)} entries for {n} reward function(s); "
+                "give one per function in reward_funcs (None for a function that is not a model), or a single "
+                "tokenizer when there is a single reward model."
+            )
+        return list(reward_processing_classes)
 
     # ---- rewards ---------------------------------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -261,7 +325,7 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
         step = self._ds_generation  # staleness is counted in generation batches (policy updates in between)
         dropped = pool.drop_stale(step, args.dynamic_sampling_max_staleness)
         carried_in = pool.num_groups
-        rounds = generated = informative = 0
+        rounds = generated = informative = zero_advantage = 0
         rejected, reasons = [], []
         progress = None
         while pool.num_groups < need and rounds <= args.dynamic_sampling_max_refill_rounds:
@@ -274,14 +338,22 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
                     )
             output = self._generate_round(inputs)
             batch = self._gather_output(output)  # (N_global, ...) identical on every rank
-            keep = informative_groups(self._ds_signal, G, args.dynamic_sampling_tolerance)  # (N_global / G,)
+            varies = informative_groups(self._ds_signal, G, args.dynamic_sampling_tolerance)  # (N_global / G,)
+            # the advantages that reach the loss come from the total reward (shaping included) or, in a subclass,
+            # from another estimator: a group is kept only if they move too (see DAPOConfig.dynamic_sampling)
+            moves = moving_groups(batch["advantages"], G, args.dynamic_sampling_tolerance)
+            keep = varies & moves
             rows = rows_of_groups(keep, G)
             pool.add(select_rows(batch, rows), step)
             rejected.append(select_rows(batch, ~rows))
-            reasons.append(describe_uninformative(self._ds_signal, G, keep))
+            reasons.append(describe_uninformative(self._ds_signal, G, varies))
+            if (varies & ~moves).any():
+                reasons.append(f"{int((varies & ~moves).sum())} whose {args.dynamic_sampling_signal!r} varies but "
+                               "whose advantages are all zero (the overlong penalty or another term cancels it)")
             rounds += 1
             generated += keep.numel()
             informative += int(keep.sum())
+            zero_advantage += int((varies & ~moves).sum())
             if progress is not None:
                 progress.n = min(pool.num_groups, need)
                 progress.refresh()
@@ -290,20 +362,21 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
 
         padded = 0
         if pool.num_groups < need:
+            message = (
+                f"Dynamic sampling found {pool.num_groups} informative groups of the {need} this step needs after "
+                f"{rounds} generation rounds (the cap is 1 + dynamic_sampling_max_refill_rounds="
+                f"{args.dynamic_sampling_max_refill_rounds}). Of the {generated} groups generated, "
+                f"{generated - informative} carried no signal: {'; '.join(r for r in reasons if r != 'none')}."
+            )
+            fixes = ("raise dynamic_sampling_max_refill_rounds, use prompts the model solves sometimes but not always, "
+                     "pick another dynamic_sampling_signal, or check that the reward function returns numbers")
             if args.dynamic_sampling_on_cap == "raise":
-                raise RuntimeError(
-                    f"Dynamic sampling found {pool.num_groups} informative groups of the {need} this step needs after "
-                    f"{rounds} generation rounds (the cap is 1 + dynamic_sampling_max_refill_rounds="
-                    f"{args.dynamic_sampling_max_refill_rounds}). Of the {generated} groups generated, "
-                    f"{generated - informative} had no variation in {args.dynamic_sampling_signal!r}: "
-                    f"{'; '.join(r for r in reasons if r != 'none')}. Raise dynamic_sampling_max_refill_rounds, "
-                    "use prompts the model solves sometimes but not always, pick another dynamic_sampling_signal, "
-                    "check that the reward function returns numbers, or set dynamic_sampling_on_cap='train_on_kept'."
-                )
+                raise RuntimeError(f"{message} To go on, {fixes}, or set dynamic_sampling_on_cap='train_on_kept'.")
             padded = need - pool.num_groups
             logger.warning(
-                "dynamic sampling: only %d of %d groups informative after %d rounds; training on them with %d "
-                "masked filler groups.", pool.num_groups, need, rounds, padded
+                "%s Training on them with %d masked filler groups (no gradient; the metric "
+                "dynamic_sampling/padded_groups counts them). If this repeats, %s; set dynamic_sampling_on_cap='raise' "
+                "to stop instead.", message, padded, fixes,
             )
             pool.add(self._filler(rejected, padded), step)
         batch = pool.take(need)
@@ -336,6 +409,7 @@ class DAPOTrainer(GenerationStateMixin, GRPOTrainer):
         metrics["dynamic_sampling/surplus_carried"].append(pool.num_groups)
         metrics["dynamic_sampling/surplus_dropped"].append(dropped)
         metrics["dynamic_sampling/padded_groups"].append(padded)
+        metrics["dynamic_sampling/zero_advantage_groups"].append(zero_advantage)
         return local
 
     def _gather_output(self, output: dict) -> dict:

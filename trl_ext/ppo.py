@@ -43,6 +43,8 @@ from trl.trainer.utils import (
 
 from . import ppo_porting
 from .advantages import gae, whiten
+from .cards import INSTRUCTGPT_PAPER, PPO_PAPER, ModelCardMixin
+from .checks import check_prompt_dataset
 from .models import disable_bnb_cpu_repack, safe_from_pretrained
 from .resume import GenerationStateMixin
 
@@ -390,7 +392,7 @@ def _same_tokenizer(a, b) -> bool:
 
 
 # ---- the trainer -----------------------------------------------------------------------------------------------------
-class PPOTrainer(GenerationStateMixin, GRPOTrainer):
+class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     """
     PPO with a critic (Ouyang et al. 2022, arXiv:2203.02155; Schulman et al. 2017, arXiv:1707.06347) on GRPOTrainer.
 
@@ -433,6 +435,7 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
 
     _tag_names = ["trl", "trl_ext", "ppo"]
     _name = "PPO"
+    _paper, _extra_papers = PPO_PAPER, (INSTRUCTGPT_PAPER,)  # model card (trl_ext.cards)
 
     def __init__(
         self,
@@ -466,6 +469,8 @@ class PPOTrainer(GenerationStateMixin, GRPOTrainer):
                 "checkpoint, an AutoModelForSequenceClassification, or with shared_base=True a LoRA reward-adapter "
                 "folder) or reward callable(s) f(prompts, completions, **kw) -> list[float]."
             )
+        check_prompt_dataset(train_dataset, "train_dataset", "PPOTrainer")
+        check_prompt_dataset(eval_dataset, "eval_dataset", "PPOTrainer")
         if optimizers[0] is not None:
             raise ValueError(
                 "PPOTrainer builds its own optimizer so that the critic's parameters are in it (see create_optimizer); "

@@ -10,6 +10,7 @@ import torch
 from trl.trainer.utils import nanstd
 
 from .advantages import leave_one_out_advantages
+from .cards import RLOO_PAPER
 from .dapo import DAPOConfig, DAPOTrainer
 from .sampling import process_rows
 
@@ -18,13 +19,22 @@ KL_CHOICES = ("reward", "loss")
 
 @dataclass
 class RLOOConfig(DAPOConfig):
-    """``DAPOConfig`` re-defaulted to plain RLOO; every DAPO component stays available as an option.
+    """``trl.RLOOConfig``'s drop-in: its fields with its defaults, on ``DAPOConfig``'s machinery.
 
-    Re-defaulted: ``beta=0.05`` (KL coefficient, as ``trl.RLOOConfig``), ``epsilon_high=None`` (symmetric clip),
-    ``overlong_buffer_length=0`` and ``dynamic_sampling=False``. Set them back (``epsilon_high=0.28``,
-    ``overlong_buffer_length=None``, ``dynamic_sampling=True``) to get RLOO advantages inside DAPO's recipe.
+    Every ``trl.RLOOConfig`` field is accepted with TRL's default (``num_generations=2``, ``beta=0.05``,
+    ``epsilon_high=None``, ``normalize_advantages=False``, ``reward_clip_range=None``, ...); the intended differences
+    are listed in the README ("RLOO: differences from trl.RLOOConfig") and checked by ``tests/test_trl_contract.py``.
+    The extra fields come from ``GRPOConfig`` (the loss is GRPO's, so its loss options apply) and ``DAPOConfig``
+    (off by default: ``overlong_buffer_length=0``, ``dynamic_sampling=False``; set ``epsilon_high=0.28``,
+    ``overlong_buffer_length=None``, ``dynamic_sampling=True`` to get RLOO advantages inside DAPO's recipe). Two GRPO
+    fields choose how GRPO forms *its* advantages, which RLOO replaces: ``scale_rewards`` (re-defaulted to ``"none"``)
+    and ``multi_objective_aggregation``; any other value is refused.
     """
 
+    num_generations: int | None = field(
+        default=2,
+        metadata={"help": "Completions per prompt, k of the leave-one-out baseline (trl.RLOOConfig's default, 2)."},
+    )
     beta: float = field(
         default=0.05,
         metadata={"help": "KL coefficient. With kl_in='reward', the sequence reward becomes r - beta * "
@@ -37,6 +47,16 @@ class RLOOConfig(DAPOConfig):
     )
     normalize_advantages: bool = field(
         default=False, metadata={"help": "Whiten advantages over the generation batch (as trl.RLOOConfig)."}
+    )
+    reward_clip_range: tuple[float, float] | None = field(
+        default=None,
+        metadata={"help": "Clip the weighted reward sum to (min, max) before the KL penalty and the baseline, as "
+                  "trl.RLOOConfig. None: no clipping."},
+    )
+    scale_rewards: str = field(
+        default="none",
+        metadata={"help": "GRPO's std scaling of its advantages; RLOO's leave-one-out advantages are not scaled, so "
+                  "only 'none' is accepted (whiten with normalize_advantages=True instead)."},
     )
     epsilon_high: float | None = field(default=None, metadata={"help": "Upper clip bound; None: epsilon."})
     overlong_buffer_length: int | None = field(
@@ -54,6 +74,22 @@ class RLOOConfig(DAPOConfig):
             )
         if self.kl_in not in KL_CHOICES:
             raise ValueError(f"kl_in={self.kl_in!r}: use one of {KL_CHOICES}.")
+        if self.scale_rewards not in ("none", False):
+            raise ValueError(
+                f"scale_rewards={self.scale_rewards!r}: scale_rewards is GRPOConfig's std scaling of GRPO's advantages "
+                "and is not a trl.RLOOConfig field; RLOO's leave-one-out advantages are not std-scaled. Leave it at "
+                "'none', or set normalize_advantages=True to whiten the advantages over the generation batch."
+            )
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                f"multi_objective_aggregation={self.multi_objective_aggregation!r}: RLOO forms its baseline on the "
+                "weighted sum of the rewards (as trl.RLOOTrainer); normalising each reward first is GRPO's option "
+                "and is not applied here. Leave it at 'sum_then_normalize' or use DAPOTrainer/GRPOTrainer."
+            )
+        if self.reward_clip_range is not None:
+            self.reward_clip_range = tuple(float(x) for x in self.reward_clip_range)
+            if len(self.reward_clip_range) != 2 or self.reward_clip_range[0] > self.reward_clip_range[1]:
+                raise ValueError(f"reward_clip_range={self.reward_clip_range}: give (min, max) with min <= max.")
         super().__post_init__()
 
 
@@ -63,9 +99,10 @@ class RLOOTrainer(DAPOTrainer):
     Hooks overridden (on top of DAPOTrainer's):
 
     * ``_generate_round``: after GRPOTrainer's generation and scoring, replaces the group-relative advantages with
-      :func:`trl_ext.advantages.leave_one_out_advantages` of the weighted reward minus ``beta`` times the
-      sequence-level KL (first-order estimator ``sum_t log pi_old - log pi_ref``, as trl.RLOOTrainer). Dynamic
-      sampling calls this hook for every round, so it composes unchanged.
+      :func:`trl_ext.advantages.leave_one_out_advantages` of the weighted reward (clipped to ``reward_clip_range``)
+      minus ``beta`` times the sequence-level KL (first-order estimator ``sum_t log pi_old - log pi_ref``, as
+      trl.RLOOTrainer). Dynamic sampling calls this hook for every round and judges the groups on these advantages,
+      so it composes unchanged.
     * ``_compute_loss``: with ``kl_in='reward'`` the KL is already in the advantage, so GRPOTrainer's loss runs with
       its own per-token KL term switched off; with ``kl_in='loss'`` it is GRPOTrainer's loss as is.
 
@@ -74,6 +111,7 @@ class RLOOTrainer(DAPOTrainer):
     """
 
     _tag_names = ["trl", "rloo", "trl_ext"]
+    _name, _paper = "RLOO", RLOO_PAPER
 
     config_class = RLOOConfig
 
@@ -85,6 +123,8 @@ class RLOOTrainer(DAPOTrainer):
         unscorable = torch.isnan(rewards_per_func).all(dim=1)
         rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)  # (N_global,)
         rewards[unscorable] = torch.nan
+        if self.args.reward_clip_range is not None:  # trl.RLOOTrainer: clip the weighted sum, before the KL term
+            rewards = rewards.clamp(*self.args.reward_clip_range)
 
         if self.beta != 0.0 and self.args.kl_in == "reward":
             if output.get("old_per_token_logps") is None:

@@ -50,6 +50,21 @@ def informative_groups(signal: torch.Tensor, num_generations: int, tolerance: fl
     return (finite.sum(dim=1) >= 2) & ((high - low) > tolerance)
 
 
+def moving_groups(advantages: torch.Tensor, num_generations: int, tolerance: float = 1e-6) -> torch.Tensor:
+    """Group mask: True where some advantage of the group exceeds ``tolerance`` in absolute value.
+
+    ``advantages`` is ``(num_groups * G,)`` (GRPO, RLOO) or ``(num_groups * G, T)`` (per token). A group whose
+    advantages are all zero adds nothing to the policy gradient but still counts in the token-level normaliser, so
+    dynamic sampling must not train on it even when its signal varies (e.g. the overlong penalty cancelled the
+    accuracy difference in the total reward that the advantages are computed from).
+    """
+    if advantages.size(0) % num_generations != 0:
+        raise ValueError(f"advantages must have a multiple of num_generations={num_generations} rows, "
+                         f"got shape {tuple(advantages.shape)}.")
+    per_row = advantages.abs().reshape(advantages.size(0), -1).amax(dim=1)  # (num_groups * G,)
+    return per_row.view(-1, num_generations).amax(dim=1) > tolerance  # (num_groups,)
+
+
 def describe_uninformative(signal: torch.Tensor, num_generations: int, keep: torch.Tensor) -> str:
     """Readable breakdown of the rejected groups, e.g. ``"12 all equal to 1, 3 with no finite value"``."""
     grouped = signal.view(-1, num_generations)[~keep]

@@ -1,0 +1,228 @@
+"""What trl_ext relies on in the installed TRL: a TRL upgrade that changes it fails here, with the reason, not later.
+
+trl_ext's trainers override private GRPOTrainer hooks, pool the keys of GRPO's generation output, and promise that
+its configs are TRL's configs plus documented differences. Each test names what changed and where to look.
+"""
+
+import ast
+import dataclasses
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import trl
+from transformers import AutoModelForCausalLM
+from trl import GRPOConfig, GRPOTrainer
+
+from trl_ext import DAPOConfig, DAPOTrainer, PPOTrainer, RLOOConfig, RLOOTrainer
+from trl_ext.resume import ResumableGRPOTrainer
+from trl_ext.sampling import PAD_RULES, RECOMPUTED_KEYS
+from trl_ext.toy import AdditionTask
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+TRAINERS = [DAPOTrainer, RLOOTrainer, PPOTrainer, ResumableGRPOTrainer]
+
+
+# ---- overridden hooks --------------------------------------------------------------------------------------------
+def overrides(cls):
+    """(defining class, name) for every method a trl_ext class in ``cls``'s MRO defines that TRL's bases also have."""
+    found = []
+    for klass in cls.__mro__:
+        if not klass.__module__.startswith("trl_ext"):
+            continue
+        for name, member in vars(klass).items():
+            if callable(member) and not name.startswith("__") and hasattr(GRPOTrainer, name):
+                found.append((klass, name))
+    return found
+
+
+def _shape(fn):
+    """Parameter names and kinds: what a caller depends on (annotations and defaults may change freely)."""
+    return [(p.name, p.kind) for p in inspect.signature(fn).parameters.values()]
+
+
+HOOKS = sorted({(k, n) for cls in TRAINERS for k, n in overrides(cls)}, key=lambda kn: (kn[0].__name__, kn[1]))
+
+
+def test_the_hooks_trl_ext_relies_on_are_found():
+    names = {n for _, n in HOOKS}
+    expected = {"_calculate_rewards", "_generate_and_score_completions", "_compute_loss", "_save_optimizer_and_scheduler",
+                "_load_optimizer_and_scheduler", "create_model_card", "create_optimizer", "_save", "_load_from_checkpoint"}
+    assert expected <= names, f"overrides not found by the enumeration: {expected - names}"
+
+
+@pytest.mark.parametrize("klass, name", HOOKS, ids=[f"{k.__name__}.{n}" for k, n in HOOKS])
+def test_overridden_hook_keeps_its_signature(klass, name):
+    parent = next(b for b in GRPOTrainer.__mro__ if name in vars(b))
+    ours, theirs = _shape(getattr(klass, name)), _shape(getattr(parent, name))
+    assert ours == theirs, (
+        f"TRL changed {parent.__module__}.{parent.__name__}.{name}{inspect.signature(getattr(parent, name))}; "
+        f"trl_ext's override {klass.__name__}.{name}{inspect.signature(getattr(klass, name))} was written for "
+        f"trl {trl.__version__.split('.dev')[0]}'s form. Read the new hook and adapt the override before upgrading."
+    )
+
+
+@pytest.mark.parametrize("klass, name", HOOKS, ids=[f"{k.__name__}.{n}" for k, n in HOOKS])
+def test_overridden_hook_is_still_called_by_trl_or_transformers(klass, name):
+    sources = {inspect.getsourcefile(b): None for b in GRPOTrainer.__mro__ if b.__module__.split(".")[0] in
+               ("trl", "transformers")}
+    called = re.compile(rf"\.{name}\(")
+    assert any(called.search(Path(f).read_text()) for f in sources), (
+        f"nothing in TRL/transformers calls {name} any more: trl_ext's {klass.__name__}.{name} would be skipped "
+        "silently. Find the new hook that does its job."
+    )
+
+
+def test_hooks_trl_ext_calls_keep_the_arguments_it_passes():
+    params = inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
+    for name in ("model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy"):
+        assert name in params, f"GRPOTrainer._get_per_token_logps_and_entropies lost {name!r} (DAPO and PPO pass it)"
+    assert list(params)[1:5] == ["model", "input_ids", "attention_mask", "logits_to_keep"], (
+        "DAPO/PPO pass (model, input_ids, attention_mask, logits_to_keep) positionally"
+    )
+
+
+# ---- one real generation step ------------------------------------------------------------------------------------
+def _generation_output(tmp_path, ckpt, tokenizer, **overrides):
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=4, report_to="none", use_cpu=True, bf16=False, **overrides)
+    data = AdditionTask().prompt_dataset(8, seed=0)
+
+    def reward(prompts, **kwargs):
+        return [float(i % 2) for i in range(len(prompts))]
+
+    t = GRPOTrainer(AutoModelForCausalLM.from_pretrained(ckpt), reward, args=args, train_dataset=data,
+                    processing_class=tokenizer)
+    t.model.train()
+    rows = [data[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)]  # two prompts x G, as TRL's RepeatSampler lays them out
+    return t, t._generate_and_score_completions(rows)
+
+
+@pytest.mark.parametrize(
+    "overrides, optional",
+    [
+        ({}, set()),
+        ({"beta": 0.04}, {"ref_per_token_logps"}),
+        ({"steps_per_generation": 2}, {"old_per_token_logps"}),  # off-policy within the block: GRPO computes it
+    ],
+)
+def test_generation_output_keys_are_the_ones_dynamic_sampling_pools(tmp_path, ckpt, tokenizer, overrides, optional):
+    t, output = _generation_output(tmp_path, ckpt, tokenizer, **overrides)
+    required = {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "num_items_in_batch"}
+    assert required | optional <= set(output), f"GRPO's generation output lost {(required | optional) - set(output)}"
+    unknown = set(output) - set(PAD_RULES) - set(RECOMPUTED_KEYS)
+    assert not unknown, (
+        f"GRPO's generation output now has {sorted(unknown)}: dynamic sampling does not know how to pad and pool "
+        "them. Add a rule to trl_ext.sampling.PAD_RULES (or RECOMPUTED_KEYS)."
+    )
+    assert output["advantages"].shape == (8,), "trl_ext's keep mask and RLOO expect one advantage per completion"
+    for name in ("_logs", "_metrics", "_buffered_inputs", "_step", "reward_weights", "reward_func_names",
+                 "reward_processing_classes", "_tokenizer", "num_generations_eval", "eos_token_ids", "epsilon_low",
+                 "epsilon_high", "use_vllm", "vllm_importance_sampling_correction"):
+        assert hasattr(t, name), f"GRPOTrainer no longer has {name!r}, which trl_ext reads"
+    assert {"advantages", "rewards", "prompt", "completion"} <= set(t._logs)
+
+
+# keys GRPO adds only for images / multimodal models: dynamic sampling refuses them with a message (text only)
+MULTIMODAL_KEYS = {"pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
+                   "token_type_ids", "mm_token_type_ids", "image_position_ids", "num_images", "num_tiles"}
+
+
+def test_every_key_grpo_can_output_has_a_rule():
+    tree = ast.parse(Path(inspect.getsourcefile(GRPOTrainer)).read_text())
+    method = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
+                  and n.name == "_generate_and_score_completions")
+    keys = set()
+    for node in ast.walk(method):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "output" for t in node.targets) \
+                and isinstance(node.value, ast.Dict):
+            keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "output" \
+                and isinstance(node.ctx, ast.Store) and isinstance(node.slice, ast.Constant):
+            keys.add(node.slice.value)
+    assert "advantages" in keys, "could not read GRPO's output keys from its source: the method changed shape"
+    unknown = keys - set(PAD_RULES) - set(RECOMPUTED_KEYS) - MULTIMODAL_KEYS
+    assert not unknown, f"GRPO's _generate_and_score_completions can now output {sorted(unknown)}: add PAD_RULES"
+    stale = set(PAD_RULES) - keys
+    assert not stale, f"PAD_RULES has rules for keys GRPO no longer outputs: {sorted(stale)}"
+
+
+def test_reward_function_returning_the_wrong_number_of_values_is_refused(tmp_path, ckpt, tokenizer):
+    def one_value(prompts, **kwargs):
+        return [1.0]
+
+    args = DAPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
+                      max_completion_length=4, report_to="none", use_cpu=True, bf16=False)
+    data = AdditionTask().prompt_dataset(4, seed=0)
+    t = DAPOTrainer(AutoModelForCausalLM.from_pretrained(ckpt), one_value, args=args, train_dataset=data,
+                    processing_class=tokenizer)
+    rows = [data[i] for i in range(4)]
+    prompts = [r["prompt"] for r in rows]
+    completions = [[{"role": "assistant", "content": "2"}]] * 4
+    # trl_ext's override passes straight through to TRL's check (dynamic sampling reshapes rewards to (groups, G))
+    with pytest.raises(ValueError, match="returned 1 rewards, but 4"):
+        t._calculate_rewards(rows, prompts, completions, [[5]] * 4)
+
+
+# ---- configs: TRL's fields and defaults, and the listed differences ------------------------------------------------
+def _defaults(cls):
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+GRPO_LOSS = "GRPOConfig field read by GRPO's loss or generation, which trl_ext's RLOO uses (trl.RLOOTrainer has its own)"
+RLOO_EXTRA = {
+    **dict.fromkeys(
+        ["loss_type", "delta", "importance_sampling_level", "sapo_temperature_neg", "sapo_temperature_pos",
+         "vespo_k_neg", "vespo_k_pos", "vespo_lambda_neg", "vespo_lambda_pos", "entropy_coef", "entropy_coef_delta",
+         "entropy_coef_max", "entropy_coef_min", "entropy_target", "use_adaptive_entropy", "top_entropy_quantile",
+         "off_policy_mask_threshold", "use_bias_correction_kl", "vllm_importance_sampling_cap",
+         "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min",
+         "vllm_importance_sampling_correction", "vllm_importance_sampling_mode", "cast_lm_head_to_fp32",
+         "max_tool_calling_iterations", "log_completions_hub_repo"], GRPO_LOSS),
+    "scale_rewards": "GRPO's advantage scaling, replaced by leave-one-out: only 'none' accepted",
+    "multi_objective_aggregation": "GRPO's advantage option, replaced by leave-one-out: only the default accepted",
+    "kl_in": "trl_ext: KL in the reward (trl.RLOOTrainer's form, default) or in the loss",
+    **dict.fromkeys(
+        ["dynamic_sampling", "dynamic_sampling_signal", "dynamic_sampling_tolerance",
+         "dynamic_sampling_max_refill_rounds", "dynamic_sampling_on_cap", "dynamic_sampling_max_staleness",
+         "overlong_buffer_length", "overlong_penalty_factor"], "DAPO option, off by default"),
+}
+RLOO_DEFAULTS_DIFFER: dict[str, str] = {}  # none: every shared field has trl.RLOOConfig's default
+DAPO_EXTRA = {name: "DAPO (dynamic sampling, overlong shaping)" for name in RLOO_EXTRA
+              if name.startswith(("dynamic_sampling", "overlong_"))}
+DAPO_DEFAULTS_DIFFER = {"epsilon_high": "clip-higher, the paper's 0.28 (GRPO: None = epsilon)"}
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, extra, differ",
+    [
+        (RLOOConfig, trl.RLOOConfig, RLOO_EXTRA, RLOO_DEFAULTS_DIFFER),
+        (DAPOConfig, GRPOConfig, DAPO_EXTRA, DAPO_DEFAULTS_DIFFER),
+    ],
+    ids=["RLOOConfig", "DAPOConfig"],
+)
+def test_config_is_trls_plus_the_listed_differences(ours, theirs, extra, differ):
+    mine, trls = _defaults(ours), _defaults(theirs)
+    missing = sorted(set(trls) - set(mine))
+    assert not missing, f"trl.{theirs.__name__} fields that trl_ext.{ours.__name__} does not accept: {missing}"
+    assert set(mine) - set(trls) == set(extra), (
+        f"unlisted extra fields {sorted(set(mine) - set(trls) - set(extra))} / listed but gone "
+        f"{sorted(set(extra) - (set(mine) - set(trls)))}: update the list here and in the README"
+    )
+    changed = {name for name in trls if mine[name] != trls[name]}
+    assert changed == set(differ), (
+        f"defaults differing from trl.{theirs.__name__}: "
+        f"{ {n: (mine[n], trls[n]) for n in changed} }; listed: {sorted(differ)}"
+    )
+    readme = README.read_text()
+    unlisted = [name for name in {**extra, **differ} if f"`{name}`" not in readme]
+    assert not unlisted, f"README does not list these differences of {ours.__name__}: {unlisted}"
