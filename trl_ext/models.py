@@ -144,6 +144,10 @@ def disable_bnb_cpu_repack(model: torch.nn.Module) -> int:
             module.support_avx512bf16_for_cpu = False
             unpacked += unpack_bnb_cpu_weight(module)
             touched += 1
+    if touched:
+        from ._bnb_notice import release
+
+        release()  # bitsandbytes' import-time notice about its CPU kernel concerns 4-bit users: log it now
     if unpacked:
         logger.warning(
             "%d 4-bit layers had been repacked by bitsandbytes for CPU inference (an eval-mode forward on an "
