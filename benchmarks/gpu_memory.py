@@ -14,7 +14,7 @@ settings (the ``rl:``/``rm:`` maps of recipes/configs/qwen2.5-*.yaml over the pi
 pipeline's own ``_stage_args``):
 
 * ``grpo``: TRL's GRPOTrainer. ``dapo``: trl_ext's DAPOTrainer, dynamic sampling on. ``rloo``: trl_ext's RLOOTrainer.
-  All three score with the reward model as a LoRA adapter on the policy's base (``trl_ext.ppo.SharedAdapterReward``,
+  All three score with the reward model as a LoRA adapter on the policy's base (``trl_ext.RewardAdapter.shared_base``,
   as benchmarks/ppo_memory.py's GRPO baseline), so they pay for the same reward model as ``ppo_shared``.
 * ``ppo_shared``: PPOTrainer(shared_base=True): policy, critic and reward model as adapters on one base, reference =
   adapters off. ``ppo_separate``: LoRA policy (reference = adapters off), a separate reward model at the setting's
@@ -161,7 +161,6 @@ def _rl_trainer(spec, ctx, settings, model_args, tokenizer, out_dir):
     from trl_ext import DAPOConfig, DAPOTrainer, PPOConfig, PPOTrainer, RewardAdapter, RLOOConfig, RLOOTrainer
     from trl_ext.models import load_causal_lm, load_sequence_classifier
     from trl_ext.pipeline import RL_DEFAULTS, PipelineConfig, _stage_args
-    from trl_ext.ppo import SharedAdapterReward
 
     ckpt, trainer_name = ctx["checkpoints"][spec["arch"]], spec["trainer"]
     rl = settings["rl"]
@@ -188,10 +187,14 @@ def _rl_trainer(spec, ctx, settings, model_args, tokenizer, out_dir):
         # loaded: from a path, PPOTrainer would compare tokenizers loaded from the base folder, which has none.
         critic = load_sequence_classifier(ModelConfig(dtype="bfloat16"), ckpt["base"], num_labels=1)
         return PPOTrainer(policy, [reward], value_model=critic, **common)
-    reward = SharedAdapterReward(ckpt["rm_adapter"])
+    def reward_adapter(prompts, completions, **kwargs):  # GRPO reads reward_funcs before it builds the PeftModel
+        raise RuntimeError("replaced by RewardAdapter.shared_base once the trainer has built the PeftModel")
+
     trainer_cls = {"grpo": GRPOTrainer, "dapo": DAPOTrainer, "dapo_off": DAPOTrainer, "rloo": RLOOTrainer}[trainer_name]
-    trainer = trainer_cls(policy, [reward], **common)
-    reward.attach(trainer.model, tokenizer)  # GRPO has no shared-RM option; the adapter reward fills in (ppo_memory)
+    trainer = trainer_cls(policy, [reward_adapter], **common)
+    # GRPO has no shared-RM option; trl_ext's shared-base reward (the one PPO uses) fills in, as in ppo_memory.py
+    trainer.reward_funcs[0] = RewardAdapter.shared_base(trainer.model, ckpt["rm_adapter"], tokenizer,
+                                                        name="reward_adapter")
     return trainer
 
 

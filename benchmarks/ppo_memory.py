@@ -7,7 +7,7 @@ Writes ``benchmarks/results/ppo_memory.{md,png,json}`` (``--out`` changes the st
 Configurations (same base checkpoint, same batch: ``--batch`` completions of ``--completion-length`` tokens per step):
 
 * ``grpo_lora``: TRL's GRPOTrainer, LoRA policy, reference = adapters disabled (beta=0.04), reward model = a LoRA
-  adapter + score head on the same base (trl_ext's ``SharedAdapterReward``), so it pays for the same reward model.
+  adapter + score head on the same base (``trl_ext.RewardAdapter.shared_base``), so it pays for the same reward model.
 * ``ppo_shared``: PPOTrainer(shared_base=True): policy LoRA, critic LoRA + value head, reference = adapters disabled,
   reward model = the same LoRA adapter: all four roles on one base.
 * ``ppo_separate``: the classic setup: full-parameter policy and critic (a copy of the reward model), separate
@@ -56,9 +56,8 @@ def worker(config: str, opts: argparse.Namespace) -> dict:
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
-    from trl_ext import PPOConfig, PPOTrainer
+    from trl_ext import PPOConfig, PPOTrainer, RewardAdapter
     from trl_ext.models import load_causal_lm
-    from trl_ext.ppo import SharedAdapterReward
     from trl_ext.toy import AdditionTask
 
     torch.manual_seed(0)
@@ -96,10 +95,13 @@ def worker(config: str, opts: argparse.Namespace) -> dict:
 
     kind = config.removesuffix("_nf4")
     if kind == "grpo_lora":
-        reward = SharedAdapterReward(opts.rm_adapter)
-        trainer = GRPOTrainer(policy, reward, args=GRPOConfig(beta=0.04, **common), train_dataset=data,
+        def reward_adapter(prompts, completions, **kwargs):  # GRPO reads reward_funcs before it builds the PeftModel
+            raise RuntimeError("replaced by RewardAdapter.shared_base once the trainer has built the PeftModel")
+
+        trainer = GRPOTrainer(policy, reward_adapter, args=GRPOConfig(beta=0.04, **common), train_dataset=data,
                               processing_class=tokenizer, peft_config=lora)
-        reward.attach(trainer.model, tokenizer)  # GRPO has no shared-RM option; trl_ext's adapter reward fills in
+        # GRPO has no shared-RM option; trl_ext's shared-base reward (the one PPO uses) fills in
+        trainer.reward_funcs[0] = RewardAdapter.shared_base(trainer.model, opts.rm_adapter, name="reward_adapter")
     elif kind == "ppo_shared":
         trainer = PPOTrainer(policy, opts.rm_adapter, args=PPOConfig(shared_base=True, **common), train_dataset=data,
                              processing_class=tokenizer, peft_config=lora)
@@ -134,7 +136,8 @@ def _modules(trainer):
         found.append(trainer.ref_model)
     rewards = getattr(trainer, "reward_funcs", [])  # none in a RewardTrainer (gpu_memory.py's RM stage)
     found += [r for r in rewards if isinstance(r, torch.nn.Module)]
-    found += [r.score for r in rewards if hasattr(r, "score") and isinstance(r.score, torch.nn.Module)]
+    heads = [getattr(getattr(r, "_source", None), "head", None) for r in rewards]  # shared-base RM heads
+    found += [h for h in heads if isinstance(h, torch.nn.Module)]
     if getattr(trainer, "critic", None) is not None:
         found.append(trainer.critic)
     return found

@@ -58,3 +58,34 @@ def test_missing_model_paths_are_named(tmp_path):
     with pytest.raises(ValueError, match="model_name_or_path is empty"):
         check_model_path("")
     assert check_model_path("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"  # a hub id is passed through unchanged
+
+
+# ---- bitsandbytes' import-time notice --------------------------------------------------------------------------------
+NOTICE = "Failed to load CPU gemm_4bit_forward"
+
+
+def _output(*args) -> str:
+    """stdout and stderr, in order, of ``python *args`` run from the repository root (so it imports this checkout)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(not bnb.functional.has_avx512bf16(), reason="bitsandbytes logs the notice only on AVX512-BF16 CPUs")
+def test_bitsandbytes_kernel_notice_appears_only_once_4bit_is_used(base):
+    # transformers imports peft, which imports bitsandbytes: importing trl_ext cannot avoid it, only hold the notice
+    assert NOTICE in _output("-c", "import bitsandbytes")  # the control: bitsandbytes alone logs it on this CPU
+    assert NOTICE not in _output("-m", "trl_ext.cli", "--help")
+    script = ("import sys, trl_ext; print('IMPORTED', file=sys.stderr, flush=True); "
+              "from trl import ModelConfig; from trl_ext.models import load_causal_lm; "
+              f"load_causal_lm(ModelConfig(model_name_or_path={base!r}, load_in_4bit=True)); "
+              f"load_causal_lm(ModelConfig(model_name_or_path={base!r}, load_in_4bit=True))")
+    before, after = _output("-c", script).split("IMPORTED")
+    assert NOTICE not in before  # import trl_ext: held back
+    assert after.count(NOTICE) == 1  # 4-bit in use: logged after all, once for two 4-bit models

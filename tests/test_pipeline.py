@@ -258,3 +258,62 @@ def test_reward_funcs_from_the_config_join_the_reward_model(tmp_path, finished_r
     for h in logs:  # weights [0, 1]: the trained-on reward is the oracle's alone, a share of correct answers
         assert h["reward"] == pytest.approx(h["rewards/oracle_correct/mean"], abs=1e-6)
         assert 0.0 <= h["reward"] <= 1.0
+
+
+# ---- the RL stage with PPO's shared base ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rm_stage(tmp_path_factory):
+    """What the RM stage leaves for run_rl when trained with LoRA: ``adapter/`` (SEQ_CLS LoRA) and the merged ``model/``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from trl_ext.toy import ensure_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("rm_stage")
+    base = str(ensure_tiny_checkpoint(root / "base"))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    torch.manual_seed(0)
+    rm = get_peft_model(AutoModelForSequenceClassification.from_pretrained(base, num_labels=1),
+                        LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    rm.save_pretrained(root / "rm" / "adapter")
+    tokenizer.save_pretrained(root / "rm" / "adapter")
+    rm.merge_and_unload().save_pretrained(root / "rm" / "model")
+    tokenizer.save_pretrained(root / "rm" / "model")
+    return base, root / "rm"
+
+
+def _sequence_classifiers() -> set[int]:
+    import gc
+
+    from transformers import PreTrainedModel
+
+    gc.collect()
+    return {id(o) for o in gc.get_objects()
+            if isinstance(o, PreTrainedModel) and type(o).__name__.endswith("ForSequenceClassification")}
+
+
+class RolesAtTrainBegin(TrainerCallback):
+    """Records the policy's adapters, and the sequence classifiers alive when training starts that were not before."""
+
+    def __init__(self):
+        self.before = _sequence_classifiers()
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.adapters = sorted(model.peft_config)
+        self.new_classifiers = _sequence_classifiers() - self.before
+
+
+@pytest.mark.parametrize("shared_base_reward", [False, True], ids=["rm_merged", "shared_base_reward"])
+def test_ppo_shared_base_loads_the_reward_adapter_once_and_no_full_rm(tmp_path, rm_stage, shared_base_reward):
+    from trl_ext.pipeline import run_rl
+
+    base, rm_folder = rm_stage
+    cfg = small(tmp_path, algorithm="ppo", shared_base_reward=shared_base_reward,
+                rl={"shared_base": True, "max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4})
+    model_args = ModelConfig(model_name_or_path=base, use_peft=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"])
+    seen = RolesAtTrainBegin()
+    metrics = run_rl(cfg, model_args, base, rm_folder, tmp_path / "rl", callbacks=[seen])
+    assert metrics["global_step"] == 1
+    assert seen.adapters == ["critic", "default", "reward"]  # the reward adapter once, on the policy's base
+    assert not seen.new_classifiers  # PPO scores with the adapter: the merged RM is never loaded beside it

@@ -226,6 +226,40 @@ def test_value_loss_falls(tmp_path, tiny, tokenizer):
     assert (tmp_path / "saved" / "critic" / "config.json").exists()
 
 
+def test_shared_base_reward_is_reward_adapters_with_reward_trainers_tokenisation(tmp_path, tiny, tokenizer):
+    """PPO's shared-base reward is RewardAdapter.shared_base: a plain-text pair is scored as RewardTrainer trained it,
+    ``prompt + completion + eos`` with the tokenizer's special tokens, through the RM's last token."""
+    from trl_ext import RewardAdapter
+
+    torch.manual_seed(0)
+    rm = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny, num_labels=1),
+                        LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    rm.save_pretrained(tmp_path / "rm_adapter")
+    rm.eval()
+    prompts, completions = ["1+2=", "30+4=", "7+7="], ["3", "34 or so", "14"]
+
+    def rm_score(text):
+        with torch.no_grad():
+            return rm(**tokenizer([text], return_tensors="pt")).logits[0, 0].item()
+
+    eos = tokenizer.eos_token
+    expected = [rm_score(p + c + eos) for p, c in zip(prompts, completions)]
+    without_eos = [rm_score(p + c) for p, c in zip(prompts, completions)]
+    assert max(abs(a - b) for a, b in zip(expected, without_eos)) > 1e-3  # the EOS token matters to this RM
+
+    lora = LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj"])
+    trainer = PPOTrainer(tiny, str(tmp_path / "rm_adapter"), args=_args(tmp_path, shared_base=True),
+                         train_dataset=AdditionTask().prompt_dataset(8, 0), processing_class=tokenizer,
+                         peft_config=lora)
+    reward = trainer.reward_funcs[0]
+    assert isinstance(reward, RewardAdapter) and trainer.reward_func_names == ["reward_adapter:rm_adapter"]
+    assert reward(prompts=prompts, completions=completions) == pytest.approx(expected, abs=1e-5)
+    # the same numbers as RewardAdapter on the full reward model, its tokenizer, one micro-batch of all rows
+    full = RewardAdapter.from_model(rm, tokenizer, batch_size=len(prompts))
+    assert full.score(prompts, completions) == pytest.approx(expected, abs=1e-5)
+    assert set(trainer.model.peft_config) == {"default", "critic", "reward"}
+
+
 @pytest.mark.parametrize("load_in_4bit", [False, True], ids=["fp32", "nf4"])
 def test_shared_base_trains_only_policy_and_critic_adapters(tmp_path, tiny, tokenizer, load_in_4bit):
     """Four roles on one base: the policy and critic adapters and the value head move; base and reward adapter don't."""

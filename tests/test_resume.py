@@ -192,3 +192,39 @@ def test_newest_complete_checkpoint_skips_and_removes_half_written_ones(tmp_path
     assert not any(p.exists() for p in (no_state, truncated, no_weights, one_rank))
     assert (tmp_path / "checkpoint-10").is_dir() and good.is_dir()
     assert newest_complete_checkpoint(tmp_path / "nothing") is None
+
+
+def prompt_length(prompts, completions, **kwargs):
+    return [float(len(p)) for p in prompts]
+
+
+def test_reward_normalisation_statistics_resume_with_the_run(tmp_path):
+    """RewardAdapter(normalize=True) keeps running mean/std; a resumed run continues them instead of starting afresh.
+
+    Four prompts of lengths 1..4, two completions each, two prompts per step: the two steps see every prompt once,
+    so the statistics after step 2 are those of {1,1,2,2,3,3,4,4}: count 8, mean 2.5, sum of squares about it 10."""
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from trl_ext import RewardAdapter
+    from trl_ext.resume import ResumableGRPOTrainer
+    from trl_ext.toy import ensure_tiny_checkpoint
+
+    base = str(ensure_tiny_checkpoint())
+    data = Dataset.from_dict({"prompt": ["1", "22", "333", "4444"]})
+
+    def run(resume_from=None):
+        reward = RewardAdapter.from_function(prompt_length, normalize=True)
+        args = GRPOConfig(output_dir=str(tmp_path / "out"), max_steps=2, save_steps=1, per_device_train_batch_size=4,
+                          num_generations=2, max_completion_length=2, report_to=[], use_cpu=True, bf16=False,
+                          disable_tqdm=True, seed=0)
+        trainer = ResumableGRPOTrainer(model=base, reward_funcs=[reward], args=args, train_dataset=data)
+        trainer.train(resume_from_checkpoint=resume_from)
+        return reward.norm
+
+    whole = run()
+    assert (whole.count, whole.mean) == (8, 2.5) and whole.m2 == pytest.approx(10.0)
+    saved = torch.load(tmp_path / "out" / "checkpoint-1" / "trl_ext_state_0.pt", weights_only=True)
+    assert saved["reward_funcs"][0]["state"]["norm"]["count"] == 4  # step 1: two prompts x two completions
+    resumed = run(resume_from=str(tmp_path / "out" / "checkpoint-1"))
+    assert (resumed.count, resumed.mean, resumed.m2) == (whole.count, whole.mean, whole.m2)

@@ -437,17 +437,46 @@ def test_shared_base_needs_a_peft_policy(base_path, trained_rm_adapter):
         RewardAdapter.shared_base(AutoModelForCausalLM.from_pretrained(base_path), folder)
 
 
-def test_shared_base_on_a_4bit_policy(base_path, toy_tokenizer, trained_rm_adapter):
+# bitsandbytes runs a 4-bit layer's eval-mode forward on CPU in one of two ways: on CPUs with AVX512-BF16 (this
+# project's machines) it first repacks the weight in place for a bf16 kernel; elsewhere, or once a layer has
+# support_avx512bf16_for_cpu=False, it dequantises and multiplies in the compute dtype. The test runs both; its id says
+# which path ran ("plain" forces the second with the flag bitsandbytes itself sets from the CPU).
+BNB_CPU_PATHS = ["avx512bf16_repack", "plain"]
+
+
+@pytest.mark.parametrize("bnb_cpu_path", BNB_CPU_PATHS)
+def test_shared_base_on_a_4bit_policy(base_path, toy_tokenizer, trained_rm_adapter, bnb_cpu_path):
+    import copy
+
     import bitsandbytes as bnb
     from transformers import BitsAndBytesConfig
 
+    if bnb_cpu_path == "avx512bf16_repack" and not bnb.functional.has_avx512bf16():
+        pytest.skip("this CPU has no AVX512-BF16, so bitsandbytes never repacks 4-bit weights here")
     folder, _ = trained_rm_adapter
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
     policy = make_policy(base_path, quantization_config=quant, device_map={"": "cpu"})
+    linear4 = [m for m in policy.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    if bnb_cpu_path == "plain":
+        for m in linear4:
+            m.support_avx512bf16_for_cpu = False
+    # What the policy must stay: its weights as loaded, except that the repack rounds the block scales to bf16 (the
+    # packed kernel's dtype); one rounding, no more. The copy computes on the plain path.
+    reference = copy.deepcopy(policy)
+    for m in reference.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+            if bnb_cpu_path == "avx512bf16_repack":
+                m.weight.quant_state.absmax = m.weight.quant_state.absmax.bfloat16().float()
     ids = torch.tensor([toy_tokenizer.apply_chat_template(PROMPTS[1], add_generation_prompt=True, return_dict=True)["input_ids"]])
+    # from_pretrained leaves every module in eval mode and get_peft_model wraps them in a PeftModel in train mode:
+    # this forward is an eval-mode forward of every 4-bit layer, the one that repacks
     with torch.no_grad():
         logits_before = policy(input_ids=ids).logits.clone()
+    packed = [bool(getattr(m.weight.quant_state, "packing_format_for_cpu", False)) for m in linear4]
+    assert all(packed) if bnb_cpu_path == "avx512bf16_repack" else not any(packed)
     ptr_before = base_storage(policy)
+    bytes_before = sum(p.numel() * p.element_size() for n, p in policy.named_parameters() if "lora_" not in n)
 
     adapter = RewardAdapter.shared_base(policy, folder, batch_size=2)
     scores = adapter.score(PROMPTS, COMPLETIONS)
@@ -463,14 +492,25 @@ def test_shared_base_on_a_4bit_policy(base_path, toy_tokenizer, trained_rm_adapt
     finally:
         policy.set_adapter("default")
     assert_close(scores, expected)
+    # the policy's 4-bit weights are the reference's, code for code and scale for scale, in the layout training uses
+    ref_linear4 = [m for m in reference.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for m, r in zip(linear4, ref_linear4, strict=True):
+        assert not getattr(m.weight.quant_state, "packing_format_for_cpu", False) and not m.support_avx512bf16_for_cpu
+        assert torch.equal(m.weight.data, r.weight.data)
+        assert torch.equal(m.weight.quant_state.absmax, r.weight.quant_state.absmax)
     with torch.no_grad():
-        assert torch.equal(policy(input_ids=ids).logits, logits_before)
-    assert base_storage(policy) == ptr_before
-    # shared_base switched off the bitsandbytes CPU repack (scoring is an eval-mode forward) and training still runs
-    assert all(not m.support_avx512bf16_for_cpu for m in policy.modules() if isinstance(m, bnb.nn.Linear4bit))
+        logits_after = policy(input_ids=ids).logits
+        assert torch.equal(logits_after, reference(input_ids=ids).logits)
+    if bnb_cpu_path == "plain":  # nothing was rounded: the very same logits and the very same base tensors
+        assert torch.equal(logits_after, logits_before)
+        assert base_storage(policy) == ptr_before
+    else:  # the packed kernel computed in bf16: close, not equal (scrambled scales were off by 0.35)
+        assert (logits_after - logits_before).abs().max() < 0.05
+    assert sum(p.numel() * p.element_size() for n, p in policy.named_parameters() if "lora_" not in n) == bytes_before
+    # training reaches every LoRA matrix of the policy (on a still-packed base none would get a gradient)
     policy.train()
     policy(input_ids=ids, labels=ids).loss.backward()
-    assert any(p.grad is not None for n, p in policy.named_parameters() if ".default." in n)
+    assert all(p.grad is not None for n, p in policy.named_parameters() if ".default." in n)
 
 
 # ---- inside a TRL trainer -------------------------------------------------------------------------------------------------------

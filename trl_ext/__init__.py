@@ -1,5 +1,6 @@
 """trl_ext: what TRL lacks, as drop-in trainers and one reward adapter. The public API is exactly what this module exports."""
 
+from . import _bnb_notice  # noqa: F401  (first: it must see bitsandbytes' import, which transformers triggers)
 from .dapo import DAPOConfig, DAPOTrainer
 from .ppo import PPOConfig, PPOTrainer
 from .rewards import RewardAdapter

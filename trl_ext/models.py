@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -113,22 +114,72 @@ def from_pretrained_kwargs(model_args: ModelConfig, trust_remote_code: bool = Fa
 
 
 def disable_bnb_cpu_repack(model: torch.nn.Module) -> int:
-    """Stop bitsandbytes from repacking 4-bit weights for CPU inference; returns how many layers were touched.
+    """Keep bitsandbytes' 4-bit weights in the layout training uses, on every CPU; returns how many layers were touched.
 
-    On CPUs with AVX512-BF16, an eval-mode forward of ``bnb.nn.Linear4bit`` repacks its weight in place, and the next
-    training forward fails with "a view of a leaf Variable that requires grad is being used in an in-place
-    operation". RL alternates generation (eval) and training, so every 4-bit model trained on CPU goes through this.
+    On CPUs with AVX512-BF16, bitsandbytes 0.50's ``Linear4bit.forward`` in eval mode (``module.training`` False, no
+    grad) repacks the weight in place for a bf16 inference kernel: the nibbles are reordered and the per-block scales
+    (``quant_state.absmax``) are rounded to bf16 and stored transposed, (blocks,) -> (K / blocksize, N). Three things
+    go wrong after that on a model that is trained:
+
+    * a training forward still takes the packed kernel, which has no autograd: the LoRA adapters get no gradient
+      (or the step fails, "a view of a leaf Variable that requires grad is being used in an in-place operation");
+    * eval forwards compute in bf16, training forwards in the compute dtype, so sampled and trained log-probs differ;
+    * any ``state_dict()`` (PEFT's ``set_peft_model_state_dict`` when an adapter is loaded, Trainer's checkpoint save)
+      runs bitsandbytes' inverse, which restores the nibbles but, without double quantisation, leaves ``absmax`` in
+      the transposed bf16 layout: the next forward reads the scales of the wrong blocks (logits off by ~0.35 on the
+      tiny model). That is what "loading a reward adapter changes the policy" was.
+
+    So this sets ``support_avx512bf16_for_cpu = False`` on every ``bnb.nn.Linear4bit`` (the value bitsandbytes
+    itself uses on CPUs without AVX512-BF16, so both kinds of CPU run the same code from here on) and puts a layer
+    that was already packed back into the standard layout (:func:`unpack_bnb_cpu_weight`). Call it right after
+    loading and before anything reads ``state_dict()``; trl_ext's loaders, trainers and reward adapters do.
     """
-    try:
-        import bitsandbytes as bnb
-    except ImportError:
+    if "bitsandbytes" not in sys.modules:  # nothing can be 4-bit without it; importing it just to check would print
         return 0
-    touched = 0
+    import bitsandbytes as bnb
+
+    touched = unpacked = 0
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = False
+            unpacked += unpack_bnb_cpu_weight(module)
             touched += 1
+    if touched:
+        from ._bnb_notice import release
+
+        release()  # bitsandbytes' import-time notice about its CPU kernel concerns 4-bit users: log it now
+    if unpacked:
+        logger.warning(
+            "%d 4-bit layers had been repacked by bitsandbytes for CPU inference (an eval-mode forward on an "
+            "AVX512-BF16 CPU) and were put back into the training layout; their block scales stay rounded to bf16. "
+            "Call trl_ext.models.disable_bnb_cpu_repack(model) right after loading to keep them as loaded.", unpacked,
+        )
     return touched
+
+
+def unpack_bnb_cpu_weight(module) -> bool:
+    """Undo bitsandbytes' CPU inference packing of one ``Linear4bit``; returns whether it was packed.
+
+    The packing keeps the 4-bit codes (only their order changes) and turns the block scales into a bf16
+    (K / blocksize, N) matrix, the transpose of the original (N * K / blocksize,) order, dequantising double-quantised
+    scales first. ``bitsandbytes.functional._convert_weight_packed_for_cpu_inverse`` restores the codes' order but
+    leaves single-quantised scales transposed, and re-quantises double-quantised ones to 8 bits (a second rounding).
+    Here the codes come back through that inverse and the scales are put back in their original order as float32
+    (the dtype ``quantize_4bit`` gives them), single-quantised: exactly the values the packed kernel computed with.
+    """
+    weight = module.weight
+    state = getattr(weight, "quant_state", None)
+    if state is None or not getattr(state, "packing_format_for_cpu", False):
+        return False
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    state.original_nested = False  # keep the scales as they are; re-quantising them would round them again
+    weight.data, state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
+    state.absmax = state.absmax.T.reshape(-1).float().contiguous()  # (K/bs, N) -> (N, K/bs) -> (N*K/bs,)
+    weight.quant_state = state
+    if getattr(module, "quant_state", None) is not None:
+        module.quant_state = state
+    return True
 
 
 def load_causal_lm(model_args: ModelConfig, name: str | None = None, trust_remote_code: bool = False) -> PreTrainedModel:
@@ -163,101 +214,6 @@ def load_tokenizer(model_args: ModelConfig, name: str | None = None, trust_remot
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-# ---- shared-base LoRA reward adapters --------------------------------------------------------------------------------
-# A reward model trained by TRL's RewardTrainer with ``peft_config=LoraConfig(task_type="SEQ_CLS")`` on the policy's
-# base checkpoint is saved as LoRA weights for the transformer plus a full copy of the score head (``modules_to_save``).
-# The transformer of ``XForSequenceClassification`` and of ``XForCausalLM`` is the same module (``model.layers...``), so
-# the LoRA weights load as a second adapter on the policy's own base; only the head lives outside it.
-
-REWARD_HEAD_MODULES = ("score", "classifier")  # what PEFT puts in modules_to_save for task_type SEQ_CLS
-
-
-def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare transformer (e.g. ``Qwen3Model``) under a causal LM, a sequence classifier or a PeftModel of either."""
-    if hasattr(model, "get_base_model"):  # PeftModel
-        model = model.get_base_model()
-    backbone = getattr(model, "base_model", model)  # PreTrainedModel.base_model: the module named by base_model_prefix
-    if backbone is model:
-        raise TypeError(
-            f"{type(model).__name__} has no separate transformer (base_model_prefix={model.base_model_prefix!r}); a "
-            "shared-base reward adapter needs a model of the form XForCausalLM / XForSequenceClassification."
-        )
-    return backbone
-
-
-def load_reward_adapter_onto(
-    policy: torch.nn.Module, adapter_path: str | os.PathLike, adapter_name: str = "reward"
-) -> torch.nn.Linear:
-    """Load a SEQ_CLS LoRA reward adapter onto ``policy`` (a ``PeftModel``) as a frozen, inactive second adapter.
-
-    ``adapter_path`` is a folder written by ``PeftModelForSequenceClassification.save_pretrained`` (what
-    ``RewardTrainer.save_model`` writes with a LoRA ``peft_config``): ``adapter_config.json`` and
-    ``adapter_model.safetensors``. Its LoRA weights are added to ``policy`` under ``adapter_name`` with
-    ``requires_grad=False``; the policy's active adapter is unchanged. Its score head (the ``score`` / ``classifier``
-    weights) is returned as an ``nn.Linear`` in float32 on the policy's device; nothing of the base is copied.
-    Raises if a LoRA weight has no matching layer in the policy (the adapter was trained on another architecture).
-    """
-    from peft import PeftConfig, PeftModel, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    if not isinstance(policy, PeftModel):
-        raise TypeError(
-            f"policy is a {type(policy).__name__}, not a peft.PeftModel. A shared-base reward adapter needs a frozen "
-            "base that only LoRA trains: wrap the policy first, policy = peft.get_peft_model(policy, LoraConfig(...)), "
-            "and pass that PeftModel to the trainer (without peft_config)."
-        )
-    path = Path(adapter_path).expanduser()
-    weights_file = path / "adapter_model.safetensors"
-    if not (path / "adapter_config.json").exists() or not weights_file.exists():
-        raise FileNotFoundError(
-            f"adapter_path={str(adapter_path)!r} holds no adapter_config.json + adapter_model.safetensors. Point it at "
-            "the folder RewardTrainer.save_model() wrote when trained with peft_config=LoraConfig(task_type='SEQ_CLS')."
-        )
-    if adapter_name in policy.peft_config:
-        raise ValueError(f"adapter_name={adapter_name!r} is already an adapter of the policy; pick another name.")
-    config = PeftConfig.from_pretrained(str(path))
-    if config.peft_type.value != "LORA":
-        raise ValueError(f"{path}: peft_type={config.peft_type.value}; only LoRA reward adapters can share the base.")
-
-    state = load_file(str(weights_file))
-    head = {k: v for k, v in state.items() if k.split(".")[-2] in REWARD_HEAD_MODULES}
-    lora = {k: v for k, v in state.items() if k not in head}
-    if not head:
-        raise ValueError(
-            f"{weights_file} has no score head (no '*.score.weight' or '*.classifier.weight'). Train the reward "
-            "adapter with task_type='SEQ_CLS' so PEFT saves the head with it (modules_to_save)."
-        )
-    (weight_key,) = [k for k in head if k.endswith("weight")]
-    weight = head[weight_key]
-    bias = head.get(weight_key[: -len("weight")] + "bias")
-
-    config.modules_to_save = None  # the head is kept outside the policy
-    config.task_type = "CAUSAL_LM"
-    config.inference_mode = True
-    policy.add_adapter(adapter_name, config)
-    result = set_peft_model_state_dict(policy, lora, adapter_name=adapter_name)
-    unexpected = [k for k in result.unexpected_keys if f".{adapter_name}." in k or "lora_" in k]
-    missing = [k for k in result.missing_keys if f".{adapter_name}." in k]
-    if unexpected or missing:
-        policy.delete_adapter(adapter_name)
-        raise ValueError(
-            f"{path} does not fit the policy's layers (unexpected: {unexpected[:3]}, missing: {missing[:3]}). The "
-            "reward adapter must be trained on the same base checkpoint as the policy."
-        )
-    for name, param in policy.named_parameters():
-        if f".{adapter_name}." in name:
-            param.requires_grad_(False)
-
-    device = next(policy.parameters()).device
-    score = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=device, dtype=torch.float32)
-    with torch.no_grad():
-        score.weight.copy_(weight)
-        if bias is not None:
-            score.bias.copy_(bias)
-    score.requires_grad_(False)
-    return score
 
 
 def match_trainable_dtype_to_compute(model: torch.nn.Module, bf16: bool) -> int:

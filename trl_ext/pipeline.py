@@ -630,6 +630,7 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
         trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer, trust_remote_code=cfg.trust_remote_code
     )
         return metrics
+    ppo_shared_base = cfg.algorithm == "ppo" and bool(cfg.rl.get("shared_base"))
     if cfg.shared_base_reward:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -637,6 +638,12 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         model = get_peft_model(model, peft_config)
         peft_config = None  # the trainer gets the PeftModel as it is
+    extra = {}
+    if ppo_shared_base:  # PPO puts policy, reference, RM and critic on one base and loads the RM adapter itself
+        if not (rm_folder / "adapter").exists():
+            raise ValueError("rl.shared_base=true needs the RM trained as a LoRA adapter: add --use_peft.")
+        reward = str(rm_folder / "adapter")  # no full RM: it would sit in memory beside the adapter, unused
+    elif cfg.shared_base_reward:
         reward = RewardAdapter.shared_base(
             model, rm_folder / "adapter", batch_size=cfg.reward_batch_size, name="rm"
         )
@@ -648,13 +655,7 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
             reward_model, load_tokenizer(model_args, str(rm_folder / "model"), cfg.trust_remote_code),
             batch_size=cfg.reward_batch_size, name="rm",
         )
-    extra = {}
-    if cfg.algorithm == "ppo":
-        if cfg.rl.get("shared_base"):  # PPO puts policy, reference, RM and critic on one base: the RM as an adapter
-            if not (rm_folder / "adapter").exists():
-                raise ValueError("rl.shared_base=true needs the RM trained as a LoRA adapter: add --use_peft.")
-            reward = str(rm_folder / "adapter")
-        else:
+        if cfg.algorithm == "ppo":
             extra["value_model"] = str(rm_folder / "model")  # the critic starts from the RM (InstructGPT)
     args = _stage_args(config_cls, RL_DEFAULTS, cfg.rl, folder / "checkpoints", cfg.seed, "rl")
     reward_funcs = [reward] + [

@@ -21,7 +21,6 @@ import copy
 import functools
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,6 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from trl import GRPOConfig, GRPOTrainer
-from trl.data_utils import apply_chat_template, is_conversational
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import (
     add_fused_lm_head,
@@ -42,11 +40,13 @@ from trl.trainer.utils import (
 )
 
 from . import ppo_porting
+from .adapters import active_adapter, backbone_of, keep_requires_grad, load_reward_adapter_onto
 from .advantages import gae, whiten
 from .cards import INSTRUCTGPT_PAPER, PPO_PAPER, ModelCardMixin
 from .checks import check_prompt_dataset
 from .models import disable_bnb_cpu_repack, safe_from_pretrained
 from .resume import GenerationStateMixin
+from .rewards import RewardAdapter
 
 REWARD_ADAPTER, CRITIC_ADAPTER = "reward", "critic"
 
@@ -225,21 +225,6 @@ def token_rewards(
 
 
 # ---- critics ---------------------------------------------------------------------------------------------------------
-@contextmanager
-def _keep_requires_grad(peft_model):
-    """Restore every LoRA parameter's ``requires_grad`` on exit.
-
-    PEFT's ``set_adapter`` and ``disable_adapter`` (via ``enable_adapters``) make only the active adapter trainable;
-    PPO's policy and critic adapters must stay trainable side by side, so every adapter switch is wrapped in this.
-    """
-    flags = [(p, p.requires_grad) for n, p in peft_model.named_parameters() if "lora_" in n]
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def _train_critic_adapter(peft_model) -> None:
     """Make the critic adapter trainable (PEFT leaves an added or re-loaded inactive adapter frozen)."""
     quantized = getattr(peft_model.get_base_model(), "is_loaded_in_4bit", False)
@@ -249,23 +234,6 @@ def _train_critic_adapter(peft_model) -> None:
             if quantized and p.dtype != torch.bfloat16:  # as GRPO does for the policy adapter (QLoRA recipe)
                 p.data = p.data.to(torch.bfloat16)
     peft_model.peft_config[CRITIC_ADAPTER].inference_mode = False
-
-
-@contextmanager
-def _active_adapter(peft_model, name: str):
-    """Run the LoRA adapter ``name`` for a forward pass without changing which adapters train."""
-    previous = peft_model.active_adapter
-    with _keep_requires_grad(peft_model):
-        peft_model.set_adapter(name)
-        try:
-            yield
-        finally:
-            peft_model.set_adapter(previous)
-
-
-def _backbone(model: PreTrainedModel) -> nn.Module:
-    """The transformer body of a HF model (``model.model`` for Qwen/Llama), whatever its task head."""
-    return getattr(model, model.base_model_prefix)
 
 
 class SeparateCritic(nn.Module):
@@ -283,7 +251,7 @@ class SeparateCritic(nn.Module):
         self.head_name = head_name
 
     def forward(self, input_ids, attention_mask):  # -> (B, L)
-        hidden = _backbone(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = backbone_of(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return getattr(self.model, self.head_name)(hidden).squeeze(-1)
 
 
@@ -305,82 +273,25 @@ class SharedCritic(nn.Module):
         base = self.peft_model.get_base_model()
         # Checkpointing would recompute this forward during backward with whichever adapter is active *then* (the
         # policy's): the critic's forward keeps its activations instead.
-        with _active_adapter(self.peft_model, CRITIC_ADAPTER), disable_gradient_checkpointing(base, self._gc_kwargs):
-            hidden = _backbone(base)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        with active_adapter(self.peft_model, CRITIC_ADAPTER), disable_gradient_checkpointing(base, self._gc_kwargs):
+            hidden = backbone_of(base)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
 
 
-class SharedAdapterReward:
-    """A reward model stored as a LoRA adapter folder, scored on the policy's base as adapter ``"reward"``.
+class _PendingSharedBaseReward:
+    """A reward-adapter folder in ``reward_funcs`` until the policy's PeftModel exists.
 
-    ``path`` is what ``PeftModel.save_pretrained`` writes for a LoRA sequence-classification reward model (e.g. TRL's
-    RewardTrainer with a ``peft_config``): ``adapter_config.json`` and ``adapter_model.safetensors`` holding the LoRA
-    weights and the ``score`` head. Its score is the head applied to the last non-pad token, as
-    ``AutoModelForSequenceClassification`` does.
+    GRPOTrainer builds the PeftModel from ``peft_config`` inside ``__init__``, after it has read ``reward_funcs`` (a
+    string there would be loaded as a full reward model); ``PPOTrainer._setup_shared_roles`` then puts
+    :meth:`trl_ext.RewardAdapter.shared_base` on that model in this placeholder's place, under the same name.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.__name__ = f"reward_adapter:{self.path.name}"
-        self.peft_model = None
 
-    def attach(self, peft_model, tokenizer, chat_template_kwargs: dict | None = None) -> None:
-        from peft import LoraConfig, set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        config = json.loads((self.path / "adapter_config.json").read_text())
-        if config.get("peft_type") != "LORA":
-            raise ValueError(f"reward adapter {self.path}: peft_type={config.get('peft_type')!r}; only LoRA is shared.")
-        state = load_file(self.path / "adapter_model.safetensors")
-        score_keys = [k for k in state if k.split(".")[-2] in ("score", "classifier") or ".score." in k]
-        weight_keys = [k for k in score_keys if k.endswith("weight")]
-        if len(weight_keys) != 1:
-            raise ValueError(
-                f"reward adapter {self.path} holds no single score head ({score_keys}); save the reward model with "
-                "a LoRA config whose task_type is SEQ_CLS, so the head is stored with the adapter."
-            )
-        head_weight = state[weight_keys[0]]  # (1, H)
-        bias_keys = [k for k in score_keys if k.endswith("bias")]
-        for k in score_keys:
-            state.pop(k)
-        lora_fields = {k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__}
-        lora_fields.update(task_type="CAUSAL_LM", modules_to_save=None, inference_mode=True)
-        peft_model.add_adapter(REWARD_ADAPTER, LoraConfig(**lora_fields))
-        result = set_peft_model_state_dict(peft_model, state, adapter_name=REWARD_ADAPTER)
-        missing = [k for k in result.missing_keys if f".{REWARD_ADAPTER}." in k]
-        if missing:
-            raise ValueError(f"reward adapter {self.path} does not fit the policy's base (missing {missing[:3]}...).")
-        for n, p in peft_model.named_parameters():
-            if f".{REWARD_ADAPTER}." in n:
-                p.requires_grad_(False)
-        device = next(p for p in peft_model.parameters() if p.dtype.is_floating_point).device
-        self.score = nn.Linear(head_weight.size(1), head_weight.size(0), bias=bool(bias_keys)).to(device)
-        with torch.no_grad():
-            self.score.weight.copy_(head_weight)
-            if bias_keys:
-                self.score.bias.copy_(state.get(bias_keys[0]))
-        self.score.requires_grad_(False)
-        self.peft_model, self.tokenizer = peft_model, tokenizer
-        self.chat_template_kwargs = chat_template_kwargs or {}
-
-    @torch.no_grad()
-    def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        if is_conversational({"prompt": prompts[0]}):
-            texts = [
-                apply_chat_template({"messages": p + c}, self.tokenizer, **self.chat_template_kwargs)["text"]
-                for p, c in zip(prompts, completions, strict=True)
-            ]
-        else:
-            texts = [p + c for p, c in zip(prompts, completions, strict=True)]
-        device = self.score.weight.device
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        base = self.peft_model.get_base_model()
-        with _active_adapter(self.peft_model, REWARD_ADAPTER):
-            hidden = _backbone(base)(**batch).last_hidden_state  # (B, L, H)
-        last = batch["attention_mask"].sum(1) - 1  # (B,) right padding: last real token
-        pooled = hidden[torch.arange(hidden.size(0), device=device), last]
-        return self.score(pooled.to(self.score.weight.dtype))[:, 0].float().tolist()
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"{self.__name__} was never put on the policy's base; PPOTrainer does that in __init__.")
 
 
 def _is_adapter_dir(path) -> bool:
@@ -506,7 +417,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                         f"(adapter_config.json + adapter_model.safetensors with its score head), got {r!r}. Pass the "
                         "adapter folder or a reward callable, or set shared_base=False for a separate reward model."
                     )
-            reward_funcs = [SharedAdapterReward(r) if _is_adapter_dir(r) else r for r in reward_funcs]
+            reward_funcs = [_PendingSharedBaseReward(r) if _is_adapter_dir(r) else r for r in reward_funcs]
         if ref_model is not None:
             if isinstance(ref_model, nn.Module) and ref_model is model:
                 raise ValueError(
@@ -637,23 +548,23 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         return SeparateCritic(value_model)
 
     def _setup_shared_roles(self, peft_model) -> None:
-        """Adapters on the one base: the reward adapter is loaded first so the critic can start from it."""
-        from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-        shared_rewards = [r for r in self.reward_funcs if isinstance(r, SharedAdapterReward)]
-        for r in shared_rewards:
-            r.attach(peft_model, self._tokenizer, self.chat_template_kwargs)
+        """Adapters on the one base: each reward-adapter folder becomes ``RewardAdapter.shared_base`` on it (the one
+        shared-base scorer: RewardTrainer's tokenisation, EOS appended, truncation, micro-batches); the critic is
+        loaded from the first such folder (same LoRA weights, same head), else it starts as a fresh adapter."""
+        pending = [(i, r) for i, r in enumerate(self.reward_funcs) if isinstance(r, _PendingSharedBaseReward)]
+        for k, (i, r) in enumerate(pending):
+            self.reward_funcs[i] = RewardAdapter.shared_base(
+                peft_model, r.path, adapter_name=REWARD_ADAPTER if k == 0 else f"{REWARD_ADAPTER}_{k}",
+                chat_template_kwargs=self.chat_template_kwargs, name=r.__name__,
+            )
         hidden = peft_model.get_base_model().config.get_text_config().hidden_size
         device = next(p for p in peft_model.parameters() if p.dtype.is_floating_point).device
         value_head = nn.Linear(hidden, 1).to(device)
-        if shared_rewards:  # critic initialised from the reward model: same LoRA weights, same head
-            reward = shared_rewards[0]
-            peft_model.add_adapter(CRITIC_ADAPTER, copy.deepcopy(peft_model.peft_config[REWARD_ADAPTER]))
-            state = get_peft_model_state_dict(peft_model, adapter_name=REWARD_ADAPTER)
-            set_peft_model_state_dict(peft_model, state, adapter_name=CRITIC_ADAPTER)
+        if pending:  # critic initialised from the reward model: same LoRA weights, same head
+            head = load_reward_adapter_onto(peft_model, pending[0][1].path, adapter_name=CRITIC_ADAPTER)
             with torch.no_grad():
-                value_head.weight.copy_(reward.score.weight)
-                value_head.bias.copy_(reward.score.bias if reward.score.bias is not None else torch.zeros(1))
+                value_head.weight.copy_(head.weight)
+                value_head.bias.copy_(head.bias if head.bias is not None else torch.zeros(1))
         else:
             peft_model.add_adapter(CRITIC_ADAPTER, copy.deepcopy(peft_model.peft_config["default"]))
             with torch.no_grad():
@@ -731,7 +642,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         unwrapped = self.accelerator.unwrap_model(self.model)
         # GRPO's reference pass (beta != 0) disables adapters, which refreezes the critic's adapter.
         if is_peft_model(unwrapped):
-            with _keep_requires_grad(unwrapped):
+            with keep_requires_grad(unwrapped):
                 output = super()._generate_and_score_completions(inputs)
         else:
             output = super()._generate_and_score_completions(inputs)
@@ -759,7 +670,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                     )
                 else:  # PEFT: the reference is the base with adapters disabled
                     peft_model = self.accelerator.unwrap_model(self.model)
-                    with _keep_requires_grad(peft_model), peft_model.disable_adapter():
+                    with keep_requires_grad(peft_model), peft_model.disable_adapter():
                         ref_logps, _, _ = self._get_per_token_logps_and_entropies(
                             self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
                         )

@@ -9,7 +9,8 @@ GRPOTrainer keeps two things outside the checkpoint: its micro-step counter ``_s
 ``_buffered_inputs`` (completions generated once and trained on over ``steps_per_generation`` steps). A run resumed
 from a checkpoint inside such a block regenerates with other random numbers and trains on misaligned slices from
 then on. :class:`GenerationStateMixin` saves both with each checkpoint, one file per process, and restores them, so a
-resumed run continues exactly as the uninterrupted one would have. Subclasses add their own state (DAPO's dynamic
+resumed run continues exactly as the uninterrupted one would have; the running normalisation statistics of each
+:class:`trl_ext.RewardAdapter` among the reward functions go with them. Subclasses add their own state (DAPO's dynamic
 sampling pool, PPO's adaptive KL coefficient) through ``_resume_state`` / ``_load_resume_state``.
 """
 
@@ -103,7 +104,7 @@ class GenerationStateMixin:
 
     def _resume_state(self) -> dict:
         """Per-process state to save with a checkpoint: tensors, numbers, strings, lists and dicts only."""
-        state = {"step": self._step}
+        state = {"step": self._step, "reward_funcs": self._reward_adapter_states()}
         generate_every = self.args.steps_per_generation * self.num_iterations
         if self._step % generate_every != 0 and self._buffered_inputs is not None:
             state["buffered_inputs"] = self._buffered_inputs  # mid-block: the rest of the block trains on these
@@ -112,6 +113,30 @@ class GenerationStateMixin:
     def _load_resume_state(self, state: dict, checkpoint: str) -> None:
         self._step = state["step"]
         self._buffered_inputs = state.get("buffered_inputs")
+        self._load_reward_adapter_states(state.get("reward_funcs", {}), checkpoint)
+
+    def _reward_adapter_states(self) -> dict:
+        """``{index: {"name", "state"}}`` of every :class:`trl_ext.RewardAdapter` in ``reward_funcs``: its running
+        normalisation statistics (``normalize=True``), which scale every later reward."""
+        from .rewards import RewardAdapter
+
+        return {
+            i: {"name": f.__name__, "state": f.state_dict()}
+            for i, f in enumerate(self.reward_funcs) if isinstance(f, RewardAdapter)
+        }
+
+    def _load_reward_adapter_states(self, saved: dict, checkpoint: str) -> None:
+        from .rewards import RewardAdapter
+
+        for i, entry in saved.items():
+            f = self.reward_funcs[i] if i < len(self.reward_funcs) else None
+            if not isinstance(f, RewardAdapter) or f.__name__ != entry["name"]:
+                logger.warning(
+                    "%s saved the state of reward function %d %r, but that place now holds %r: its normalisation "
+                    "statistics start afresh.", checkpoint, i, entry["name"], getattr(f, "__name__", f),
+                )
+                continue
+            f.load_state_dict(entry["state"])
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)

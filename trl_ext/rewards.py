@@ -53,9 +53,8 @@ from typing import Any
 
 import torch
 
-from .models import (
-    backbone_of, check_model_path, disable_bnb_cpu_repack, load_reward_adapter_onto, safe_from_pretrained,
-)
+from .adapters import active_adapter, backbone_of, load_reward_adapter_onto
+from .models import check_model_path, safe_from_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -415,20 +414,10 @@ class _SharedBaseSource(_ModelSource):
 
     @contextmanager
     def scoring(self):
-        """The reward adapter active for the whole call; then the previous active adapter, every parameter's
-        ``requires_grad`` (``set_adapter`` rewrites them for all adapters; the policy's optimizer must see the same
-        trainable set) and the train/eval mode."""
-        policy = self.model
-        previous = policy.active_adapter
-        grads = {p: p.requires_grad for p in policy.parameters()}
-        try:
-            policy.set_adapter(self.adapter_name, inference_mode=True)
-            with super().scoring():
-                yield
-        finally:
-            policy.set_adapter(previous)
-            for p, g in grads.items():
-                p.requires_grad_(g)
+        """The reward adapter active, eval mode and inference mode for the whole call; then the policy as it was
+        (active adapter, every ``requires_grad``, every module's mode: see :func:`trl_ext.adapters.active_adapter`)."""
+        with active_adapter(self.model, self.adapter_name, eval_mode=True), torch.inference_mode():
+            yield
 
     def forward(self, input_ids, attention_mask):
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
@@ -601,21 +590,22 @@ class RewardAdapter:
         ``policy``: the policy as a ``peft.PeftModel`` (LoRA, any base including 4-bit). ``adapter``: the folder TRL's
         ``RewardTrainer.save_model()`` wrote after training ``AutoModelForSequenceClassification`` of the *same* base
         checkpoint with ``peft_config=LoraConfig(task_type="SEQ_CLS", ...)``. Its LoRA weights become a second, frozen
-        adapter ``adapter_name`` of ``policy`` (see :func:`trl_ext.models.load_reward_adapter_onto`); its score head is
+        adapter ``adapter_name`` of ``policy`` (see :func:`trl_ext.adapters.load_reward_adapter_onto`); its score head is
         kept by the adapter. While scoring, that adapter is made active, the policy's transformer runs without the LM
         head (so no (B, T, vocab) logits), the hidden state at the last non-pad token goes through the head; then the
         previous active adapter, every parameter's ``requires_grad`` and the train/eval mode are restored, so the
-        policy's outputs and its trainable set are unchanged. On CPU a 4-bit policy gets
-        :func:`trl_ext.models.disable_bnb_cpu_repack` (an eval-mode forward would otherwise break its next training
-        step). ``tokenizer``: default from the adapter folder (where
-        RewardTrainer saves it). Pass the policy to the trainer as this PeftModel, without ``peft_config``.
+        policy's outputs and its trainable set are unchanged. A 4-bit policy gets
+        :func:`trl_ext.models.disable_bnb_cpu_repack` before the adapter is loaded: bitsandbytes' CPU inference
+        packing (an eval-mode forward on AVX512-BF16 CPUs) would otherwise be undone wrongly by the ``state_dict()``
+        PEFT reads, and would leave the next training step without gradients. ``tokenizer``: default from the adapter
+        folder (where RewardTrainer saves it). Pass the policy to the trainer as this PeftModel, without
+        ``peft_config``.
         """
         from transformers import AutoTokenizer
 
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1.")
-        head = load_reward_adapter_onto(policy, adapter, adapter_name=adapter_name)
-        disable_bnb_cpu_repack(policy)  # scoring is an eval-mode forward: on CPU it would repack 4-bit weights
+        head = load_reward_adapter_onto(policy, adapter, adapter_name=adapter_name)  # 4-bit: repacking off first
         if tokenizer is None:
             path = Path(adapter)
             has_tok = (path / "tokenizer_config.json").exists()
