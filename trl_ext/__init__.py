@@ -2,6 +2,7 @@
 
 from .dapo import DAPOConfig, DAPOTrainer
 from .ppo import PPOConfig, PPOTrainer
+from .ranking import RankingRewardConfig, RankingRewardTrainer
 from .rewards import RewardAdapter
 from .rloo import RLOOConfig, RLOOTrainer
 
@@ -12,6 +13,8 @@ __all__: list[str] = [
     "DAPOTrainer",
     "PPOConfig",
     "PPOTrainer",
+    "RankingRewardConfig",
+    "RankingRewardTrainer",
     "RLOOConfig",
     "RLOOTrainer",
     "RewardAdapter",
