@@ -257,3 +257,9 @@ def test_missing_columns_are_named(tmp_path, ckpt, tokenizer):
 def test_unknown_loss_type():
     with pytest.raises(ValueError, match="loss_type='listnet' is unknown"):
         RankingRewardConfig(output_dir="/tmp/x", loss_type="listnet", use_cpu=True)
+
+
+def test_mixed_plain_and_conversational_row_is_named(tmp_path, ckpt, tokenizer):
+    ds = Dataset.from_list([{"prompt": "1+1=", "completions": [_conv("2"), _conv("3")], "ranking": [[0], [1]]}])
+    with pytest.raises(ValueError, match="row 0: `prompt` and `completions` must be all plain strings or all conv"):
+        RankingRewardTrainer(_rm(ckpt), _args(tmp_path), train_dataset=ds, processing_class=tokenizer)

@@ -320,6 +320,12 @@ class RankingRewardTrainer(RewardTrainer):
                 self._metrics[mode][key].append(self.accelerator.gather_for_metrics(stats[key].detach()).mean().item())
 
 
+_MIXED = (
+    "row {index}: `prompt` and `completions` must be all plain strings or all conversations (lists of "
+    "{{'role', 'content'}} messages); this row mixes them."
+)
+
+
 def _tokenize_row(example: dict, index: int, processing_class) -> dict:
     """K token-id lists for one row, each prompt + completion, tokenised as TRL's RewardTrainer tokenises ``chosen``."""
     completions = example["completions"]
@@ -329,16 +335,15 @@ def _tokenize_row(example: dict, index: int, processing_class) -> dict:
     if prompt is None:
         prompt = [] if conversational else ""
     if conversational:
+        if not all(_is_messages(x) for x in [*completions, *([prompt] if prompt else [])]):
+            raise ValueError(_MIXED.format(index=index))
         tools = example.get("tools")
         tools = json.loads(tools) if isinstance(tools, str) else tools
         template_kwargs = {"tools": tools, **(example.get("chat_template_kwargs") or {})}
         ids = [_tokenize(processing_class, prompt + c, **template_kwargs)["input_ids"] for c in completions]
     else:  # plain text: TRL appends EOS to each answer that lacks it (the RM reads the score at the last token)
         if not all(isinstance(c, str) for c in completions) or not isinstance(prompt, str):
-            raise ValueError(
-                f"row {index}: `prompt` and `completions` must be all plain strings or all conversations (lists of "
-                "{'role', 'content'} messages); this row mixes them."
-            )
+            raise ValueError(_MIXED.format(index=index))
         eos = processing_class.eos_token
         ids = [_tokenize(processing_class, prompt + (c if c.endswith(eos) else c + eos))["input_ids"] for c in completions]
     return {"completion_ids": ids}
