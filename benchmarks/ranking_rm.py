@@ -300,7 +300,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ks", type=int, nargs="+", default=[4, 8])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--train_prompts", type=int, default=200)
+    p.add_argument("--train_prompts", type=int, default=150)
     p.add_argument("--test_prompts", type=int, default=150)
     p.add_argument("--epochs", type=float, default=2)
     p.add_argument("--learning_rate", type=float, default=5e-4)
