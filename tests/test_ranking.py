@@ -263,3 +263,12 @@ def test_mixed_plain_and_conversational_row_is_named(tmp_path, ckpt, tokenizer):
     ds = Dataset.from_list([{"prompt": "1+1=", "completions": [_conv("2"), _conv("3")], "ranking": [[0], [1]]}])
     with pytest.raises(ValueError, match="row 0: `prompt` and `completions` must be all plain strings or all conv"):
         RankingRewardTrainer(_rm(ckpt), _args(tmp_path), train_dataset=ds, processing_class=tokenizer)
+
+
+def test_rows_longer_than_max_length_are_dropped_whole(tmp_path, ckpt, tokenizer):
+    ds = Dataset.from_list([
+        {"prompt": "1+1=", "completions": ["2", "3"], "ranking": [[0], [1]]},
+        {"prompt": "1+1=", "completions": ["2", "3" * 40], "ranking": [[0], [1]]},  # 45 tokens > max_length 32
+    ])
+    trainer = RankingRewardTrainer(_rm(ckpt), _args(tmp_path), train_dataset=ds, processing_class=tokenizer)
+    assert len(trainer.train_dataset) == 1 and len(trainer.train_dataset[0]["completion_ids"]) == 2

@@ -18,6 +18,7 @@ The math lives in pure tensor functions (:func:`pairs_from_tiers`, :func:`rankin
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from trl import RewardConfig, RewardTrainer
 from trl.data_utils import _tokenize
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first, pad
 
+logger = logging.getLogger("trl_ext.ranking")
 LOSS_TYPES = ("pairwise", "plackett_luce")
 
 
@@ -90,7 +92,7 @@ def center_rewards_penalty(rewards: torch.Tensor, group: torch.Tensor, tier: tor
 
 
 def pair_metrics(rewards: torch.Tensor, group: torch.Tensor, tier: torch.Tensor) -> dict[str, torch.Tensor]:
-    """TRL's ``accuracy`` (share of pairs with r_w > r_l) and ``margin`` (mean r_w - r_l), uniform over the batch's pairs.
+    """TRL's ``accuracy`` (share of pairs with r_w > r_l) and ``margin`` (mean r_w - r_l) over the batch's pairs.
 
     Uniform over pairs, not weighted per ranking: this is what TRL logs on a batch of the same pairs.
     """
@@ -100,7 +102,7 @@ def pair_metrics(rewards: torch.Tensor, group: torch.Tensor, tier: torch.Tensor)
 
 
 def plackett_luce_loss(rewards: torch.Tensor, group: torch.Tensor, tier: torch.Tensor) -> torch.Tensor:
-    """Listwise loss: negative Plackett-Luce log-likelihood of the tiers, ties handled as in Breslow's partial likelihood.
+    """Listwise loss: the negative Plackett-Luce log-likelihood of the tiers, ties as in Breslow's partial likelihood.
 
     A ranking T_1 > T_2 > ... > T_m is read as m - 1 choices: each completion i of tier T_s (s < m) is chosen out of
     everything not yet ranked above its tier, R_s = T_s u T_{s+1} u ... u T_m. With n = |T_1| + ... + |T_{m-1}|::
@@ -116,7 +118,8 @@ def plackett_luce_loss(rewards: torch.Tensor, group: torch.Tensor, tier: torch.T
     """
     same = group[:, None] == group[None, :]  # (N, N)
     at_or_below = same & (tier[None, :] >= tier[:, None])  # (N, N): [i, j] = j in R_{tier(i)}
-    log_denominator = torch.logsumexp(rewards[None, :].expand_as(at_or_below).masked_fill(~at_or_below, float("-inf")), dim=1)  # (N,)
+    candidates = rewards[None, :].expand_as(at_or_below).masked_fill(~at_or_below, float("-inf"))  # (N, N)
+    log_denominator = torch.logsumexp(candidates, dim=1)  # (N,): log sum_{j in R_tier(i)} exp(r_j)
     num_rankings = int(group.max()) + 1
     last_tier = torch.full((num_rankings,), -1, device=tier.device, dtype=tier.dtype).scatter_reduce_(
         0, group, tier, reduce="amax"
@@ -192,9 +195,10 @@ class DataCollatorForRanking(DataCollatorMixin):
                 group.append(b)
                 tier.append(tier_of[k])
         masks = [torch.ones_like(ids) for ids in sequences]
+        multiple = self.pad_to_multiple_of
         return {
-            "input_ids": pad(sequences, self.pad_token_id, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of),  # (N, T)
-            "attention_mask": pad(masks, 0, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of),  # (N, T)
+            "input_ids": pad(sequences, self.pad_token_id, padding_side="right", pad_to_multiple_of=multiple),  # (N, T)
+            "attention_mask": pad(masks, 0, padding_side="right", pad_to_multiple_of=multiple),  # (N, T)
             "group": torch.tensor(group),  # (N,)
             "tier": torch.tensor(tier),  # (N,)
         }
@@ -269,7 +273,8 @@ class RankingRewardTrainer(RewardTrainer):
             )
         completions_key = "completion_ids" if pretokenised else "completions"
         if isinstance(dataset, Dataset):  # checked now; an IterableDataset is checked as it is read
-            for row, (completions, ranking) in enumerate(zip(dataset[completions_key], dataset["ranking"], strict=True)):
+            rows = zip(dataset[completions_key], dataset["ranking"], strict=True)
+            for row, (completions, ranking) in enumerate(rows):
                 check_ranking(ranking, len(completions), row)
         map_kwargs = {"num_proc": args.dataset_num_proc} if isinstance(dataset, Dataset) else {}
         with global_then_local_main_first():
@@ -279,9 +284,16 @@ class RankingRewardTrainer(RewardTrainer):
                     remove_columns=["completions"], **map_kwargs,
                 )
             if args.max_length is not None:
+                before = len(dataset) if isinstance(dataset, Dataset) else None
                 dataset = dataset.filter(
                     lambda ex: all(len(ids) <= args.max_length for ids in ex["completion_ids"]), **map_kwargs
                 )
+                if before is not None and len(dataset) < before:
+                    logger.warning(
+                        "%s dataset: %d of %d rankings have a sequence longer than max_length=%d and were dropped "
+                        "(TRL drops such pairs too); raise max_length to keep them.",
+                        dataset_name, before - len(dataset), before, args.max_length,
+                    )
         return dataset
 
     def _set_signature_columns_if_needed(self):
@@ -345,5 +357,6 @@ def _tokenize_row(example: dict, index: int, processing_class) -> dict:
         if not all(isinstance(c, str) for c in completions) or not isinstance(prompt, str):
             raise ValueError(_MIXED.format(index=index))
         eos = processing_class.eos_token
-        ids = [_tokenize(processing_class, prompt + (c if c.endswith(eos) else c + eos))["input_ids"] for c in completions]
+        texts = [prompt + (c if c.endswith(eos) else c + eos) for c in completions]
+        ids = [_tokenize(processing_class, text)["input_ids"] for text in texts]
     return {"completion_ids": ids}
