@@ -317,3 +317,38 @@ def test_ppo_shared_base_loads_the_reward_adapter_once_and_no_full_rm(tmp_path, 
     assert metrics["global_step"] == 1
     assert seen.adapters == ["critic", "default", "reward"]  # the reward adapter once, on the policy's base
     assert not seen.new_classifiers  # PPO scores with the adapter: the merged RM is never loaded beside it
+
+
+def test_rm_trains_on_whole_rankings_and_the_pairwise_route_stays(tmp_path, finished_run):
+    """Default ``rm_loss: ranking``; its held-out accuracy is TRL's RewardTrainer's on test.jsonl, as the pairwise route's."""
+    from datasets import load_dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    src = finished_run[0].output_dir
+    rm = json.load(open(f"{src}/rm/stage.json"))
+    assert rm["settings"]["rm_loss"] == "ranking" and rm["metrics"]["rm_loss"] == "ranking"
+    test = load_dataset("json", data_files=f"{src}/labels/test.jsonl", split="train")
+    assert rm["metrics"]["test_pairs"] == len(test)
+    model = AutoModelForSequenceClassification.from_pretrained(f"{src}/rm/model", num_labels=1)
+    args = RewardConfig(output_dir=str(tmp_path / "eval"), per_device_eval_batch_size=256, report_to=[], use_cpu=True,
+                        bf16=False, max_length=32)
+    trl_eval = RewardTrainer(model, args, train_dataset=test, processing_class=AutoTokenizer.from_pretrained(f"{src}/rm/model"))
+    assert rm["metrics"]["test_pairwise_accuracy"] == pytest.approx(trl_eval.evaluate(test)["eval_accuracy"], abs=1e-6)
+
+    cfg = small(tmp_path, until="rm", rm_loss="pairwise")
+    for stage in ("base", "sft", "labels"):
+        shutil.copytree(f"{src}/{stage}", tmp_path / "run" / stage)
+    report = run_pipeline(cfg)
+    pairwise = json.load(open(tmp_path / "run/rm/stage.json"))
+    assert pairwise["settings"]["rm_loss"] == "pairwise" and pairwise["metrics"]["test_pairs"] == len(test)
+    assert 0.0 <= report["rm_test_pairwise_accuracy"] <= 1.0
+
+
+def test_rm_loss_is_checked():
+    with pytest.raises(ValueError, match="rm_loss='listwise' is unknown"):
+        PipelineConfig(rm_loss="listwise")
+    with pytest.raises(ValueError, match="rm_loss='ranking' needs the labeller's rankings"):
+        PipelineConfig(rm_loss="ranking", preference_dataset_name="pairs.jsonl")
+    assert PipelineConfig(preference_dataset_name="pairs.jsonl").rm_loss == "pairwise"
+    assert PipelineConfig().rm_loss == "ranking"

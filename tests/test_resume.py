@@ -18,8 +18,12 @@ from transformers import TrainerCallback
 from trl_ext.pipeline import PipelineConfig, run_pipeline
 from trl_ext.resume import newest_complete_checkpoint
 
-from test_pipeline import SMALL
+from test_pipeline import SMALL as _SMALL
 
+# The RM of TRL's pairwise route: DAPO's surplus test below needs an RM under which some groups are uninformative,
+# and the tiny default (48 rankings, one RM step with rm_loss: ranking) gives none. The ranking route is tested in
+# test_pipeline.py and test_ranking.py; what is tested here is resuming RL.
+SMALL = {**_SMALL, "rm_loss": "pairwise"}
 WORKER = Path(__file__).with_name("resume_worker.py")
 EARLIER = ("base", "sft", "labels", "rm")
 # steps_per_generation=2: each generated batch trains two steps, and checkpoint-3 falls inside such a block

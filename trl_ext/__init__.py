@@ -3,6 +3,7 @@
 from . import _bnb_notice  # noqa: F401  (first: it must see bitsandbytes' import, which transformers triggers)
 from .dapo import DAPOConfig, DAPOTrainer
 from .ppo import PPOConfig, PPOTrainer
+from .ranking import RankingRewardConfig, RankingRewardTrainer
 from .rewards import RewardAdapter
 from .rloo import RLOOConfig, RLOOTrainer
 
@@ -13,6 +14,8 @@ __all__: list[str] = [
     "DAPOTrainer",
     "PPOConfig",
     "PPOTrainer",
+    "RankingRewardConfig",
+    "RankingRewardTrainer",
     "RLOOConfig",
     "RLOOTrainer",
     "RewardAdapter",

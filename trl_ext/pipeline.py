@@ -5,7 +5,7 @@ Each stage writes its own folder under ``output_dir`` and a ``stage.json`` when 
     base/      the embedded tiny checkpoint (only when model_name_or_path is left empty)
     sft/       model/ (full checkpoint; LoRA runs are merged), checkpoints/ while training
     labels/    rankings.jsonl (K answers per prompt, ranked), train.jsonl / test.jsonl (chosen, rejected pairs)
-    rm/        model/ (sequence classifier, num_labels=1), checkpoints/
+    rm/        model/ (sequence classifier, num_labels=1; trained on the rankings, or on the pairs), checkpoints/
     rl/        model/, checkpoints/
     eval/      samples.jsonl (what each model answered)
     report.json, report.md
@@ -45,6 +45,7 @@ from trl import (
 from .dapo import DAPOConfig, DAPOTrainer
 from .evaluation import oracle_accuracy, sample_completions
 from .ppo import PPOConfig, PPOTrainer
+from .ranking import RankingRewardConfig, RankingRewardTrainer
 from .models import (
     check_model_path, disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer,
     match_trainable_dtype_to_compute, safe_from_pretrained,
@@ -133,6 +134,14 @@ class PipelineConfig:
     labeller_noise: float = field(default=0.1, metadata={"help": "Chance the labeller misjudges one answer."})
     label_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for the K answers."})
     rm_test_fraction: float = field(default=0.15, metadata={"help": "Share of label prompts held out to test the RM."})
+    rm_loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "'ranking': RankingRewardTrainer on the labeller's whole rankings (one forward pass per answer, "
+            "InstructGPT's loss; the default with the embedded labeller); 'pairwise': TRL's RewardTrainer on every "
+            "pair the rankings imply, as separate rows (the default, and the only choice, with preference_dataset_name)."
+        },
+    )
     num_rl_prompts: int = field(default=4000, metadata={"help": "Training prompts for the RL stage."})
     eval_samples: int = field(default=4, metadata={"help": "Sampled answers per eval prompt (besides greedy)."})
     eval_temperature: float = field(default=1.0, metadata={"help": "Temperature of the sampled evaluation."})
@@ -189,6 +198,15 @@ class PipelineConfig:
             raise ValueError(f"until={self.until!r} is not a stage; choose one of {list(STAGES)}.")
         if self.num_ranked < 2:
             raise ValueError(f"num_ranked={self.num_ranked}: a ranking needs K >= 2 answers per prompt; set num_ranked >= 2.")
+        if self.rm_loss is None:
+            self.rm_loss = "pairwise" if self.preference_dataset_name else "ranking"
+        if self.rm_loss not in ("ranking", "pairwise"):
+            raise ValueError(f"rm_loss={self.rm_loss!r} is unknown; choose 'ranking' or 'pairwise'.")
+        if self.rm_loss == "ranking" and self.preference_dataset_name:
+            raise ValueError(
+                "rm_loss='ranking' needs the labeller's rankings, but preference_dataset_name gives pairs; set "
+                "rm_loss: pairwise (or leave it unset)."
+            )
         if not 0 < self.rm_test_fraction < 1:
             raise ValueError(f"rm_test_fraction={self.rm_test_fraction} must be strictly between 0 and 1.")
         for name in ("num_sft_examples", "num_label_prompts", "num_rl_prompts", "eval_samples"):
@@ -271,7 +289,7 @@ def preflight(cfg: PipelineConfig, run_dir: Path, stop: int) -> None:
         preference_dataset(cfg)
     if cfg.prompt_dataset_name and stop >= STAGES.index("rl"):
         rl_prompts(cfg)
-    stages = [("sft", SFTConfig, SFT_DEFAULTS), ("rm", RewardConfig, RM_DEFAULTS)]
+    stages = [("sft", SFTConfig, SFT_DEFAULTS), ("rm", _rm_trainer(cfg)[0], RM_DEFAULTS)]
     if cfg.algorithm == "dpo":
         stages.append(("rl", DPOConfig, DPO_DEFAULTS))
     else:
@@ -544,7 +562,7 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
     )
     labeller = Labeller(cfg.labeller_noise)
     rng = random.Random(cfg.seed)
-    n_test = max(1, int(round(cfg.rm_test_fraction * len(prompts))))
+    n_test = _num_test_prompts(cfg, len(prompts))
     rows = {"train": [], "test": []}
     with open(folder / "rankings.jsonl.tmp", "w") as rankings:
         for i, (prompt, ks) in enumerate(zip(prompts, answers, strict=True)):
@@ -573,18 +591,50 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
     }
 
 
+def _num_test_prompts(cfg: PipelineConfig, num_prompts: int) -> int:
+    """The labels stage holds out the first this-many ranked prompts (and their pairs) to test the RM."""
+    return max(1, int(round(cfg.rm_test_fraction * num_prompts)))
+
+
+def _rm_trainer(cfg: PipelineConfig) -> tuple[type, type]:
+    return (RankingRewardConfig, RankingRewardTrainer) if cfg.rm_loss == "ranking" else (RewardConfig, RewardTrainer)
+
+
+def _train_rankings(cfg: PipelineConfig, labels: Path) -> Dataset:
+    """The labeller's training rankings as RankingRewardTrainer rows; all-tied rankings (no pair) are left out."""
+    ranked = load_dataset("json", data_files=str(labels / "rankings.jsonl"), split="train")
+    ranked = ranked.select(range(_num_test_prompts(cfg, len(ranked)), len(ranked))).filter(lambda r: len(r["ranking"]) > 1)
+    return ranked.map(
+        lambda r: {"completions": [[{"role": "assistant", "content": a}] for a in r["answers"]]},
+        remove_columns=["answers"],
+    )
+
+
 def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels: Path, folder: Path, callbacks=None) -> dict:
-    """Train a sequence-classification reward model from the SFT model on the labelled pairs (TRL RewardTrainer)."""
+    """Train a sequence-classification reward model from the SFT model on the labels.
+
+    ``rm_loss: ranking`` trains RankingRewardTrainer on the labeller's whole rankings; ``pairwise`` trains TRL's
+    RewardTrainer on the pairs in ``train.jsonl``. Both are tested on the held-out pairs of ``test.jsonl``, each pair
+    given to the ranking trainer as a ranking of K = 2 (one pair per row, so the same batches and the same accuracy).
+    """
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
     model = load_sequence_classifier(model_args, sft_model, num_labels=1, trust_remote_code=cfg.trust_remote_code)
-    train = load_dataset("json", data_files=str(labels / "train.jsonl"), split="train")
     test = load_dataset("json", data_files=str(labels / "test.jsonl"), split="train")
-    args = _stage_args(RewardConfig, RM_DEFAULTS, cfg.rm, folder / "checkpoints", cfg.seed, "rm")
+    config_cls, trainer_cls = _rm_trainer(cfg)
+    if cfg.rm_loss == "ranking":
+        train = _train_rankings(cfg, labels)
+        test = test.map(
+            lambda p: {"completions": [p["chosen"], p["rejected"]], "ranking": [[0], [1]]},
+            remove_columns=["chosen", "rejected"],
+        )
+    else:
+        train = load_dataset("json", data_files=str(labels / "train.jsonl"), split="train")
+    args = _stage_args(config_cls, RM_DEFAULTS, cfg.rm, folder / "checkpoints", cfg.seed, "rm")
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         peft_config.task_type = "SEQ_CLS"  # keeps the score head trainable (modules_to_save)
-    trainer = RewardTrainer(
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tokenizer,
         peft_config=peft_config,
     )
@@ -593,6 +643,7 @@ def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels:
     evaluation = trainer.evaluate()
     metrics["test_pairwise_accuracy"] = evaluation["eval_accuracy"]
     metrics["test_pairs"] = len(test)
+    metrics["rm_loss"] = cfg.rm_loss
     metrics["model"] = _save_model(
         trainer, folder, sft_model, model_args, AutoModelForSequenceClassification, tokenizer, num_labels=1,
         trust_remote_code=cfg.trust_remote_code,
@@ -769,7 +820,10 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
         }
         infos["labels"] = _run_stage(run_dir, "labels", label_settings, lambda f: run_labels(cfg, model_args, sft_model, f))
     if stop >= 2:
-        rm_settings = {"labels": infos["labels"]["fingerprint"], "model": _model_settings(model_args), "rm": cfg.rm}
+        rm_settings = {
+            "labels": infos["labels"]["fingerprint"], "model": _model_settings(model_args), "rm": cfg.rm,
+            "rm_loss": cfg.rm_loss,
+        }
         infos["rm"] = _run_stage(
             run_dir, "rm", rm_settings, lambda f: run_rm(cfg, model_args, sft_model, run_dir / "labels", f, callbacks)
         )
