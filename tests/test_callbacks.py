@@ -79,6 +79,21 @@ def test_bad_construction_is_refused_early():
         GoldRewardCallback(gold=answer_value, eval_dataset=data, eval_steps=0)
     with pytest.raises(ValueError, match="restore_callback_states_from_checkpoint"):
         GoldRewardCallback()
+    with pytest.raises(TypeError, match="GRPO-family trainer"):
+        GoldRewardCallback(gold=answer_value, eval_dataset=data).bind(object())
+
+
+def test_a_vllm_trainer_gets_a_generation_config_from_its_args(tokenizer):
+    from types import SimpleNamespace
+
+    from trl_ext.callbacks import _generation_config
+
+    args = SimpleNamespace(top_p=0.9, top_k=5, min_p=0.1, repetition_penalty=1.2, generation_kwargs={"num_beams": 1})
+    trainer = SimpleNamespace(args=args, max_completion_length=7, temperature=0.6, processing_class=tokenizer,
+                              eos_token_ids=[tokenizer.eos_token_id])
+    config = _generation_config(trainer)
+    assert (config.max_new_tokens, config.temperature, config.top_p, config.top_k, config.min_p) == (7, 0.6, 0.9, 5, 0.1)
+    assert config.repetition_penalty == 1.2 and config.do_sample and config.pad_token_id == tokenizer.pad_token_id
 
 
 # ---- stock TRL: the "done when" line --------------------------------------------------------------------------------

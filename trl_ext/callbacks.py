@@ -43,6 +43,8 @@ Design decisions, and why:
   unless asked: pass ``ref_model=`` (a path or a model, e.g. the checkpoint training started from), loaded once at
   ``on_train_begin`` and kept frozen; otherwise the KL is not logged (an info line says so). A frozen copy of the
   policy taken at ``on_train_begin`` would be wrong after a resume (it would copy the resumed weights).
+* **vLLM.** A trainer that generates with vLLM has no transformers generation config: the callback builds one from
+  the same arguments and samples with the training model's ``generate``.
 * **Multi-process.** Every process runs the same evaluation (the same seed, the same weights); generation under
   ZeRO-3 needs every rank to take part anyway. It costs duplicated work, not correctness.
 * **State.** The history of evaluations, the best gold score and the stop counter are an ``ExportableState``: the
@@ -255,7 +257,7 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.trainer is None:
             self.bind(self._find_trainer())
-        self._check_columns()
+        self._check_proxy()
         self._restore(state)
         with preserved_rng():
             self._setup_reference()
@@ -278,13 +280,11 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
         return control
 
     # ---- one evaluation ----------------------------------------------------------------------------------------------
-    def _check_columns(self) -> None:
-        import torch.nn as nn
-
-        for i, (func, processing_class) in enumerate(
-            zip(self.trainer.reward_funcs, getattr(self.trainer, "reward_processing_classes", [None] * 99))
-        ):
-            if isinstance(func, nn.Module) and processing_class is None:
+    def _check_proxy(self) -> None:
+        funcs = self.trainer.reward_funcs
+        processing_classes = getattr(self.trainer, "reward_processing_classes", None) or [None] * len(funcs)
+        for i, (func, processing_class) in enumerate(zip(funcs, processing_classes)):
+            if isinstance(func, torch.nn.Module) and processing_class is None:
                 raise ValueError(
                     f"the trainer's reward_funcs[{i}] is a reward model without a processing class; GoldRewardCallback "
                     "scores it as GRPOTrainer does and needs its tokenizer (reward_processing_classes)."
@@ -361,11 +361,11 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
         gold = score_completions(self.gold, prompts, completions, completion_ids, **common)
         proxy_mean, proxy_means = weighted_mean(proxy, trainer.reward_weights.tolist())
         gold_mean, gold_means = weighted_mean(gold, self.gold_weights)
+        proxy_names = getattr(trainer, "reward_func_names", None) or [_name_of(f) for f in trainer.reward_funcs]
         return {
             "proxy": proxy_mean,
             "gold": gold_mean,
-            "proxy_per_func": dict(zip(_unique(trainer.reward_func_names if hasattr(trainer, "reward_func_names")
-                                               else [_name_of(f) for f in trainer.reward_funcs]), proxy_means)),
+            "proxy_per_func": dict(zip(_unique(proxy_names), proxy_means)),
             "gold_per_func": dict(zip(_unique(self.gold_names), gold_means)),
             "kl": self._kl(samples),
             "num_completions": len(completions),
@@ -375,7 +375,6 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
         trainer = self.trainer
         from trl.models.utils import unwrap_model_for_generation
 
-        config = getattr(trainer, "generation_config", None)  # None when the trainer generates with vLLM
         seed = trainer.args.seed if self.seed is None else self.seed
         with unwrap_model_for_generation(
             trainer.model_wrapped, trainer.accelerator,
@@ -384,9 +383,9 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
             gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
         ) as policy:
             return sample_completions(
-                policy, trainer.processing_class, self.eval_dataset["prompt"], num_samples=self.num_samples,
+                policy, _tokenizer_of(trainer), self.eval_dataset["prompt"], num_samples=self.num_samples,
                 temperature=trainer.temperature, max_new_tokens=trainer.max_completion_length,
-                batch_size=self.batch_size, seed=seed, generation_config=config,
+                batch_size=self.batch_size, seed=seed, generation_config=_generation_config(trainer),
                 chat_template_kwargs=getattr(trainer, "chat_template_kwargs", None), return_ids=True,
             )
 
@@ -416,7 +415,7 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
                             "was given; gold/kl is not logged.")
             return None
         device = trainer.accelerator.device
-        pad = trainer.processing_class.pad_token_id if hasattr(trainer.processing_class, "pad_token_id") else 0
+        pad = _tokenizer_of(trainer).pad_token_id
         rows = [(p, c) for p, cs in zip(samples.prompt_ids, samples.completion_ids) for c in cs]
         total, count = 0.0, 0
         chunk = self.batch_size * self.num_samples
@@ -441,6 +440,28 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
         finally:
             trainer.model.train(was_training)
         return total / max(count, 1)
+
+
+def _tokenizer_of(trainer):
+    """TRL keeps the text tokenizer of a processor (VLMs) in ``_tokenizer``; for text models it is processing_class."""
+    return getattr(trainer, "_tokenizer", None) or trainer.processing_class
+
+
+def _generation_config(trainer):
+    """The trainer's own generation config; a vLLM trainer has none, so the same fields are set from its args."""
+    config = getattr(trainer, "generation_config", None)
+    if config is not None:
+        return config
+    from transformers import GenerationConfig
+
+    tokenizer = _tokenizer_of(trainer)
+    return GenerationConfig(
+        max_new_tokens=trainer.max_completion_length, do_sample=True, temperature=trainer.temperature,
+        top_p=trainer.args.top_p, top_k=trainer.args.top_k, min_p=trainer.args.min_p,
+        repetition_penalty=trainer.args.repetition_penalty, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=getattr(trainer, "eos_token_ids", tokenizer.eos_token_id),
+        **(trainer.args.generation_kwargs or {}),
+    )
 
 
 def _left_right_pad(rows, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
