@@ -217,10 +217,12 @@ def test_every_grpo_family_trainer(tmp_path, ckpt, tokenizer, kind):
     assert sorted(n for n, p in trainer.model.named_parameters() if p.requires_grad) == trainable
 
 
-def test_ref_model_given_when_the_trainer_has_none(tmp_path, ckpt, tokenizer):
+@pytest.mark.parametrize("config_cls, trainer_cls", [(trl.GRPOConfig, trl.GRPOTrainer), (trl.RLOOConfig, trl.RLOOTrainer)])
+def test_ref_model_given_when_the_trainer_has_none(tmp_path, ckpt, tokenizer, config_cls, trainer_cls):
     cb = GoldRewardCallback(gold=answer_value, eval_dataset=TASK.eval_dataset(), eval_steps=1, num_prompts=4,
                             ref_model=ckpt)
-    trainer = _trainer(ckpt, tokenizer, _args(tmp_path), callbacks=[cb])  # beta=0: TRL keeps no reference
+    args = _args(tmp_path, config_cls, beta=0.0)  # beta=0: TRL keeps no reference
+    trainer = _trainer(ckpt, tokenizer, args, cls=trainer_cls, callbacks=[cb])
     trainer.train()
     logs = _gold_logs(trainer)
     assert logs[0]["gold/kl"] == 0.0 and logs[-1]["gold/kl"] > 0.0
