@@ -56,7 +56,7 @@ def plot_gold_curves(log_history: Sequence[dict], path: str | Path, title: str =
         xs.append(("sqrt(KL) from the reference", [p["gold/sqrt_kl"] for p in points]))
     proxy = [p["proxy/reward"] for p in points]
     gold = [p["gold/reward"] for p in points]
-    for i, (ax, (label, x)) in enumerate(zip(axes[0], xs)):
+    for ax, (label, x) in zip(axes[0], xs):
         proxy_line, = ax.plot(x, proxy, "o-", color="tab:blue")
         ax.set_xlabel(label)
         ax.set_ylabel("proxy reward", color="tab:blue")
@@ -64,10 +64,10 @@ def plot_gold_curves(log_history: Sequence[dict], path: str | Path, title: str =
         twin = ax.twinx()
         gold_line, = twin.plot(x, gold, "s-", color="tab:red")
         twin.set_ylabel("gold reward", color="tab:red")
-        if i == 0:
-            ax.legend([proxy_line, gold_line], ["proxy (trainer's reward)", "gold (held out)"], fontsize=8, loc="best")
+    fig.legend([proxy_line, gold_line], ["proxy (the trainer's reward)", "gold (held-out reward)"], loc="lower center",
+               ncol=2, fontsize=8, frameon=False)
     fig.suptitle(title or "proxy vs gold reward on held-out prompts")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
