@@ -187,7 +187,7 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
         for name, value in (("eval_steps", eval_steps), ("num_samples", num_samples), ("batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be an integer >= 1.")
-        if num_prompts is not None and not 1 <= num_prompts:
+        if num_prompts is not None and num_prompts < 1:
             raise ValueError(f"num_prompts={num_prompts} must be >= 1 (or None for every row of eval_dataset).")
         if stop_after is not None and stop_after < 1:
             raise ValueError(f"stop_after={stop_after} must be >= 1 (or None: never stop).")
@@ -410,7 +410,8 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
         """Mean over sequences of sum_t (log pi - log pi_ref) on the sampled completion tokens; None without a reference."""
         trainer = self.trainer
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-        reference = getattr(trainer, "ref_model", None) or self._own_ref
+        reference = getattr(trainer, "ref_model", None)
+        reference = self._own_ref if reference is None else reference
         peft = reference is None and _is_peft(unwrapped)
         if reference is None and not peft:
             if not self.history:
