@@ -349,7 +349,8 @@ def run_one(spec_path: str) -> None:
     torch.set_num_threads(spec["threads"])
     folder = Path(spec_path).parent
     algo, seed = spec["algorithm"], spec["seed"]
-    cfg = pipeline.PipelineConfig(**{**spec["pipeline"], "seed": seed, "algorithm": algo})
+    # the benchmark evaluates on its own schedule and times training alone: the pipeline's gold curve stays off
+    cfg = pipeline.PipelineConfig(**{**spec["pipeline"], "seed": seed, "algorithm": algo, "gold_eval_steps": 0})
     model_args = ModelConfig(**spec["model"])
     cfg.rl = dict(spec["rl"])
     config_cls, trainer_cls = pipeline.RL_ALGORITHMS[algo]
@@ -508,7 +509,9 @@ def run_all(cmp: CompareArgs, cfg, model_args, build: dict, git: dict) -> list[d
         "budget": cmp.budget, "eval_every": cmp.eval_every, "eval_prompts": cmp.eval_prompts,
         "eval_samples": cfg.eval_samples, "eval_temperature": cfg.eval_temperature, "max_new_tokens": max_new_tokens,
         "rm_fingerprint": build["rm_fingerprint"],
-        "pipeline": {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "seed", "algorithm", "until")},
+        # the gold-curve fields train nothing and are switched off in each run (run_one): not part of the spec
+        "pipeline": {k: v for k, v in asdict(cfg).items()
+                     if k not in ("output_dir", "seed", "algorithm", "until", "gold_eval_steps", "gold_eval_samples")},
         "model": asdict(model_args),
     }
     todo, results = [], {}

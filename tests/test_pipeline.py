@@ -352,3 +352,25 @@ def test_rm_loss_is_checked():
         PipelineConfig(rm_loss="ranking", preference_dataset_name="pairs.jsonl")
     assert PipelineConfig(preference_dataset_name="pairs.jsonl").rm_loss == "pairwise"
     assert PipelineConfig().rm_loss == "ranking"
+
+
+def test_report_embeds_the_gold_and_training_curves(finished_run):
+    """The RL stage ran GoldRewardCallback with the oracle as gold; report.md shows its curves and each stage's."""
+    cfg, _ = finished_run
+    run = cfg.output_dir
+    history = json.load(open(f"{run}/rl/log_history.json"))
+    gold = [h for h in history if "gold/oracle_correct" in h]
+    assert [h["step"] for h in gold] == [0, 4]  # at the start and the last step (gold_eval_steps=10 > max_steps)
+    for h in gold:  # accuracy of eval_size * gold_eval_samples = 32 sampled answers; the reference is the SFT model
+        assert 0.0 <= h["gold/reward"] <= 1.0 and h["gold/reward"] * 32 == pytest.approx(round(h["gold/reward"] * 32))
+        assert "proxy/rm" in h
+    assert gold[0]["gold/kl"] == 0.0
+    text = open(f"{run}/report.md").read()
+    figures = ["rl_gold.png"] + [  # a training figure for every stage that logged a training step (SMALL is short)
+        f"{stage}_training.png" for stage in ("sft", "rm", "rl")
+        if any("loss" in h for h in json.load(open(f"{run}/{stage}/log_history.json")))
+    ]
+    assert len(figures) >= 2
+    for figure in figures:
+        assert f"(figures/{figure})" in text
+        assert open(f"{run}/figures/{figure}", "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -42,6 +42,7 @@ from trl import (
     get_peft_config,
 )
 
+from .callbacks import GoldRewardCallback
 from .dapo import DAPOConfig, DAPOTrainer
 from .evaluation import oracle_accuracy, sample_completions
 from .ppo import PPOConfig, PPOTrainer
@@ -146,6 +147,13 @@ class PipelineConfig:
     eval_samples: int = field(default=4, metadata={"help": "Sampled answers per eval prompt (besides greedy)."})
     eval_temperature: float = field(default=1.0, metadata={"help": "Temperature of the sampled evaluation."})
     reward_batch_size: int = field(default=64, metadata={"help": "Micro-batch size of reward-model scoring."})
+    gold_eval_steps: int = field(
+        default=10,
+        metadata={"help": "RL stage, embedded task: every this many steps GoldRewardCallback logs proxy (RM) vs gold "
+                  "(oracle) reward and KL on the held-out prompts, plotted in report.md. 0: off. Not part of the "
+                  "stage's settings: it does not change what is trained."},
+    )
+    gold_eval_samples: int = field(default=2, metadata={"help": "Sampled answers per held-out prompt for gold_eval_steps."})
     reward_funcs: list[str] = field(
         default_factory=list,
         metadata={
@@ -212,6 +220,11 @@ class PipelineConfig:
         for name in ("num_sft_examples", "num_label_prompts", "num_rl_prompts", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        if self.gold_eval_steps < 0 or self.gold_eval_samples < 1:
+            raise ValueError(
+                f"gold_eval_steps={self.gold_eval_steps} must be >= 0 (0: off) and gold_eval_samples="
+                f"{self.gold_eval_samples} >= 1."
+            )
         if self.reward_batch_size < 1:
             raise ValueError(f"reward_batch_size={self.reward_batch_size} must be >= 1.")
         if self.reward_funcs and self.algorithm == "dpo":
@@ -449,6 +462,8 @@ def _train(trainer, folder: Path, callbacks=None) -> dict:
         raise StageInterrupted(
             f"stage {folder.name!r} interrupted; checkpoint saved at {saved}. Run the same command again to resume."
         )
+    if trainer.args.should_save:  # the report's training curves (and a resumed run's history, which includes the
+        _write_json_atomic(folder / "log_history.json", trainer.state.log_history)  # checkpoint's)
     metrics = {"train_loss": result.training_loss, "global_step": result.global_step, "resumed_from": last}
     if last:
         metrics.update(_whole_run_loss(trainer.state, int(Path(last).name.split("-")[-1]), result.training_loss))
@@ -719,7 +734,7 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
     )
     disable_bnb_cpu_repack(trainer.model)
     match_trainable_dtype_to_compute(trainer.model, args.bf16)
-    metrics = _train(trainer, folder, callbacks)
+    metrics = _train(trainer, folder, [*(callbacks or []), *_gold_callback(cfg, sft_model)])
     history = [h for h in trainer.state.log_history if "reward" in h]
     metrics["reward_first"] = history[0]["reward"] if history else None
     metrics["reward_last"] = history[-1]["reward"] if history else None
@@ -729,6 +744,20 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
         trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer, trust_remote_code=cfg.trust_remote_code
     )
     return metrics
+
+
+def _gold_callback(cfg: PipelineConfig, sft_model: str) -> list:
+    """The oracle as gold reward during RL (embedded task only): proxy (the RM) vs truth vs KL, for report.md.
+
+    The KL's reference is the trainer's own (its ref_model, or the base under LoRA); with beta=0 and no LoRA it is
+    the SFT model the policy started from, loaded once by the callback. It leaves training untouched (same weights).
+    """
+    if not cfg.uses_embedded_task or cfg.gold_eval_steps == 0:
+        return []
+    return [GoldRewardCallback(
+        gold=oracle_correct, eval_dataset=cfg.task.eval_dataset(), eval_steps=cfg.gold_eval_steps,
+        num_samples=cfg.gold_eval_samples, batch_size=cfg.reward_batch_size, seed=cfg.seed, ref_model=sft_model,
+    )]
 
 
 def eval_prompts(cfg: PipelineConfig) -> list:
@@ -844,8 +873,34 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
         )
     report = build_report(cfg, infos)
     _write_json_atomic(run_dir / "report.json", report)
-    (run_dir / "report.md").write_text(format_report(report))
+    (run_dir / "report.md").write_text(format_report(report) + format_figures(run_dir, list(infos)))
     return report
+
+
+def format_figures(run_dir: Path, stages: list[str]) -> str:
+    """PNGs of every trained stage's ``log_history.json`` (and the RL stage's proxy-vs-gold curves) under
+    ``run_dir/figures``, as a markdown section; empty when there is nothing to plot or matplotlib is missing."""
+    try:
+        from .plots import plot_gold_curves, plot_training_curves
+    except ImportError:  # pragma: no cover - matplotlib is in the bench extra, which make pipeline installs
+        return ""
+    lines = []
+    for name in stages:
+        path = run_dir / name / "log_history.json"
+        if not path.exists():
+            continue
+        try:
+            history = json.loads(path.read_text())
+            gold = plot_gold_curves(history, run_dir / "figures" / f"{name}_gold.png", f"{name}: proxy (RM) vs gold (oracle)")
+            curves = plot_training_curves(history, run_dir / "figures" / f"{name}_training.png", f"{name} training")
+        except ImportError:
+            logger.warning("report.md without figures: pip install matplotlib")
+            return ""
+        if gold is not None:
+            lines += [f"![{name}: proxy vs gold reward](figures/{gold.name})", ""]
+        if curves is not None:
+            lines += [f"![{name} training curves](figures/{curves.name})", ""]
+    return ("\n## Curves\n\n" + "\n".join(lines)) if lines else ""
 
 
 def build_report(cfg: PipelineConfig, infos: dict[str, dict]) -> dict:
