@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -167,6 +168,7 @@ def test_generated_completions_are_counted_on_all_processes(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
          str(ROOT / "benchmarks" / "compare.py")], capture_output=True, text=True, env=env, timeout=300,
     )
-    ranks = sorted(line.split() for line in proc.stdout.splitlines() if line.startswith("RANK "))
+    # the two ranks print to one pipe, so a line may run into the other rank's: match anywhere, not per line
+    ranks = sorted(["RANK", r, n] for r, n in re.findall(r"RANK (\d) (\d+)", proc.stdout))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ranks == [["RANK", "0", "8"], ["RANK", "1", "8"]]
