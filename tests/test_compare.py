@@ -153,6 +153,9 @@ spec.loader.exec_module(compare)
 accelerator = Accelerator(cpu=True)
 local = 3 + 2 * accelerator.process_index  # uneven slices, so a doubled local count would not pass by luck
 print(f"RANK {accelerator.process_index} {compare.completions_on_all_processes(local, accelerator)}", flush=True)
+accelerator.wait_for_everyone()  # leave gloo together: a rank exiting mid-teardown aborts the other ("terminate called")
+import torch.distributed
+torch.distributed.destroy_process_group()
 '''
 
 
