@@ -183,6 +183,50 @@ def changed_settings(ctx):
     return msg
 
 
+# ---- which stages run: the reward route ---------------------------------------------------------------------------
+CHECKER = "trl_ext.toy.sum_correct"
+
+
+def rules_without_funcs(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--reward", "rules")
+
+
+def model_reward_with_funcs(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--reward", "model", "--reward_funcs", CHECKER)
+
+
+def start_at_rl_with_rm(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--model_name_or_path", ctx.tiny, "--start_at", "rl")
+
+
+def start_at_rl_without_model(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--start_at", "rl", "--reward_funcs", CHECKER)
+
+
+def start_at_sft_without_data(ctx):
+    prompts = ctx.write_jsonl("prompts.jsonl", [{"prompt": "1+1"}])
+    return cli_error(ctx, *tiny_data(ctx), "--prompt_dataset_name", prompts, "--reward_funcs", CHECKER,
+                     "--start_at", "sft")
+
+
+def start_at_labels_with_rules(ctx):
+    return cli_error(ctx, *tiny_data(ctx), "--start_at", "labels", "--reward_funcs", CHECKER)
+
+
+def until_before_start(ctx):
+    return cli_error(ctx, *tiny_data(ctx), "--start_at", "rl", "--reward_funcs", CHECKER, "--until", "sft")
+
+
+def labels_without_pairs(ctx):
+    """Own SFT data, the RM route, no preference data: the toy labeller would rank the embedded task's prompts."""
+    sft = ctx.write_jsonl("sft.jsonl", [{"prompt": "1+1=", "completion": "2"}])
+    return cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", sft)
+
+
+def graded_with_rm(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--embedded_task", "graded")
+
+
 # ---- models ----------------------------------------------------------------------------------------------------------
 def model_missing(ctx):
     return cli_error(ctx, "--output_dir", ctx.run, "--model_name_or_path", str(ctx.tmp / "checkpoints" / "sft"))
@@ -256,7 +300,7 @@ def reward_not_callable(ctx):
 def reward_weights_count(ctx):
     config = ctx.write(
         "run.yaml",
-        f"output_dir: {ctx.run}\nreward_funcs: [trl_ext.toy.task.oracle_correct]\nrl:\n  reward_weights: [1.0]\n",
+        f"output_dir: {ctx.run}\nreward: both\nreward_funcs: [trl_ext.toy.task.oracle_correct]\nrl:\n  reward_weights: [1.0]\n",
     )
     return cli_error(ctx, "--config", config)
 
@@ -476,6 +520,17 @@ CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
     ("num-ranked", "config", "`--num_ranked 1` (a ranking needs two answers)", num_ranked_one),
     ("shared-base-no-lora", "config", "`shared_base_reward` without `--use_peft`", shared_base_without_lora),
     ("changed-settings", "config", "rerun into a finished run folder with another seed", changed_settings),
+    ("rules-no-funcs", "route", "`reward: rules` without `reward_funcs`", rules_without_funcs),
+    ("model-with-funcs", "route", "`reward: model` with `reward_funcs` (meant `both`)", model_reward_with_funcs),
+    ("start-rl-with-rm", "route", "`start_at: rl` with the learned RM as the reward", start_at_rl_with_rm),
+    ("start-rl-no-model", "route", "`start_at: rl` without `model_name_or_path` (the SFT model)",
+     start_at_rl_without_model),
+    ("start-sft-no-data", "route", "`start_at: sft` on own prompts with no SFT data", start_at_sft_without_data),
+    ("start-labels-rules", "route", "`start_at: labels` with `reward: rules` (no labels stage)",
+     start_at_labels_with_rules),
+    ("until-before-start", "route", "`until: sft` with `start_at: rl`", until_before_start),
+    ("labels-no-pairs", "route", "own SFT data, RM route, no `preference_dataset_name`", labels_without_pairs),
+    ("graded-with-rm", "route", "`embedded_task: graded` with the RM route (it has no labeller)", graded_with_rm),
     ("model-missing", "model", "`model_name_or_path` that does not exist", model_missing),
     ("model-no-config", "model", "a folder of weights without `config.json`", model_without_config),
     ("pickled-code", "model", "`pytorch_model.bin` whose pickle would run code", pickled_code),

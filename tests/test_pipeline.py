@@ -246,7 +246,7 @@ def test_reward_funcs_from_the_config_join_the_reward_model(tmp_path, finished_r
     src = finished_run[0].output_dir
     rl = {"max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4, "reward_weights": [0.0, 1.0],
           "logging_steps": 1}
-    cfg = small(tmp_path, until="rl", rl=rl, reward_funcs=["trl_ext.toy.task.oracle_correct"])
+    cfg = small(tmp_path, until="rl", rl=rl, reward_funcs=["trl_ext.toy.task.oracle_correct"], reward="both")
     for stage in ("base", "sft", "labels", "rm"):
         shutil.copytree(f"{src}/{stage}", tmp_path / "run" / stage)
     run_pipeline(cfg)

@@ -194,3 +194,36 @@ def oracle_accuracy(
     scores = oracle(flat_prompts, flat)
     return float(sum(scores) / max(len(scores), 1))
 
+
+
+def oracle_accuracy_by_level(
+    prompts: Sequence, completions: Sequence[Sequence[str]], oracle: Callable[..., list[float]], levels: Sequence
+) -> dict[str, float]:
+    """:func:`oracle_accuracy` within each difficulty level (``levels[i]`` is prompt ``i``'s), keyed by the level."""
+    by_level: dict = {}
+    for prompt, cs, level in zip(prompts, completions, levels, strict=True):
+        by_level.setdefault(level, ([], []))
+        by_level[level][0].append(prompt)
+        by_level[level][1].append(cs)
+    return {str(level): oracle_accuracy(ps, cs, oracle) for level, (ps, cs) in sorted(by_level.items())}
+
+
+def reward_function_means(
+    funcs: dict[str, Callable[..., list]], prompts: Sequence, completions: Sequence[Sequence[str]],
+    columns: dict[str, Sequence] | None = None,
+) -> dict[str, float | None]:
+    """Mean of each TRL reward function over every completion, called as TRL's trainers call it.
+
+    Completions of conversational prompts are passed as ``[{"role": "assistant", "content": text}]``, and every other
+    dataset column (``columns``, one value per prompt, e.g. ``solution`` for TRL's ``accuracy_reward``) as a keyword
+    argument repeated for each of the prompt's completions. ``None`` scores (TRL's "skip this example") are left out.
+    """
+    flat_prompts = [p for p, cs in zip(prompts, completions, strict=True) for _ in cs]
+    flat = [c if isinstance(p, str) else [{"role": "assistant", "content": c}] for p, c in
+            zip(flat_prompts, (c for cs in completions for c in cs))]
+    kwargs = {k: [v for v, cs in zip(values, completions) for _ in cs] for k, values in (columns or {}).items()}
+    means = {}
+    for name, fn in funcs.items():
+        scores = [s for s in fn(prompts=flat_prompts, completions=flat, **kwargs) if s is not None]
+        means[name] = float(sum(scores) / len(scores)) if scores else None
+    return means

@@ -44,7 +44,7 @@ from trl import (
 
 from .callbacks import GoldRewardCallback
 from .dapo import DAPOConfig, DAPOTrainer
-from .evaluation import oracle_accuracy, sample_completions
+from .evaluation import oracle_accuracy, oracle_accuracy_by_level, reward_function_means, sample_completions
 from .ppo import PPOConfig, PPOTrainer
 from .ranking import RankingRewardConfig, RankingRewardTrainer
 from .models import (
@@ -54,12 +54,15 @@ from .models import (
 from .resume import ResumableGRPOTrainer, newest_complete_checkpoint
 from .rewards import RewardAdapter, import_reward_function
 from .rloo import RLOOConfig, RLOOTrainer
-from .toy import AdditionTask, Labeller, ensure_tiny_checkpoint, oracle_correct, pairs_from_ranking
+from .toy import (
+    AdditionTask, GradedAdditionTask, Labeller, ensure_tiny_checkpoint, oracle_correct, pairs_from_ranking, sum_correct,
+)
 from .toy.task import ERROR_KINDS
 
 logger = logging.getLogger("trl_ext.pipeline")
 
 STAGES = ("sft", "labels", "rm", "rl", "eval")
+EMBEDDED_TASKS = ("addition", "graded")
 # name -> (config class, trainer class); later algorithms register here. "dpo" is the non-RL route on the labels.
 RL_ALGORITHMS: dict[str, tuple[type, type]] = {
     "grpo": (GRPOConfig, ResumableGRPOTrainer),  # trl.GRPOTrainer that also checkpoints its generation buffer
@@ -121,9 +124,40 @@ class PipelineConfig:
     algorithm: str = field(default="grpo", metadata={"help": f"RL algorithm: one of {sorted(RL_ALGORITHMS)}."})
     until: str = field(default="eval", metadata={"help": f"Last stage to run, one of {list(STAGES)}."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub (off: safer)."})
+    # -- which stages run (see `stage_plan`) ---------------------------------------------------------------------
+    start_at: str | None = field(
+        default=None,
+        metadata={
+            "help": "First stage: 'sft', 'labels' or 'rl'. Past 'sft', model_name_or_path is taken as the SFT model. "
+            "Default: 'sft' when there are SFT data (the embedded task's, or sft_dataset_name), else the stage after."
+        },
+    )
+    reward: str | None = field(
+        default=None,
+        metadata={
+            "help": "What RL optimises: 'model' (the learned RM: labels and RM stages run), 'rules' (reward_funcs "
+            "only: no labels, no RM) or 'both' (the RM first, then reward_funcs, weighted by the rl map's "
+            "reward_weights). Default: 'rules' when reward_funcs is set, else 'model'."
+        },
+    )
     # -- the embedded task --------------------------------------------------------------------------------------
     task_low: int = field(default=10, metadata={"help": "Smallest operand of the addition task."})
     task_high: int = field(default=49, metadata={"help": "Largest operand of the addition task."})
+    embedded_task: str = field(
+        default="addition",
+        metadata={
+            "help": "The embedded task: 'addition' (the seed's a+b) or 'graded' (sums of task_operands[i] numbers "
+            "in [task_low, task_high], one difficulty level each; demonstrators slip at task_error_rates[i]; "
+            "checker trl_ext.toy.sum_correct). See trl_ext.toy.graded."
+        },
+    )
+    task_operands: list[int] = field(
+        default_factory=lambda: [2, 3, 4], metadata={"help": "graded task: the number of operands of each level."}
+    )
+    task_error_rates: list[float] = field(
+        default_factory=lambda: [0.1, 0.3, 0.5],
+        metadata={"help": "graded task: the demonstrators' slip rate on each level (replaces demo_error_rate)."},
+    )
     eval_size: int = field(default=200, metadata={"help": "Held-out (a, b) pairs used only for evaluation."})
     demo_error_rate: float = field(default=0.5, metadata={"help": "Share of SFT demonstrations that are wrong."})
     demo_error_kinds: list[str] = field(
@@ -134,6 +168,7 @@ class PipelineConfig:
     num_ranked: int = field(default=4, metadata={"help": "K: answers sampled and ranked per prompt (>= 2)."})
     labeller_noise: float = field(default=0.1, metadata={"help": "Chance the labeller misjudges one answer."})
     label_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for the K answers."})
+    label_max_new_tokens: int = field(default=8, metadata={"help": "Longest answer sampled for the labeller."})
     rm_test_fraction: float = field(default=0.15, metadata={"help": "Share of label prompts held out to test the RM."})
     rm_loss: str | None = field(
         default=None,
@@ -232,11 +267,24 @@ class PipelineConfig:
                 "reward_funcs is set but algorithm='dpo' trains on the labelled pairs and calls no reward function; "
                 f"remove reward_funcs or choose an RL algorithm ({', '.join(a for a in RL_ALGORITHMS if a != 'dpo')})."
             )
+        if self.start_at not in (None, "sft", "labels", "rl"):
+            raise ValueError(f"start_at={self.start_at!r}: choose 'sft', 'labels' or 'rl' (or leave it unset).")
+        if self.reward not in (None, "model", "rules", "both"):
+            raise ValueError(f"reward={self.reward!r}: choose 'model', 'rules' or 'both' (or leave it unset).")
+        if self.label_max_new_tokens < 1:
+            raise ValueError(f"label_max_new_tokens={self.label_max_new_tokens} must be >= 1.")
+        if self.embedded_task not in EMBEDDED_TASKS:
+            raise ValueError(f"embedded_task={self.embedded_task!r}: choose one of {list(EMBEDDED_TASKS)}.")
         self.task  # validates the task fields
         Labeller(self.labeller_noise)
 
     @property
-    def task(self) -> AdditionTask:
+    def task(self) -> AdditionTask | GradedAdditionTask:
+        if self.embedded_task == "graded":
+            return GradedAdditionTask(
+                operands=tuple(self.task_operands), low=self.task_low, high=self.task_high, eval_size=self.eval_size,
+                demo_error_rates=tuple(self.task_error_rates), demo_error_kinds=tuple(self.demo_error_kinds),
+            )
         return AdditionTask(
             low=self.task_low,
             high=self.task_high,
@@ -248,6 +296,18 @@ class PipelineConfig:
     @property
     def uses_embedded_task(self) -> bool:
         return self.sft_dataset_name is None and self.prompt_dataset_name is None
+
+    @property
+    def reward_route(self) -> str:
+        """'model', 'rules' or 'both': ``reward`` as given, or 'rules' when only reward_funcs name a reward."""
+        if self.reward is not None:
+            return self.reward
+        return "rules" if self.reward_funcs else "model"
+
+    @property
+    def oracle(self) -> Callable[..., list[float]]:
+        """The embedded task's checker, a TRL reward function (1.0 right, 0.0 wrong)."""
+        return sum_correct if self.embedded_task == "graded" else oracle_correct
 
 
 # ---- defaults for the embedded model (2 CPU cores); YAML `sft:`/`rm:`/`rl:` maps override them -------------------
@@ -289,12 +349,78 @@ def _stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, s
     return config_cls(**kwargs)
 
 
-def preflight(cfg: PipelineConfig, run_dir: Path, stop: int) -> None:
-    """Check everything the stages up to ``stop`` will need before the first one starts.
+def stage_plan(cfg: PipelineConfig, model_args: ModelConfig) -> list[str]:
+    """The stages this run executes, in order, from ``start_at`` (or its default) to ``until``.
+
+    The rule: SFT runs when it has data (the embedded task's demonstrations, or ``sft_dataset_name``); otherwise, or
+    with ``start_at: labels`` / ``start_at: rl``, ``model_name_or_path`` is the SFT model. The labels and RM stages run
+    when the reward includes the learned RM (``reward: model`` or ``both``); with ``reward: rules`` (the default when
+    only ``reward_funcs`` name a reward) RL optimises the rule rewards alone: the verifiable-reward route. Every
+    combination that cannot work is refused here, before any stage starts, with the field to change.
+    """
+    route = cfg.reward_route
+    has_sft_data = cfg.uses_embedded_task or cfg.sft_dataset_name is not None
+    start = cfg.start_at or ("sft" if has_sft_data else "rl" if route == "rules" else "labels")
+    stop = STAGES.index(cfg.until)
+    if STAGES.index(start) > stop:
+        raise ValueError(f"until={cfg.until!r} comes before start_at={start!r}: nothing would run. Set until later.")
+    if start != "sft" and not model_args.model_name_or_path:
+        raise ValueError(
+            f"start_at={start!r} skips SFT and takes model_name_or_path as the SFT model: pass --model_name_or_path "
+            "(e.g. the sft/model folder of an earlier run), or set start_at: sft."
+        )
+    if start == "sft" and not has_sft_data:
+        raise ValueError(
+            "start_at='sft' but there are no SFT data for your prompts: give sft_dataset_name, or leave start_at unset "
+            "(or start_at: rl) to use model_name_or_path as the SFT model."
+        )
+    if route in ("rules", "both") and not cfg.reward_funcs:
+        raise ValueError(
+            f"reward={route!r} optimises rule rewards but reward_funcs is empty: name them (e.g. reward_funcs: "
+            "[trl_ext.toy.sum_correct] for the embedded task, or TRL's accuracy_reward), or set reward: model."
+        )
+    if route == "model" and cfg.reward_funcs:
+        raise ValueError(
+            f"reward='model' optimises the learned RM alone, but reward_funcs={cfg.reward_funcs} is set: choose "
+            "reward: both to add them to the RM, or reward: rules to use them without one."
+        )
+    if route == "rules":
+        if start == "labels":
+            raise ValueError(
+                "start_at='labels' but reward='rules' trains no reward model, so there is no labels stage: set "
+                "start_at: rl, or reward: both to train an RM as well."
+            )
+        if cfg.shared_base_reward:
+            raise ValueError("shared_base_reward=True scores with the learned RM, but reward='rules' trains none: "
+                             "drop shared_base_reward, or set reward: both.")
+    elif start == "rl":
+        raise ValueError(
+            f"start_at='rl' skips the labels and RM stages, but reward={route!r} needs the learned RM: set start_at: "
+            "labels to train one from model_name_or_path, or reward: rules with reward_funcs."
+        )
+    plan = [s for s in STAGES[STAGES.index(start) : stop + 1] if route != "rules" or s not in ("labels", "rm")]
+    if "labels" in plan and not cfg.uses_embedded_task and not cfg.preference_dataset_name:
+        # the labeller only knows the embedded task: ranking its toy prompts would train an RM on the wrong data
+        raise ValueError(
+            "the labels stage needs preference pairs for your data: give preference_dataset_name (columns prompt, "
+            "chosen, rejected), or reward: rules with reward_funcs (no labels, no RM). The embedded labeller only "
+            "ranks answers to the embedded task, used when no sft_dataset_name / prompt_dataset_name is given."
+        )
+    if "labels" in plan and cfg.uses_embedded_task and cfg.embedded_task != "addition":
+        raise ValueError(
+            f"embedded_task={cfg.embedded_task!r} has no labeller (its checker is the reward): set reward: rules with "
+            "reward_funcs: [trl_ext.toy.sum_correct], or embedded_task: addition for the RM route."
+        )
+    return plan
+
+
+def preflight(cfg: PipelineConfig, run_dir: Path, stop: int, model_args: ModelConfig | None = None) -> list[str]:
+    """Check everything the stages up to ``stop`` will need before the first one starts; return :func:`stage_plan`.
 
     Builds every stage's TRL config (TRL validates its configs when they are built), imports the named reward
     functions, and loads and checks the named datasets, so a bad value in the ``rl:`` map or an empty row in a dataset
-    is an error in the first seconds rather than after SFT and the reward model have trained.
+    is an error in the first seconds rather than after SFT and the reward model have trained. ``stop`` is kept for
+    callers of the older signature; the plan's last stage is ``cfg.until``.
     """
     if cfg.sft_dataset_name:
         sft_dataset(cfg)
@@ -302,13 +428,14 @@ def preflight(cfg: PipelineConfig, run_dir: Path, stop: int) -> None:
         preference_dataset(cfg)
     if cfg.prompt_dataset_name and stop >= STAGES.index("rl"):
         rl_prompts(cfg)
+    plan = stage_plan(cfg, model_args or ModelConfig())
     stages = [("sft", SFTConfig, SFT_DEFAULTS), ("rm", _rm_trainer(cfg)[0], RM_DEFAULTS)]
     if cfg.algorithm == "dpo":
         stages.append(("rl", DPOConfig, DPO_DEFAULTS))
     else:
         stages.append(("rl", RL_ALGORITHMS[cfg.algorithm][0], RL_DEFAULTS))
     for name, config_cls, defaults in stages:
-        if STAGES.index(name) > stop:
+        if name not in plan:
             continue
         try:
             args = _stage_args(config_cls, defaults, getattr(cfg, name), run_dir / name / "checkpoints", cfg.seed, name)
@@ -319,11 +446,15 @@ def preflight(cfg: PipelineConfig, run_dir: Path, stop: int) -> None:
         if name == "rl" and cfg.algorithm != "dpo":
             funcs = [import_reward_function(spec, field=f"reward_funcs[{i}]") for i, spec in enumerate(cfg.reward_funcs)]
             weights = getattr(args, "reward_weights", None)
-            if weights is not None and len(weights) != 1 + len(funcs):
+            with_rm = cfg.reward_route != "rules"
+            if weights is not None and len(weights) != with_rm + len(funcs):
+                rewards = f"the reward model, then reward_funcs {cfg.reward_funcs}" if with_rm else (
+                    f"reward_funcs {cfg.reward_funcs}; reward: rules, no reward model")
                 raise ValueError(
-                    f"`rl:` reward_weights has {len(weights)} weights for {1 + len(funcs)} rewards (the reward model, "
-                    f"then reward_funcs {cfg.reward_funcs}); give one weight per reward."
+                    f"`rl:` reward_weights has {len(weights)} weights for {with_rm + len(funcs)} rewards ({rewards}); "
+                    "give one weight per reward."
                 )
+    return plan
 
 
 # ---- data ---------------------------------------------------------------------------------------------------------
@@ -573,7 +704,7 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
     prompts = cfg.task.prompt_dataset(cfg.num_label_prompts, seed=cfg.seed + 1)["prompt"]
     answers = sample_completions(
         model, tokenizer, prompts, num_samples=cfg.num_ranked, temperature=cfg.label_temperature,
-        max_new_tokens=8, seed=cfg.seed, desc="sampling answers to rank",
+        max_new_tokens=cfg.label_max_new_tokens, seed=cfg.seed, desc="sampling answers to rank",
     )
     labeller = Labeller(cfg.labeller_noise)
     rng = random.Random(cfg.seed)
@@ -674,8 +805,12 @@ def rl_prompts(cfg: PipelineConfig) -> Dataset:
     return cfg.task.prompt_dataset(cfg.num_rl_prompts, seed=cfg.seed + 2)
 
 
-def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_folder: Path, folder: Path, callbacks=None) -> dict:
+def run_rl(
+    cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_folder: Path | None, folder: Path, callbacks=None
+) -> dict:
     """RL from the SFT model against the learned RM, scored through RewardAdapter in micro-batches.
+
+    ``rm_folder=None`` is the verifiable-reward route: the rule rewards (``reward_funcs``) alone.
 
     With ``shared_base_reward`` the policy becomes a PeftModel here and the RM's LoRA adapter (trained on the same SFT
     base) is loaded onto it as a second adapter: one copy of the base weights serves both roles.
@@ -697,7 +832,7 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
     )
         return metrics
     ppo_shared_base = cfg.algorithm == "ppo" and bool(cfg.rl.get("shared_base"))
-    if cfg.shared_base_reward:
+    if cfg.shared_base_reward and rm_folder is not None:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
@@ -705,7 +840,9 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
         model = get_peft_model(model, peft_config)
         peft_config = None  # the trainer gets the PeftModel as it is
     extra = {}
-    if ppo_shared_base:  # PPO puts policy, reference, RM and critic on one base and loads the RM adapter itself
+    if rm_folder is None:  # rule rewards only (reward: rules); PPO's critic then starts from the policy
+        reward = None
+    elif ppo_shared_base:  # PPO puts policy, reference, RM and critic on one base and loads the RM adapter itself
         if not (rm_folder / "adapter").exists():
             raise ValueError("rl.shared_base=true needs the RM trained as a LoRA adapter: add --use_peft.")
         reward = str(rm_folder / "adapter")  # no full RM: it would sit in memory beside the adapter, unused
@@ -724,7 +861,7 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
         if cfg.algorithm == "ppo":
             extra["value_model"] = str(rm_folder / "model")  # the critic starts from the RM (InstructGPT)
     args = _stage_args(config_cls, RL_DEFAULTS, cfg.rl, folder / "checkpoints", cfg.seed, "rl")
-    reward_funcs = [reward] + [
+    reward_funcs = [reward] * (reward is not None) + [
         RewardAdapter.from_function(import_reward_function(spec, field=f"reward_funcs[{i}]"))
         for i, spec in enumerate(cfg.reward_funcs)
     ]
@@ -738,6 +875,10 @@ def run_rl(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_fold
     history = [h for h in trainer.state.log_history if "reward" in h]
     metrics["reward_first"] = history[0]["reward"] if history else None
     metrics["reward_last"] = history[-1]["reward"] if history else None
+    # TRL's share of groups whose rewards do not vary (zero advantage; with a 0/1 reward: all right or all wrong)
+    zero_std = [h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h]
+    metrics["frac_reward_zero_std_first"] = zero_std[0] if zero_std else None
+    metrics["frac_reward_zero_std_last"] = zero_std[-1] if zero_std else None
     if cfg.shared_base_reward:  # keep only the policy's adapter in what is saved and merged
         trainer.accelerator.unwrap_model(trainer.model).delete_adapter("reward")
     metrics["model"] = _save_model(
@@ -755,24 +896,44 @@ def _gold_callback(cfg: PipelineConfig, sft_model: str) -> list:
     if not cfg.uses_embedded_task or cfg.gold_eval_steps == 0:
         return []
     return [GoldRewardCallback(
-        gold=oracle_correct, eval_dataset=cfg.task.eval_dataset(), eval_steps=cfg.gold_eval_steps,
+        gold=cfg.oracle, eval_dataset=cfg.task.eval_dataset(), eval_steps=cfg.gold_eval_steps,
         num_samples=cfg.gold_eval_samples, batch_size=cfg.reward_batch_size, seed=cfg.seed, ref_model=sft_model,
     )]
 
 
-def eval_prompts(cfg: PipelineConfig) -> list:
+def eval_dataset(cfg: PipelineConfig) -> Dataset:
     """The embedded task's held-out prompts, or the last ``eval_size`` rows of a named prompt dataset."""
     if cfg.uses_embedded_task:
-        return cfg.task.eval_dataset()["prompt"]
-    prompts = rl_prompts(cfg)["prompt"]
-    return prompts[-min(cfg.eval_size, len(prompts)) :]
+        return cfg.task.eval_dataset()
+    ds = rl_prompts(cfg)
+    return ds.select(range(len(ds) - min(cfg.eval_size, len(ds)), len(ds)))
+
+
+def eval_prompts(cfg: PipelineConfig) -> list:
+    return eval_dataset(cfg)["prompt"]
+
+
+def _eval_rules(cfg: PipelineConfig, data: Dataset, prompts: list, greedy: list, sampled: list) -> dict:
+    """Per-level oracle accuracy (a task with levels) and each reward function's mean, greedy and sampled."""
+    row = {}
+    if cfg.uses_embedded_task and "level" in data.column_names:
+        for kind, answers in (("greedy", greedy), ("sampled", sampled)):
+            row[f"oracle_accuracy_{kind}_by_level"] = oracle_accuracy_by_level(prompts, answers, cfg.oracle, data["level"])
+    if cfg.reward_funcs:
+        funcs = {spec: import_reward_function(spec, field=f"reward_funcs[{i}]") for i, spec in enumerate(cfg.reward_funcs)}
+        columns = {c: data[c] for c in data.column_names if c != "prompt"}
+        for kind, answers in (("greedy", greedy), ("sampled", sampled)):
+            row[f"reward_funcs_{kind}"] = reward_function_means(funcs, prompts, answers, columns)
+    return row
 
 
 def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, folder: Path) -> dict:
-    """Oracle accuracy (greedy and sampled; embedded task only) and mean RM score of each model on held-out prompts."""
+    """Oracle accuracy (greedy and sampled, per level where the task has levels; embedded task only), each reward
+    function's mean, and the mean RM score of each model on held-out prompts."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    prompts = eval_prompts(cfg)
-    oracle = oracle_correct if cfg.uses_embedded_task else None
+    data = eval_dataset(cfg)
+    prompts = data["prompt"]
+    oracle = cfg.oracle if cfg.uses_embedded_task else None
     max_new_tokens = int(cfg.rl.get("max_completion_length", RL_DEFAULTS["max_completion_length"]))
     rm = None
     if rm_model is not None:
@@ -805,6 +966,7 @@ def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, 
                           for p, cs in zip(prompts, sampled) for c in cs]
                 scores = rm.score(flat_p, flat_c)
                 row["rm_score_sampled"] = float(sum(scores) / len(scores))
+            row.update(_eval_rules(cfg, data, prompts, greedy, sampled))
             results[name] = row
             for p, g, s in zip(prompts, greedy, sampled):
                 out.write(json.dumps({"model": name, "prompt": p, "greedy": g[0], "sampled": s}) + "\n")
@@ -830,25 +992,33 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
         raise ValueError("shared_base_reward=True trains the RM as a LoRA adapter on the policy's base: add --use_peft.")
     run_dir = Path(cfg.output_dir)
     stop = STAGES.index(cfg.until)
-    preflight(cfg, run_dir, stop)  # a misspelt rl field, reward function or dataset column fails now, not after SFT
+    # a misspelt rl field, reward function or dataset column, or a route that cannot work, fails now, not after SFT
+    plan = preflight(cfg, run_dir, stop, model_args)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg, model_args, run_dir)
     # the embedded base is named by what it is, not where it lies, so a run folder can be moved or copied
     common = {"seed": cfg.seed, "model": _model_settings(model_args), "base": model_args.model_name_or_path or "embedded"}
     task = {k: getattr(cfg, k) for k in ("task_low", "task_high", "eval_size", "demo_error_rate", "demo_error_kinds")}
+    if cfg.embedded_task != "addition":  # recorded only when used, so folders of the seed's task keep their fingerprints
+        task.update({k: getattr(cfg, k) for k in ("embedded_task", "task_operands", "task_error_rates")})
     infos: dict[str, dict] = {}
 
-    sft_settings = {**common, **task, "n": cfg.num_sft_examples, "data": cfg.sft_dataset_name, "sft": cfg.sft}
-    infos["sft"] = _run_stage(run_dir, "sft", sft_settings, lambda f: run_sft(cfg, model_args, base, f, callbacks))
-    sft_model = str(run_dir / "sft" / "model")
-    if stop >= 1:
+    if "sft" in plan:
+        sft_settings = {**common, **task, "n": cfg.num_sft_examples, "data": cfg.sft_dataset_name, "sft": cfg.sft}
+        infos["sft"] = _run_stage(run_dir, "sft", sft_settings, lambda f: run_sft(cfg, model_args, base, f, callbacks))
+        sft_model, upstream = str(run_dir / "sft" / "model"), infos["sft"]["fingerprint"]
+    else:  # model_name_or_path is the SFT model
+        sft_model, upstream = base, _fingerprint({**common, **task})
+    if "labels" in plan:
         label_settings = {
-            "sft": infos["sft"]["fingerprint"], "data": cfg.preference_dataset_name,
+            "sft": upstream, "data": cfg.preference_dataset_name,
             **{k: getattr(cfg, k) for k in ("num_label_prompts", "num_ranked", "labeller_noise", "label_temperature",
                                             "rm_test_fraction")},
         }
+        if cfg.label_max_new_tokens != 8:  # the value before it became a field: old folders keep their fingerprints
+            label_settings["label_max_new_tokens"] = cfg.label_max_new_tokens
         infos["labels"] = _run_stage(run_dir, "labels", label_settings, lambda f: run_labels(cfg, model_args, sft_model, f))
-    if stop >= 2:
+    if "rm" in plan:
         rm_settings = {
             "labels": infos["labels"]["fingerprint"], "model": _model_settings(model_args), "rm": cfg.rm,
             "rm_loss": cfg.rm_loss,
@@ -856,21 +1026,24 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
         infos["rm"] = _run_stage(
             run_dir, "rm", rm_settings, lambda f: run_rm(cfg, model_args, sft_model, run_dir / "labels", f, callbacks)
         )
-    if stop >= 3:
+    rm_folder = run_dir / "rm" if "rm" in plan else None  # None: the verifiable-reward route, rule rewards only
+    if "rl" in plan:
         rl_settings = {
-            "rm": infos["rm"]["fingerprint"], "algorithm": cfg.algorithm, "rl": cfg.rl, "n": cfg.num_rl_prompts,
+            **({"rm": infos["rm"]["fingerprint"]} if rm_folder else {"sft": upstream}),
+            "algorithm": cfg.algorithm, "rl": cfg.rl, "n": cfg.num_rl_prompts,
             "data": cfg.prompt_dataset_name, "model": _model_settings(model_args),
             "shared_base_reward": cfg.shared_base_reward, "reward_funcs": cfg.reward_funcs,
         }
         infos["rl"] = _run_stage(
-            run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, run_dir / "rm", f, callbacks)
+            run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, rm_folder, f, callbacks)
         )
-    if stop >= 4:
+    if "eval" in plan:
         models = {"base": base, "sft": sft_model, "rl": str(run_dir / "rl" / "model")}
+        if "sft" not in plan:
+            del models["base"]  # the given model is the SFT model
         eval_settings = {"rl": infos["rl"]["fingerprint"], "n": cfg.eval_samples, "t": cfg.eval_temperature}
-        infos["eval"] = _run_stage(
-            run_dir, "eval", eval_settings, lambda f: run_eval(cfg, models, str(run_dir / "rm" / "model"), f)
-        )
+        rm_model = str(rm_folder / "model") if rm_folder else None
+        infos["eval"] = _run_stage(run_dir, "eval", eval_settings, lambda f: run_eval(cfg, models, rm_model, f))
     report = build_report(cfg, infos)
     _write_json_atomic(run_dir / "report.json", report)
     (run_dir / "report.md").write_text(format_report(report) + format_figures(run_dir, list(infos)))
@@ -910,8 +1083,15 @@ def build_report(cfg: PipelineConfig, infos: dict[str, dict]) -> dict:
         "seed": cfg.seed,
         "wall_time_s": {name: info["wall_time_s"] for name, info in infos.items()},
     }
+    if cfg.reward_route != "model":
+        report["reward"] = cfg.reward_route  # absent on the seed's route, whose report stays as it was
     if "rm" in infos:
         report["rm_test_pairwise_accuracy"] = infos["rm"]["metrics"]["test_pairwise_accuracy"]
+    rl = infos.get("rl", {}).get("metrics", {})
+    if rl.get("frac_reward_zero_std_first") is not None:
+        report["rl_frac_reward_zero_std"] = {
+            "first": rl["frac_reward_zero_std_first"], "last": rl["frac_reward_zero_std_last"]
+        }
     if "eval" in infos:
         report["models"] = infos["eval"]["metrics"]
     return report
@@ -930,9 +1110,43 @@ def format_report(report: dict) -> str:
             cells = ["n/a" if row.get(key) is None else f"{row[key]:.3f}" for key, _ in columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _format_by_level(report["models"])
+        lines += _format_reward_funcs(report["models"])
     if "rm_test_pairwise_accuracy" in report:
         lines += [f"Reward model held-out pairwise accuracy: {report['rm_test_pairwise_accuracy']:.3f}", ""]
+    if "rl_frac_reward_zero_std" in report:
+        z = report["rl_frac_reward_zero_std"]
+        lines += [f"RL groups with zero reward spread (zero advantage), first / last logged: {z['first']:.3f} / "
+                  f"{z['last']:.3f}", ""]
     lines += ["| stage | wall time (s) |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in report["wall_time_s"].items()]
     lines.append(f"| total | {sum(report['wall_time_s'].values()):.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _format_by_level(models: dict) -> list[str]:
+    """Oracle accuracy per difficulty level, greedy / sampled, one column per level (tasks with levels only)."""
+    levels = sorted({lv for row in models.values() for lv in row.get("oracle_accuracy_greedy_by_level", {})}, key=int)
+    if not levels:
+        return []
+    lines = ["Oracle accuracy per difficulty level (greedy / sampled):", "",
+             "| model | " + " | ".join(f"level {lv}" for lv in levels) + " |", "|---|" + "---:|" * len(levels)]
+    for name, row in models.items():
+        g, s = row.get("oracle_accuracy_greedy_by_level", {}), row.get("oracle_accuracy_sampled_by_level", {})
+        cells = [f"{g[lv]:.3f} / {s[lv]:.3f}" if lv in g else "n/a" for lv in levels]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _format_reward_funcs(models: dict) -> list[str]:
+    """Each reward function's mean on the held-out prompts, greedy / sampled."""
+    names = list(dict.fromkeys(n for row in models.values() for n in row.get("reward_funcs_greedy", {})))
+    if not names:
+        return []
+    lines = ["Mean of each reward function (greedy / sampled):", "",
+             "| model | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---:|" * len(names)]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    for name, row in models.items():
+        g, s = row.get("reward_funcs_greedy", {}), row.get("reward_funcs_sampled", {})
+        lines.append(f"| {name} | " + " | ".join(f"{fmt(g.get(n))} / {fmt(s.get(n))}" for n in names) + " |")
+    return lines + [""]
