@@ -126,6 +126,7 @@ def build_checkpoint(name: str, folder: Path, smoke: bool, lora_r: int, lora_alp
     tokenizer.save_pretrained(folder / "tokenizer")
     del model
     adapter = save_rm_adapter(str(folder), str(folder / "rm_adapter"), lora_r, lora_alpha, dtype=torch.bfloat16)
+    tokenizer.save_pretrained(adapter)  # as RewardTrainer.save_model does: RewardAdapter.shared_base reads it there
     info = {"base": str(folder), "tokenizer": str(folder / "tokenizer"), "rm_adapter": adapter, "params_m": params_m,
             "model_type": config.model_type}
     marker.write_text(json.dumps(info))

@@ -15,7 +15,8 @@ from trl_ext.pipeline import PipelineConfig, StageMismatchError, run_pipeline, v
 SMALL = dict(
     num_sft_examples=256, num_label_prompts=64, num_ranked=8, rm_test_fraction=0.25, num_rl_prompts=32,
     eval_size=16, eval_samples=2,
-    sft={"num_train_epochs": 1, "save_steps": 2, "learning_rate": 1e-2}, rm={"num_train_epochs": 1, "save_steps": 2},
+    # the RM logs every step: its few ranking steps (fewer than the default logging_steps) still draw a training curve
+    sft={"num_train_epochs": 1, "save_steps": 2, "learning_rate": 1e-2}, rm={"num_train_epochs": 1, "save_steps": 2, "logging_steps": 1},
     rl={"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4},
 )
 
