@@ -47,10 +47,32 @@ def leave_one_out_advantages(rewards: torch.Tensor, num_generations: int) -> tor
     return advantages.view(-1)
 
 
-# ---- PPO: generalised advantage estimation and whitening -------------------------------------------------------------
+# ---- PPO: per-token rewards, generalised advantage estimation, whitening-------------------------
 # Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage Estimation" (arXiv:1506.02438),
 # eq. 16, and the per-token RLHF form of Ouyang et al. 2022 / Ziegler et al. 2019: one episode per completion, one
-# action per token, the episode ends after the last unmasked token (its bootstrap value is 0).
+# action per token, the episode ends after the last unmasked token (its bootstrap value is 0). The per-token reward
+# (KL penalty on every token, the score on the last) is `token_rewards`.
+
+
+def token_rewards(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor | None,
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards ``(B, T)`` and the per-token KL estimate ``(B, T)``.
+
+    r_t = −kl_coef·(log π(y_t) − log π_ref(y_t)) on every completion token, plus ``scores`` (B,) on the last unmasked
+    token of each row. ``ref_logps=None`` means no reference (KL = 0). ``mask`` must be right-padded.
+    """
+    mask = mask.to(logps.dtype)
+    kl = (logps - ref_logps) * mask if ref_logps is not None else torch.zeros_like(logps)
+    rewards = -kl_coef * kl
+    last = (mask.sum(1).long() - 1).clamp(min=0)  # (B,) index of the last completion token
+    has_tokens = mask.sum(1) > 0
+    rewards[torch.arange(rewards.size(0), device=rewards.device), last] += torch.where(has_tokens, scores, 0.0)
+    return rewards * mask, kl
 
 
 def gae(
