@@ -6,7 +6,34 @@ rewards and values. Each function is self-contained, so estimators can be added 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+# ---- rewards -> one scalar per completion ---------------------------------------------------------------------------
+
+
+def weighted_reward(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The weighted total of the reward functions, ``(N,)``, with TRL's NaN rule.
+
+    ``rewards_per_func`` is ``(N, F)``, NaN where a function returned None (not applicable to that completion);
+    ``weights`` is ``(F,)``. A completion is unscorable (NaN) when every function returned None; otherwise its total
+    is the weighted sum of the functions that did score it (the NaN terms count as absent).
+    """
+    total = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+    total[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    return total
+
+
+@dataclass
+class RoundRewards:
+    """One generation round's rewards over all processes' rows (TRL's global layout), formed once in the trainer's
+    ``_calculate_rewards`` and read from there by the advantage estimators and dynamic sampling."""
+
+    per_func: torch.Tensor  # (N, F), NaN where a function returned None
+    total: torch.Tensor  # (N,) weighted_reward(per_func, weights): NaN when unscorable
+    signal: torch.Tensor | None = None  # (N,) what dynamic sampling requires to vary inside a group (DAPO)
+
 
 # ---- group baselines: GRPO and RLOO ------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import disable_dropout_in_model, get_config_model_id
 
 from ..adapters import keep_requires_grad
-from ..advantages import gae, token_rewards, whiten
+from ..advantages import RoundRewards, gae, token_rewards, weighted_reward, whiten
 from ..cards import INSTRUCTGPT_PAPER, PPO_PAPER, ModelCardMixin
 from ..resume import GenerationStateMixin
 from ..rewards import RewardAdapter
@@ -35,7 +35,8 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
 
     Hooks overridden w.r.t. [`trl.GRPOTrainer`], and why:
 
-    * ``_calculate_rewards``: calls GRPO's, and keeps the gathered per-function scores for the next hook.
+    * ``_calculate_rewards``: calls GRPO's and records the round's rewards (per function and the weighted total,
+      [`trl_ext.advantages.weighted_reward`], NaN for a completion no function scored) for the next hook.
     * ``_generate_and_score_completions``: in cleanRL's order, each a method below: the rollout (GRPO's generation,
       reward scoring, logging, buffering-ready output), the scores, π_old/reference log-probs and critic values, GAE,
       the logs. It replaces its group-relative advantages: policy and reference log-probs per token, critic values,
@@ -110,7 +111,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         )
         self.kl_coef = args.kl_coef
         self.kl_ctl = AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon) if args.kl_target else None
-        self._last_rewards_per_func = None
+        self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
         self._setup_roles(value_model, ref_model)
         if args.stop_token_id is not None and args.stop_token_id not in self.eos_token_ids:
             raise ValueError(
@@ -225,22 +226,29 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     # ---- rollout -> scores -> values -> GAE -> logs -----------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._last_rewards_per_func = rewards_per_func  # (N_global, n_funcs), gathered across processes
+        total = weighted_reward(rewards_per_func, self.reward_weights)  # (N_global,), NaN where unscorable
+        self._round_rewards = RoundRewards(rewards_per_func, total)
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
         output = self._rollout(inputs)
         mask = output["completion_mask"].float()  # (B, C)
         scores, contains_eos = self._scores(output)  # (B,) each
+        # An unscorable completion (every reward function returned None: NaN score) carries no learning signal, as in
+        # GRPO: GAE runs over the scored rows only, so its advantages are 0 on every token; its value target is the
+        # critic's own rollout value. Its tokens stay in the loss normaliser (as GRPO's zero-advantage rows do).
+        scored = (~torch.isnan(scores)).float().unsqueeze(1)  # (B, 1)
+        scored_mask = mask * scored  # (B, C)
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
             logps, ref_logps = self._rollout_logps(output)  # (B, C) each; ref None without a KL penalty
             values = self._values(output)  # (B, C)
-        rewards, kl = token_rewards(logps, ref_logps, scores, mask, self.kl_coef)  # (B, C) each
+        rewards, kl = token_rewards(logps, ref_logps, scores.nan_to_num(0.0), mask, self.kl_coef)  # (B, C) each
         if self.args.whiten_rewards:
-            rewards = whiten(rewards, mask, shift_mean=False)
-        advantages, returns = gae(rewards, values, mask, gamma=self.args.gamma, lam=self.args.lam)
+            rewards = whiten(rewards, scored_mask, shift_mean=False)
+        advantages, returns = gae(rewards, values, scored_mask, gamma=self.args.gamma, lam=self.args.lam)
         if self.args.whiten_advantages:
-            advantages = whiten(advantages, mask)
+            advantages = whiten(advantages, scored_mask)
+        returns = torch.where(scored.bool(), returns, values * mask)
         seq_kl = self._log_rollout(kl, scores, contains_eos, values, returns, mask)
         if self.kl_ctl is not None and self.model.training:
             self.kl_coef = self.kl_ctl.update(seq_kl, n_steps=mask.size(0) * self.accelerator.num_processes)
@@ -258,13 +266,12 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             return super()._generate_and_score_completions(inputs)
 
     def _scores(self, output) -> tuple[torch.Tensor, torch.Tensor]:
-        """The scalar score of each local completion, (B,): weighted sum of the reward functions (NaN = not
-        applicable), minus ``missing_eos_penalty`` where the completion never emitted EOS; and that EOS flag."""
+        """The scalar score of each local completion, (B,): the weighted reward (:func:`weighted_reward`; NaN when
+        no reward function scored it), minus ``missing_eos_penalty`` where it never emitted EOS; and that EOS flag."""
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         device, n_local = completion_ids.device, completion_ids.size(0)
         process_slice = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
-        rewards_per_func = self._last_rewards_per_func[process_slice]
-        scores = (rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)  # (B,)
+        scores = self._round_rewards.total[process_slice]  # (B,)
         lengths = completion_mask.sum(1)
         last_token = completion_ids[torch.arange(n_local, device=device), (lengths - 1).clamp(min=0)]
         contains_eos = torch.isin(last_token, torch.tensor(self.eos_token_ids, device=device)) & (lengths > 0)
@@ -319,7 +326,8 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         metrics["kl"].append(self._global_mean(kl, mask))
         metrics["ppo/kl_per_completion"].append(seq_kl)
         metrics["ppo/kl_coef"].append(self.kl_coef)
-        metrics["ppo/score"].append(self.accelerator.gather(scores).mean().item())
+        all_scores = self.accelerator.gather(scores)
+        metrics["ppo/score"].append(all_scores[~torch.isnan(all_scores)].mean().item())  # over the scored rows
         metrics["ppo/eos_ratio"].append(self.accelerator.gather(contains_eos.float()).mean().item())
         metrics["ppo/values_mean"].append(self._global_mean(values, mask))
         metrics["ppo/returns_mean"].append(self._global_mean(returns, mask))
