@@ -1,6 +1,6 @@
 """Advantage estimators as pure tensor functions: no model, no trainer state, tested with hand-computed numbers.
 
-Group estimators (GRPO, RLOO) take rewards grouped as ``G`` consecutive entries per prompt; PPO's take per-token
+The group estimator (RLOO) takes rewards grouped as ``G`` consecutive entries per prompt; PPO's functions take per-token
 rewards and values. Each function is self-contained, so estimators can be added or changed independently.
 """
 
@@ -35,25 +35,7 @@ class RoundRewards:
     signal: torch.Tensor | None = None  # (N,) what dynamic sampling requires to vary inside a group (DAPO)
 
 
-# ---- group baselines: GRPO and RLOO ------------------------------------------------------------------------------
-
-
-def group_relative_advantages(rewards: torch.Tensor, num_generations: int, scale: bool = True) -> torch.Tensor:
-    """GRPO (arXiv 2402.03300): ``(r_i - mean(group)) / (std(group) + 1e-4)``, or without the division.
-
-    ``rewards`` is ``(num_prompts * G,)``; NaN entries (unscorable) are left out of the mean/std and get advantage 0.
-    The std is the unbiased sample std, as TRL computes it.
-    """
-    grouped = rewards.view(-1, num_generations)  # (P, G)
-    valid = ~torch.isnan(grouped)
-    count = valid.sum(dim=1, keepdim=True)
-    mean = torch.nansum(grouped, dim=1, keepdim=True) / count.clamp(min=1)
-    centred = torch.where(valid, grouped - mean, torch.zeros_like(grouped))
-    advantages = centred
-    if scale:
-        std = (centred.pow(2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
-        advantages = centred / (std + 1e-4)
-    return advantages.view(-1)
+# ---- group baseline: RLOO (GRPO's group-relative one is TRL's own, inside GRPOTrainer) ----------------------
 
 
 def leave_one_out_advantages(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from .cards import DAPO_PAPER, ModelCardMixin
 from .checks import check_prompt_dataset
 from .models import disable_bnb_cpu_repack
 from .resume import GenerationStateMixin
-from .sampling import (
+from .groups import (
     PAD_RULES,
     RECOMPUTED_KEYS,
     GroupPool,
@@ -253,9 +253,11 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         self._ds_pool = GroupPool(self.num_generations, self._tokenizer.pad_token_id)
         self._ds_refill_order = None
         self._ds_refill_drawn = 0  # prompts taken from the refill stream so far (a resumed run skips them)
-        self._ds_generation = 0
+        self._ds_step = 0
         # running totals across the run (the benchmark reads them): groups generated / informative / trained on
-        self.dynamic_sampling_totals = {"generated": 0, "informative": 0, "trained": 0, "dropped": 0, "padded": 0}
+        self.dynamic_sampling_totals = {
+            "generated_groups": 0, "informative": 0, "trained": 0, "dropped": 0, "padded": 0,
+        }
         if args.dynamic_sampling and len(self.train_dataset) < args.generation_batch_size // self.num_generations:
             logger.warning(
                 "train_dataset has %d prompts, fewer than the %d one generation round needs: refills will repeat "
@@ -323,8 +325,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     def _dynamic_sampling_step(self, inputs):
         args, pool, G = self.args, self._ds_pool, self.num_generations
         need = args.generation_batch_size // G  # groups per generation batch, all ranks together
-        self._ds_generation += 1
-        step = self._ds_generation  # staleness is counted in generation batches (policy updates in between)
+        self._ds_step += 1  # dynamic-sampling steps (generation batches): staleness is counted in them
+        step = self._ds_step
         dropped = pool.drop_stale(step, args.dynamic_sampling_max_staleness)
         carried_in = pool.num_groups
         rounds = generated = informative = zero_advantage = 0
@@ -396,7 +398,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         local["num_items_in_batch"] = loss_mask.sum()
 
         totals = self.dynamic_sampling_totals
-        totals["generated"] += generated
+        totals["generated_groups"] += generated
         totals["informative"] += informative
         totals["trained"] += need - padded
         totals["dropped"] += dropped
@@ -460,7 +462,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         return {
             **super()._resume_state(),
             "dynamic_sampling": {
-                "pool": self._ds_pool.state_dict(), "generation": self._ds_generation,
+                "pool": self._ds_pool.state_dict(), "step": self._ds_step,
                 "refill_drawn": self._ds_refill_drawn, "totals": dict(self.dynamic_sampling_totals),
             },
         }
@@ -471,7 +473,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if ds is None:
             return
         self._ds_pool.load_state_dict(ds["pool"])
-        self._ds_generation = ds["generation"]
+        self._ds_step = ds["step"] if "step" in ds else ds["generation"]  # "generation": older checkpoints
         self._ds_refill_drawn, self._ds_refill_order = ds["refill_drawn"], None
         self.dynamic_sampling_totals.update(ds["totals"])
         if self._ds_pool.num_groups:

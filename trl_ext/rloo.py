@@ -12,7 +12,7 @@ from trl.trainer.utils import nanstd
 from .advantages import leave_one_out_advantages
 from .cards import RLOO_PAPER
 from .dapo import DAPOConfig, DAPOTrainer
-from .sampling import process_rows
+from .groups import process_rows
 
 KL_CHOICES = ("reward", "loss")
 
