@@ -16,8 +16,6 @@ from trl.trainer.utils import get_config_model_id
 from .advantages import RoundRewards, weighted_reward
 from .cards import DAPO_PAPER, ModelCardMixin
 from .checks import check_prompt_dataset
-from .models import disable_bnb_cpu_repack
-from .resume import GenerationStateMixin
 from .groups import (
     PAD_RULES,
     RECOMPUTED_KEYS,
@@ -30,6 +28,8 @@ from .groups import (
     rows_of_groups,
     select_rows,
 )
+from .models import disable_bnb_cpu_repack
+from .resume import GenerationStateMixin
 from .shaping import OverlongPenalty
 
 logger = logging.getLogger(__name__)

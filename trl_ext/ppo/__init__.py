@@ -20,9 +20,9 @@ read top to bottom in cleanRL's order: rollout -> scores -> values -> GAE -> los
 PPO names). The per-token reward, GAE and whitening are pure functions in :mod:`trl_ext.advantages`.
 """
 
+from ..advantages import token_rewards
 from .config import AdaptiveKLController, PPOConfig
 from .critic import SeparateCritic, SharedCritic
 from .trainer import PPOTrainer
-from ..advantages import token_rewards
 
 __all__ = ["AdaptiveKLController", "PPOConfig", "PPOTrainer", "SeparateCritic", "SharedCritic", "token_rewards"]

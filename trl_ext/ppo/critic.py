@@ -4,6 +4,8 @@
   applied to every hidden state.
 * :class:`SharedCritic`: the LoRA adapter ``"critic"`` on the policy's own base plus a value head (``shared_base``);
   initialised from the reward adapter when there is one.
+
+Both are optimised with the policy by one optimizer (:func:`optimizer_with_critic`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from safetensors.torch import load_file
+from torch import nn
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+from transformers.trainer_optimizer import is_optimizer_factory
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import disable_dropout_in_model
 
@@ -159,6 +166,58 @@ def build_shared_critic(peft_model, reward_adapter: Path | None, gradient_checkp
     train_critic_adapter(peft_model)
     disable_bnb_cpu_repack(peft_model)
     return SharedCritic(peft_model, value_head, gradient_checkpointing_kwargs)
+
+
+# ---- optimizer -------------------------------------------------------------------------------------------------------
+def optimizer_with_critic(optimizer_cls, optimizer_kwargs, policy: nn.Module, decay: set[str], *, inside, outside, args):
+    """Trainer's two policy groups (decay / no decay, trainable parameters in ``named_parameters`` order), without the
+    critic's parameters ``inside`` the policy model, plus one critic group (``inside + outside``); one optimizer, so one
+    scheduler and one ``optimizer.step`` for both. Optimizers that build their own groups are refused.
+
+    Trainer clips and zeroes the policy model's gradients, which include a shared critic adapter's; what lives
+    ``outside`` the policy model (a separate critic, the value head) is clipped here to ``max_grad_norm`` as its own
+    group by a step pre-hook, and zeroed by a post-hook (else it would add up every step's gradients since the start).
+    """
+    if is_optimizer_factory(optimizer_cls) or {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
+        raise NotImplementedError(
+            f"optim={args.optim!r} builds its own parameter groups, so PPO's critic group cannot be added; use a "
+            "standard optimizer such as optim='adamw_torch'."
+        )
+    critic_ids = {id(p) for p in inside}
+    trainable = [(n, p) for n, p in policy.named_parameters() if p.requires_grad and id(p) not in critic_ids]
+    groups = [
+        {"params": [p for n, p in trainable if n in decay], "weight_decay": args.weight_decay},
+        {"params": [p for n, p in trainable if n not in decay], "weight_decay": 0.0},
+        {"params": inside + outside, "lr": args.critic_learning_rate or args.learning_rate,
+         "weight_decay": args.weight_decay},
+    ]
+    optimizer = optimizer_cls(groups, **optimizer_kwargs)
+    if "bitsandbytes" in str(optimizer_cls) and optimizer_kwargs.get("optim_bits") == 8:
+        _embeddings_in_fp32(policy)  # as Trainer.create_optimizer does for 8-bit optimizers
+    max_norm = args.max_grad_norm
+    if max_norm is not None and max_norm > 0:
+
+        def clip_critic_grads(*_):
+            torch.nn.utils.clip_grad_norm_(outside, max_norm)
+
+        optimizer.register_step_pre_hook(clip_critic_grads)
+
+    def zero_critic_grads(*_):
+        for p in outside:
+            p.grad = None
+
+    optimizer.register_step_post_hook(zero_critic_grads)
+    return optimizer
+
+
+def _embeddings_in_fp32(model: nn.Module) -> None:
+    """bitsandbytes' 8-bit optimizers keep embedding weights' state in 32 bits (its documented override)."""
+    import bitsandbytes
+
+    manager = bitsandbytes.optim.GlobalOptimManager.get_instance()
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            manager.register_module_override(module, "weight", {"optim_bits": 32})
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------------------------

@@ -9,7 +9,11 @@ from pathlib import Path
 from accelerate.utils import is_peft_model, parse_flag_from_env
 from torch import nn
 from transformers import PreTrainedModel
-from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model
+from trl.trainer.utils import (
+    add_fused_lm_head,
+    create_model_from_path,
+    disable_dropout_in_model,
+)
 
 from ..checks import check_prompt_dataset
 from ..models import disable_bnb_cpu_repack

@@ -7,7 +7,6 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.trainer_optimizer import is_optimizer_factory
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import disable_dropout_in_model, get_config_model_id
@@ -24,6 +23,7 @@ from .critic import (
     build_shared_critic,
     critic_adapter_parameters,
     load_critic,
+    optimizer_with_critic,
     save_critic,
 )
 from .roles import REWARD_ADAPTER, PendingSharedBaseReward, build_reference, check_roles
@@ -163,39 +163,21 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         self.critic = self.accelerator.prepare_model(critic)
 
     def create_optimizer(self, model=None):
-        """Trainer's optimizer class and policy groups, plus one group for the critic (``critic_learning_rate``).
-
-        The groups are built here rather than by ``Trainer.create_optimizer``, which would put a shared critic adapter
-        (trainable, inside the policy model) into the policy's groups; they are Trainer's two groups (its
-        ``get_decay_parameter_names``, trainable parameters in ``named_parameters`` order) without the critic's, for
-        Trainer's optimizer class (``args.optim``); optimizers that build their own groups (layer-wise, GaLore, LOMO,
-        factories) are refused.
-        """
+        """Trainer's optimizer class (``args.optim``) and policy groups, plus one group for the critic
+        (``critic_learning_rate``): see :func:`trl_ext.ppo.critic.optimizer_with_critic`. Building the groups here,
+        not in ``Trainer.create_optimizer``, keeps a shared critic adapter (inside the policy model) out of the
+        policy's groups without touching any ``requires_grad``."""
         if self.optimizer is not None:
             return self.optimizer
         opt_model = self.model if model is None else model
-        inside, outside = self._critic_parameters()
         optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(
             self.args, opt_model
         )
-        if is_optimizer_factory(optimizer_cls) or {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
-            raise NotImplementedError(
-                f"optim={self.args.optim!r} builds its own parameter groups, so PPO's critic group cannot be added; "
-                "use a standard optimizer such as optim='adamw_torch'."
-            )
-        critic_ids = {id(p) for p in inside}
-        policy = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad and id(p) not in critic_ids]
-        decay = set(self.get_decay_parameter_names(opt_model))
-        groups = [
-            {"params": [p for n, p in policy if n in decay], "weight_decay": self.args.weight_decay},
-            {"params": [p for n, p in policy if n not in decay], "weight_decay": 0.0},
-            {"params": inside + outside, "lr": self.args.critic_learning_rate or self.args.learning_rate,
-             "weight_decay": self.args.weight_decay},
-        ]
-        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-        if "bitsandbytes" in str(optimizer_cls) and optimizer_kwargs.get("optim_bits") == 8:
-            _embeddings_in_fp32(opt_model)  # as Trainer.create_optimizer does for 8-bit optimizers
-        self._hook_critic_gradients(self.optimizer, outside)
+        inside, outside = self._critic_parameters()
+        self.optimizer = optimizer_with_critic(
+            optimizer_cls, optimizer_kwargs, opt_model, set(self.get_decay_parameter_names(opt_model)),
+            inside=inside, outside=outside, args=self.args,
+        )
         return self.optimizer
 
     def _critic_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -204,24 +186,6 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         outside = [p for p in critic.parameters() if p.requires_grad]
         inside = critic_adapter_parameters(self.accelerator.unwrap_model(self.model)) if self.args.shared_base else []
         return inside, outside
-
-    def _hook_critic_gradients(self, optimizer, outside: list[nn.Parameter]) -> None:
-        """Trainer clips and zeroes the policy model's gradients, which include a shared critic adapter's; what lives
-        outside the policy model (a separate critic, the value head) is clipped here as its own group, and zeroed
-        after each step (else it would add up every step's gradients since the start)."""
-        max_norm = self.args.max_grad_norm
-        if max_norm is not None and max_norm > 0:
-
-            def clip_critic_grads(*_):
-                torch.nn.utils.clip_grad_norm_(outside, max_norm)
-
-            optimizer.register_step_pre_hook(clip_critic_grads)
-
-        def zero_critic_grads(*_):
-            for p in outside:
-                p.grad = None
-
-        optimizer.register_step_post_hook(zero_critic_grads)
 
     # ---- rollout -> scores -> values -> GAE -> logs -----------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -424,12 +388,3 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         save_critic(self.accelerator.unwrap_model(self.critic), output_dir)
 
-
-def _embeddings_in_fp32(model: nn.Module) -> None:
-    """bitsandbytes' 8-bit optimizers keep embedding weights' state in 32 bits (its documented override)."""
-    import bitsandbytes
-
-    manager = bitsandbytes.optim.GlobalOptimManager.get_instance()
-    for module in model.modules():
-        if isinstance(module, nn.Embedding):
-            manager.register_module_override(module, "weight", {"optim_bits": 32})
