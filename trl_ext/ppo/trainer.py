@@ -37,21 +37,17 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
 
     * ``_calculate_rewards``: calls GRPO's and records the round's rewards (per function and the weighted total,
       [`trl_ext.advantages.weighted_reward`], NaN for a completion no function scored) for the next hook.
-    * ``_generate_and_score_completions``: in cleanRL's order, each a method below: the rollout (GRPO's generation,
-      reward scoring, logging, buffering-ready output), the scores, π_old/reference log-probs and critic values, GAE,
-      the logs. It replaces its group-relative advantages: policy and reference log-probs per token, critic values,
-      per-token KL-penalised rewards with the score at the last token ([`token_rewards`]), GAE advantages and returns
-      ([`trl_ext.advantages.gae`]), whitening, adaptive KL. The output gains ``values``, ``returns`` and per-token
-      ``advantages`` (B, T); ``old_per_token_logps`` is always set.
+    * ``_generate_and_score_completions``: replaces GRPO's group-relative advantages, in cleanRL's order, one method
+      each: the rollout (GRPO's generation and reward scoring), the scores, π_old/reference log-probs and critic
+      values, per-token KL-penalised rewards ([`token_rewards`]), GAE ([`trl_ext.advantages.gae`]) and whitening, the
+      logs, the adaptive KL. The output gains ``values``, ``returns`` and per-token ``advantages`` (B, T);
+      ``old_per_token_logps`` is always set.
     * ``_compute_loss``: clipped policy surrogate + ``vf_coef`` × clipped value loss, both token-level means over the
-      generation batch (GRPO's ``"dapo"`` normalisation, so gradient accumulation is exact). Both are in the one
-      returned loss that Trainer back-propagates (no backward inside the hook, so the engine's backward/step stay
-      Trainer's).
-    * ``create_optimizer``: Trainer's optimizer and parameter groups for the policy, plus one parameter group for the critic
-      (``critic_learning_rate``). The critic is thus optimised by the same optimizer, scheduler and ``optimizer.step``
-      as the policy. Trainer clips the policy model's gradients (with a shared critic adapter among them); the critic
-      parameters outside the policy model (separate critic, value head) are clipped to ``max_grad_norm`` on their
-      own by an optimizer step pre-hook and zeroed by a post-hook (Trainer zeroes only the policy model's).
+      generation batch (GRPO's ``"dapo"`` normalisation, so gradient accumulation is exact), in the one returned loss
+      that Trainer back-propagates (no backward inside the hook, so the engine's backward/step stay Trainer's).
+    * ``create_optimizer``: one optimizer, scheduler and ``optimizer.step`` for policy and critic: Trainer's policy
+      groups plus a critic group (``critic_learning_rate``), with the critic's gradients outside the policy model
+      clipped and zeroed by optimizer hooks ([`trl_ext.ppo.critic.optimizer_with_critic`]).
     * ``_save``: also writes the critic (``critic/`` for a separate critic, the ``critic`` adapter + ``value_head.pt``
       when shared); ``_load_from_checkpoint`` reads it back on resume (Trainer restores only the policy), and the
       checkpoint's ``trl_ext_state_{rank}.pt`` holds the adaptive KL coefficient and GRPO's generation buffer
