@@ -74,6 +74,20 @@ def test_config_rejects_invalid_gae_parameters(tmp_path, field, value):
         _args(tmp_path, **{field: value})
 
 
+@pytest.mark.parametrize("batch", [dict(per_device_train_batch_size=3),
+                                   dict(per_device_train_batch_size=1, gradient_accumulation_steps=2),
+                                   dict(per_device_train_batch_size=1, steps_per_generation=3)])
+def test_one_generation_passes_grpo_config_unchanged(tmp_path, batch):
+    """num_generations=1 gets past GRPOConfig's `< 2` check with every other derivation as GRPO makes it: generation
+    batch = per-device batch x steps, odd sizes included; both group-size fields come back as given."""
+    args = _args(tmp_path, num_generations=1, **batch)
+    assert args.num_generations == 1 and type(args.num_generations) is int and args.num_generations_eval is None
+    steps = batch.get("steps_per_generation", batch.get("gradient_accumulation_steps", 1))
+    assert args.generation_batch_size == batch["per_device_train_batch_size"] * steps
+    with pytest.raises(ValueError, match="num_generations=1 with per_device_train_batch_size=1"):
+        _args(tmp_path, num_generations=1, per_device_train_batch_size=1)
+
+
 def test_config_rejects_adaptive_kl_without_coefficient(tmp_path):
     with pytest.raises(ValueError, match="kl_target"):
         _args(tmp_path, kl_coef=0.0, kl_target=6.0)
