@@ -394,7 +394,7 @@ def run_one(spec_path: str) -> None:
     trainer = recorder.trainer
     if trainer is not None and getattr(trainer.args, "dynamic_sampling", False):
         totals = dict(trainer.dynamic_sampling_totals)
-        totals["completions_generated"] = totals["generated"] * trainer.num_generations
+        totals["completions_generated"] = totals["generated_groups"] * trainer.num_generations
         totals["left_in_pool"] = trainer._ds_pool.num_groups
         result["dynamic_sampling"] = totals
     if device == "cuda":
@@ -760,7 +760,7 @@ def format_markdown(meta: dict, summary: dict) -> str:
         ]
         for m in ds:
             t = m["dynamic_sampling"]
-            lines.append(f"| {m['seed']} | {t['generated']} | {t['informative']} | {t['trained']} | {t['padded']} | "
+            lines.append(f"| {m['seed']} | {t['generated_groups']} | {t['informative']} | {t['trained']} | {t['padded']} | "
                          f"{t['dropped']} | {t['left_in_pool']} | {t['completions_generated']} | {m['used']} |")
     lines += [
         "", "## Figures", "",

@@ -72,7 +72,7 @@ class EvalCallback(TrainerCallback):
     def generated_completions(self, state) -> int:
         t = self.trainer
         if isinstance(t, DAPOTrainer) and t.args.dynamic_sampling:
-            return t.dynamic_sampling_totals["generated"] * t.num_generations
+            return t.dynamic_sampling_totals["generated_groups"] * t.num_generations
         return state.global_step * t.args.generation_batch_size  # one generation batch per step here
 
     def record(self, state):
@@ -175,9 +175,9 @@ def summarise(runs, pairs, config) -> str:
         t = r["totals"]
         if not t:
             continue
-        p = t["informative"] / t["generated"]
-        achieved = t["generated"] / max(t["trained"], 1)
-        lines.append(f"| {r['seed']} | {t['generated']} | {t['informative']} | {t['trained']} | {t['padded']} | "
+        p = t["informative"] / t["generated_groups"]
+        achieved = t["generated_groups"] / max(t["trained"], 1)
+        lines.append(f"| {r['seed']} | {t['generated_groups']} | {t['informative']} | {t['trained']} | {t['padded']} | "
                      f"{t['dropped']} | {t['pool_at_end']} | {p:.3f} | {1 / p:.3f} | {achieved:.3f} | "
                      f"{achieved * p:.3f} |")
     ratios = [p["ratio"] for p in pairs]

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from trl_ext.advantages import group_relative_advantages, leave_one_out_advantages
+from trl_ext.advantages import leave_one_out_advantages, weighted_reward
 
 nan = math.nan
 
@@ -31,9 +31,9 @@ def test_leave_one_out_needs_two_generations():
         leave_one_out_advantages(torch.zeros(3), 1)
 
 
-def test_group_relative_hand_computed():
-    # [1, 0, 0, 1]: mean 0.5, sample std sqrt(1/3) = 0.57735 -> +-0.5 / 0.57745
-    got = group_relative_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0]), 4)
-    a = 0.5 / (math.sqrt(1 / 3) + 1e-4)
-    assert got.tolist() == pytest.approx([a, -a, -a, a, 0, 0, 0, 0])
-    assert group_relative_advantages(torch.tensor([1.0, 0.0, nan]), 3, scale=False).tolist() == [0.5, -0.5, 0.0]
+def test_weighted_reward_by_hand():
+    per_func = torch.tensor([[1.0, 2.0], [nan, 3.0], [nan, nan], [0.5, nan]])
+    total = weighted_reward(per_func, torch.tensor([2.0, -1.0]))
+    # 2·1 − 2 = 0; the None term is absent: −3; every function None: unscorable (NaN); 2·0.5 = 1
+    assert total[[0, 1, 3]].tolist() == [0.0, -3.0, 1.0]
+    assert math.isnan(total[2].item())

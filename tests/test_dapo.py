@@ -193,7 +193,7 @@ def test_dynamic_sampling_trains_only_on_informative_groups(tmp_path, ckpt, toke
     totals = t.dynamic_sampling_totals
     # every informative group is trained on, carried, or dropped as stale: none is thrown away otherwise
     assert totals["informative"] == totals["trained"] + t._ds_pool.num_groups + totals["dropped"]
-    assert totals["trained"] == 3 * 2 and totals["generated"] == sum(generated)
+    assert totals["trained"] == 3 * 2 and totals["generated_groups"] == sum(generated)
     assert any(r > 0 for r in logged(t, "dynamic_sampling/refill_rounds"))
     assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
 

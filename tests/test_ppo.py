@@ -1,5 +1,6 @@
 """PPOTrainer: reward/KL math by hand, config and constructor errors, and short seeded runs on the tiny model."""
 
+import math
 import re
 from pathlib import Path
 
@@ -71,6 +72,20 @@ def test_adaptive_kl_by_hand():
 def test_config_rejects_invalid_gae_parameters(tmp_path, field, value):
     with pytest.raises(ValueError, match=rf"PPOConfig\.{field}="):
         _args(tmp_path, **{field: value})
+
+
+@pytest.mark.parametrize("batch", [dict(per_device_train_batch_size=3),
+                                   dict(per_device_train_batch_size=1, gradient_accumulation_steps=2),
+                                   dict(per_device_train_batch_size=1, steps_per_generation=3)])
+def test_one_generation_passes_grpo_config_unchanged(tmp_path, batch):
+    """num_generations=1 gets past GRPOConfig's `< 2` check with every other derivation as GRPO makes it: generation
+    batch = per-device batch x steps, odd sizes included; both group-size fields come back as given."""
+    args = _args(tmp_path, num_generations=1, **batch)
+    assert args.num_generations == 1 and type(args.num_generations) is int and args.num_generations_eval is None
+    steps = batch.get("steps_per_generation", batch.get("gradient_accumulation_steps", 1))
+    assert args.generation_batch_size == batch["per_device_train_batch_size"] * steps
+    with pytest.raises(ValueError, match="num_generations=1 with per_device_train_batch_size=1"):
+        _args(tmp_path, num_generations=1, per_device_train_batch_size=1)
 
 
 def test_config_rejects_adaptive_kl_without_coefficient(tmp_path):
@@ -204,6 +219,32 @@ def test_ppo_raises_oracle_accuracy(tmp_path, tokenizer, noisy_sft):
     for key in ("ppo/value_loss", "ppo/policy_loss", "ppo/approx_kl", "ppo/explained_variance", "kl",
                 "clip_ratio/region_mean", "ppo/value_clip_ratio", "entropy"):
         assert any(key in h for h in logs), key
+
+
+def test_unscorable_completion_gets_zero_advantage(tmp_path, tiny, tokenizer):
+    """Every reward function returned None for a completion (weighted reward NaN, as in DAPO/RLOO): zero advantage on
+    all its tokens and the critic's own value as its target; the scored rows are unaffected (return 1 on each token
+    for reward 1 with no KL, γ = λ = 1, no whitening)."""
+
+    def none_on_even_rows(prompts, completions, **kwargs):
+        return [None if i % 2 == 0 else 1.0 for i in range(len(completions))]
+
+    args = _args(tmp_path, max_steps=1, num_iterations=1, kl_coef=0.0, lam=1.0, whiten_advantages=False)
+    trainer = PPOTrainer(tiny, none_on_even_rows, args=args, train_dataset=AdditionTask().prompt_dataset(8, 0),
+                         processing_class=tokenizer)
+    outputs = []
+    generate = trainer._generate_and_score_completions
+    trainer._generate_and_score_completions = lambda inputs: outputs.append(generate(inputs)) or outputs[-1]
+    trainer.train()
+    out = outputs[0]
+    mask = out["completion_mask"].bool()
+    unscorable = torch.arange(mask.size(0)) % 2 == 0
+    assert torch.equal(out["advantages"][unscorable], torch.zeros_like(out["advantages"][unscorable]))
+    torch.testing.assert_close(out["returns"][unscorable], (out["values"] * mask)[unscorable])
+    assert torch.allclose(out["returns"][~unscorable][mask[~unscorable]], torch.tensor(1.0))
+    assert out["advantages"][~unscorable][mask[~unscorable]].abs().sum() > 0
+    assert trainer.state.log_history[0]["ppo/score"] == 1.0  # the mean over the scored rows
+    assert math.isfinite(trainer.state.log_history[0]["loss"])
 
 
 def test_value_loss_falls(tmp_path, tiny, tokenizer):

@@ -19,7 +19,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext import DAPOConfig, DAPOTrainer, PPOTrainer, RLOOConfig, RLOOTrainer
 from trl_ext.resume import ResumableGRPOTrainer
-from trl_ext.sampling import PAD_RULES, RECOMPUTED_KEYS
+from trl_ext.groups import PAD_RULES, RECOMPUTED_KEYS
 from trl_ext.toy import AdditionTask
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -116,7 +116,7 @@ def test_generation_output_keys_are_the_ones_dynamic_sampling_pools(tmp_path, ck
     unknown = set(output) - set(PAD_RULES) - set(RECOMPUTED_KEYS)
     assert not unknown, (
         f"GRPO's generation output now has {sorted(unknown)}: dynamic sampling does not know how to pad and pool "
-        "them. Add a rule to trl_ext.sampling.PAD_RULES (or RECOMPUTED_KEYS)."
+        "them. Add a rule to trl_ext.groups.PAD_RULES (or RECOMPUTED_KEYS)."
     )
     assert output["advantages"].shape == (8,), "trl_ext's keep mask and RLOO expect one advantage per completion"
     for name in ("_logs", "_metrics", "_buffered_inputs", "_step", "reward_weights", "reward_func_names",

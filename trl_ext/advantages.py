@@ -1,32 +1,41 @@
 """Advantage estimators as pure tensor functions: no model, no trainer state, tested with hand-computed numbers.
 
-Group estimators (GRPO, RLOO) take rewards grouped as ``G`` consecutive entries per prompt; PPO's take per-token
+The group estimator (RLOO) takes rewards grouped as ``G`` consecutive entries per prompt; PPO's functions take per-token
 rewards and values. Each function is self-contained, so estimators can be added or changed independently.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-# ---- group baselines: GRPO and RLOO ------------------------------------------------------------------------------
+# ---- rewards -> one scalar per completion ---------------------------------------------------------------------------
 
 
-def group_relative_advantages(rewards: torch.Tensor, num_generations: int, scale: bool = True) -> torch.Tensor:
-    """GRPO (arXiv 2402.03300): ``(r_i - mean(group)) / (std(group) + 1e-4)``, or without the division.
+def weighted_reward(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The weighted total of the reward functions, ``(N,)``, with TRL's NaN rule.
 
-    ``rewards`` is ``(num_prompts * G,)``; NaN entries (unscorable) are left out of the mean/std and get advantage 0.
-    The std is the unbiased sample std, as TRL computes it.
+    ``rewards_per_func`` is ``(N, F)``, NaN where a function returned None (not applicable to that completion);
+    ``weights`` is ``(F,)``. A completion is unscorable (NaN) when every function returned None; otherwise its total
+    is the weighted sum of the functions that did score it (the NaN terms count as absent).
     """
-    grouped = rewards.view(-1, num_generations)  # (P, G)
-    valid = ~torch.isnan(grouped)
-    count = valid.sum(dim=1, keepdim=True)
-    mean = torch.nansum(grouped, dim=1, keepdim=True) / count.clamp(min=1)
-    centred = torch.where(valid, grouped - mean, torch.zeros_like(grouped))
-    advantages = centred
-    if scale:
-        std = (centred.pow(2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
-        advantages = centred / (std + 1e-4)
-    return advantages.view(-1)
+    total = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+    total[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    return total
+
+
+@dataclass
+class RoundRewards:
+    """One generation round's rewards over all processes' rows (TRL's global layout), formed once in the trainer's
+    ``_calculate_rewards`` and read from there by the advantage estimators and dynamic sampling."""
+
+    per_func: torch.Tensor  # (N, F), NaN where a function returned None
+    total: torch.Tensor  # (N,) weighted_reward(per_func, weights): NaN when unscorable
+    signal: torch.Tensor | None = None  # (N,) what dynamic sampling requires to vary inside a group (DAPO)
+
+
+# ---- group baseline: RLOO (GRPO's group-relative one is TRL's own, inside GRPOTrainer) ----------------------
 
 
 def leave_one_out_advantages(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
@@ -47,10 +56,32 @@ def leave_one_out_advantages(rewards: torch.Tensor, num_generations: int) -> tor
     return advantages.view(-1)
 
 
-# ---- PPO: generalised advantage estimation and whitening -------------------------------------------------------------
+# ---- PPO: per-token rewards, generalised advantage estimation, whitening-------------------------
 # Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage Estimation" (arXiv:1506.02438),
 # eq. 16, and the per-token RLHF form of Ouyang et al. 2022 / Ziegler et al. 2019: one episode per completion, one
-# action per token, the episode ends after the last unmasked token (its bootstrap value is 0).
+# action per token, the episode ends after the last unmasked token (its bootstrap value is 0). The per-token reward
+# (KL penalty on every token, the score on the last) is `token_rewards`.
+
+
+def token_rewards(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor | None,
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards ``(B, T)`` and the per-token KL estimate ``(B, T)``.
+
+    r_t = −kl_coef·(log π(y_t) − log π_ref(y_t)) on every completion token, plus ``scores`` (B,) on the last unmasked
+    token of each row. ``ref_logps=None`` means no reference (KL = 0). ``mask`` must be right-padded.
+    """
+    mask = mask.to(logps.dtype)
+    kl = (logps - ref_logps) * mask if ref_logps is not None else torch.zeros_like(logps)
+    rewards = -kl_coef * kl
+    last = (mask.sum(1).long() - 1).clamp(min=0)  # (B,) index of the last completion token
+    has_tokens = mask.sum(1) > 0
+    rewards[torch.arange(rewards.size(0), device=rewards.device), last] += torch.where(has_tokens, scores, 0.0)
+    return rewards * mask, kl
 
 
 def gae(

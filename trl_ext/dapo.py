@@ -13,11 +13,10 @@ from tqdm.auto import tqdm
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
+from .advantages import RoundRewards, weighted_reward
 from .cards import DAPO_PAPER, ModelCardMixin
 from .checks import check_prompt_dataset
-from .models import disable_bnb_cpu_repack
-from .resume import GenerationStateMixin
-from .sampling import (
+from .groups import (
     PAD_RULES,
     RECOMPUTED_KEYS,
     GroupPool,
@@ -29,6 +28,8 @@ from .sampling import (
     rows_of_groups,
     select_rows,
 )
+from .models import disable_bnb_cpu_repack
+from .resume import GenerationStateMixin
 from .shaping import OverlongPenalty
 
 logger = logging.getLogger(__name__)
@@ -162,8 +163,9 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     ``reward_funcs``. Hooks overridden:
 
     * ``_calculate_rewards``: calls the parent, then makes the overlong column NaN where every other reward function
-      returned None (so shaping alone cannot make an unscorable completion look scored), and records the dynamic
-      sampling signal for the gathered batch.
+      returned None (so shaping alone cannot make an unscorable completion look scored), and records the round's
+      rewards once, for the gathered batch: per function, the weighted total and the dynamic sampling signal
+      (``self._round_rewards``, a :class:`trl_ext.advantages.RoundRewards`; subclasses read it, e.g. RLOO's total).
     * ``_generate_and_score_completions`` (train mode, dynamic sampling on): calls the parent once per round --
       first on the dataloader's batch, then on fresh prompts from the training data -- gathers each round's output
       from all ranks, keeps the groups whose signal varies and whose advantages are not all zero, and stops when
@@ -247,13 +249,15 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                 f"{self.reward_func_names}."
             )
         self._signal_index = None if signal == "reward" else self.reward_func_names.index(signal)
-        self._ds_signal = self._rewards_per_func = None
+        self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
         self._ds_pool = GroupPool(self.num_generations, self._tokenizer.pad_token_id)
         self._ds_refill_order = None
         self._ds_refill_drawn = 0  # prompts taken from the refill stream so far (a resumed run skips them)
-        self._ds_generation = 0
+        self._ds_step = 0
         # running totals across the run (the benchmark reads them): groups generated / informative / trained on
-        self.dynamic_sampling_totals = {"generated": 0, "informative": 0, "trained": 0, "dropped": 0, "padded": 0}
+        self.dynamic_sampling_totals = {
+            "generated_groups": 0, "informative": 0, "trained": 0, "dropped": 0, "padded": 0,
+        }
         if args.dynamic_sampling and len(self.train_dataset) < args.generation_batch_size // self.num_generations:
             logger.warning(
                 "train_dataset has %d prompts, fewer than the %d one generation round needs: refills will repeat "
@@ -294,19 +298,19 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if i is not None and rewards_per_func.size(1) > 1:
             others = torch.cat([rewards_per_func[:, :i], rewards_per_func[:, i + 1 :]], dim=1)
             rewards_per_func[torch.isnan(others).all(dim=1), i] = torch.nan
-        if self._signal_index is None:  # weighted total as GRPOTrainer forms it, shaping excluded; NaN if unscored
-            weights = self.reward_weights.to(rewards_per_func.device).clone()
-            scored = rewards_per_func
-            if i is not None:
-                weights[i] = 0.0
-                scored = torch.cat([rewards_per_func[:, :i], rewards_per_func[:, i + 1 :]], dim=1)
-            signal = (rewards_per_func.nan_to_num(0.0) * weights).sum(dim=1)
-            signal[torch.isnan(scored).all(dim=1)] = torch.nan
-        else:
-            signal = rewards_per_func[:, self._signal_index]
-        self._ds_signal = signal  # (N_global,)
-        self._rewards_per_func = rewards_per_func  # (N_global, F), for subclasses that form their own advantages
+        weights = self.reward_weights.to(rewards_per_func.device)
+        self._round_rewards = RoundRewards(
+            rewards_per_func, weighted_reward(rewards_per_func, weights), self._signal(rewards_per_func, weights)
+        )
         return rewards_per_func
+
+    def _signal(self, rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """What dynamic sampling requires to vary, (N,): one named function's rewards, or the weighted total of the
+        given functions as GRPOTrainer forms it with the overlong term left out (NaN if none of them scored)."""
+        if self._signal_index is not None:
+            return rewards_per_func[:, self._signal_index]
+        given = [j for j in range(rewards_per_func.size(1)) if j != self._overlong_index]
+        return weighted_reward(rewards_per_func[:, given], weights[given])
 
     # ---- dynamic sampling ------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
@@ -321,8 +325,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     def _dynamic_sampling_step(self, inputs):
         args, pool, G = self.args, self._ds_pool, self.num_generations
         need = args.generation_batch_size // G  # groups per generation batch, all ranks together
-        self._ds_generation += 1
-        step = self._ds_generation  # staleness is counted in generation batches (policy updates in between)
+        self._ds_step += 1  # dynamic-sampling steps (generation batches): staleness is counted in them
+        step = self._ds_step
         dropped = pool.drop_stale(step, args.dynamic_sampling_max_staleness)
         carried_in = pool.num_groups
         rounds = generated = informative = zero_advantage = 0
@@ -338,7 +342,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                     )
             output = self._generate_round(inputs)
             batch = self._gather_output(output)  # (N_global, ...) identical on every rank
-            varies = informative_groups(self._ds_signal, G, args.dynamic_sampling_tolerance)  # (N_global / G,)
+            varies = informative_groups(self._round_rewards.signal, G, args.dynamic_sampling_tolerance)  # (N_global / G,)
             # the advantages that reach the loss come from the total reward (shaping included) or, in a subclass,
             # from another estimator: a group is kept only if they move too (see DAPOConfig.dynamic_sampling)
             moves = moving_groups(batch["advantages"], G, args.dynamic_sampling_tolerance)
@@ -346,7 +350,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             rows = rows_of_groups(keep, G)
             pool.add(select_rows(batch, rows), step)
             rejected.append(select_rows(batch, ~rows))
-            reasons.append(describe_uninformative(self._ds_signal, G, varies))
+            reasons.append(describe_uninformative(self._round_rewards.signal, G, varies))
             if (varies & ~moves).any():
                 reasons.append(f"{int((varies & ~moves).sum())} whose {args.dynamic_sampling_signal!r} varies but "
                                "whose advantages are all zero (the overlong penalty or another term cancels it)")
@@ -394,7 +398,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         local["num_items_in_batch"] = loss_mask.sum()
 
         totals = self.dynamic_sampling_totals
-        totals["generated"] += generated
+        totals["generated_groups"] += generated
         totals["informative"] += informative
         totals["trained"] += need - padded
         totals["dropped"] += dropped
@@ -458,7 +462,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         return {
             **super()._resume_state(),
             "dynamic_sampling": {
-                "pool": self._ds_pool.state_dict(), "generation": self._ds_generation,
+                "pool": self._ds_pool.state_dict(), "step": self._ds_step,
                 "refill_drawn": self._ds_refill_drawn, "totals": dict(self.dynamic_sampling_totals),
             },
         }
@@ -469,7 +473,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if ds is None:
             return
         self._ds_pool.load_state_dict(ds["pool"])
-        self._ds_generation = ds["generation"]
+        self._ds_step = ds["step"] if "step" in ds else ds["generation"]  # "generation": older checkpoints
         self._ds_refill_drawn, self._ds_refill_order = ds["refill_drawn"], None
         self.dynamic_sampling_totals.update(ds["totals"])
         if self._ds_pool.num_groups:

@@ -12,7 +12,7 @@ from trl.trainer.utils import nanstd
 from .advantages import leave_one_out_advantages
 from .cards import RLOO_PAPER
 from .dapo import DAPOConfig, DAPOTrainer
-from .sampling import process_rows
+from .groups import process_rows
 
 KL_CHOICES = ("reward", "loss")
 
@@ -106,6 +106,13 @@ class RLOOTrainer(DAPOTrainer):
     * ``_compute_loss``: with ``kl_in='reward'`` the KL is already in the advantage, so GRPOTrainer's loss runs with
       its own per-token KL term switched off; with ``kl_in='loss'`` it is GRPOTrainer's loss as is.
 
+    Two places touch GRPOTrainer's state because TRL 1.16 offers no seam for them (checked in its source):
+    GRPOTrainer forms its advantages inline in ``_generate_and_score_completions`` and, in the same body, appends them
+    to ``self._logs["advantages"]`` (the completions table), so RLOO's replace that batch's entries there; and
+    ``_compute_loss`` reads ``self.beta`` inline for its k3 term (and its ``kl`` metric), with no argument or input
+    key to switch it off per call, so ``kl_in='reward'`` runs it with ``beta`` set to 0 for the call. The rewards
+    RLOO starts from are the round's record (``self._round_rewards.total``, :class:`trl_ext.advantages.RoundRewards`).
+
     The loss is GRPOTrainer's clipped token-level objective (``loss_type``), not trl.RLOOTrainer's sequence-level
     ratio, which is what lets clip-higher and the token-level loss apply.
     """
@@ -119,10 +126,7 @@ class RLOOTrainer(DAPOTrainer):
         output = super()._generate_round(inputs)
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        rewards_per_func = self._rewards_per_func  # (N_global, F), gathered
-        unscorable = torch.isnan(rewards_per_func).all(dim=1)
-        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)  # (N_global,)
-        rewards[unscorable] = torch.nan
+        rewards = self._round_rewards.total  # (N_global,), NaN where unscorable
         if self.args.reward_clip_range is not None:  # trl.RLOOTrainer: clip the weighted sum, before the KL term
             rewards = rewards.clamp(*self.args.reward_clip_range)
 

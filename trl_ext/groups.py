@@ -1,4 +1,5 @@
-"""Dynamic sampling (DAPO, arXiv 2503.14476, Section 3.2): which groups carry signal, and the pool that carries them.
+"""Groups for dynamic sampling (DAPO, arXiv 2503.14476, Section 3.2): which groups carry signal (the keep mask), and
+the pool that carries them. It samples nothing itself: the loop that generates is :class:`trl_ext.DAPOTrainer`'s.
 
 A group is the ``G = num_generations`` completions of one prompt. Under a group-relative advantage, a group whose
 rewards are all equal has zero advantage everywhere and contributes no policy gradient, yet it still dilutes the

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from trl_ext.sampling import (
+from trl_ext.groups import (
     GroupPool,
     concat_batches,
     describe_uninformative,

@@ -1,0 +1,386 @@
+"""PPOTrainer: PPO with a learned critic on GRPOTrainer's generation machinery (see :mod:`trl_ext.ppo`)."""
+
+from __future__ import annotations
+
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset
+from torch import nn
+from transformers import PreTrainedModel
+from trl import GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import disable_dropout_in_model, get_config_model_id
+
+from ..adapters import keep_requires_grad
+from ..advantages import RoundRewards, gae, token_rewards, weighted_reward, whiten
+from ..cards import INSTRUCTGPT_PAPER, PPO_PAPER, ModelCardMixin
+from ..resume import GenerationStateMixin
+from ..rewards import RewardAdapter
+from . import porting
+from .config import AdaptiveKLController, PPOConfig
+from .critic import (
+    build_separate_critic,
+    build_shared_critic,
+    critic_adapter_parameters,
+    load_critic,
+    optimizer_with_critic,
+    save_critic,
+)
+from .roles import REWARD_ADAPTER, PendingSharedBaseReward, build_reference, check_roles
+
+
+class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
+    """
+    PPO with a critic (Ouyang et al. 2022, arXiv:2203.02155; Schulman et al. 2017, arXiv:1707.06347) on GRPOTrainer.
+
+    Hooks overridden w.r.t. [`trl.GRPOTrainer`], and why:
+
+    * ``_calculate_rewards``: calls GRPO's and records the round's rewards (per function and the weighted total,
+      [`trl_ext.advantages.weighted_reward`], NaN for a completion no function scored) for the next hook.
+    * ``_generate_and_score_completions``: replaces GRPO's group-relative advantages, in cleanRL's order, one method
+      each: the rollout (GRPO's generation and reward scoring), the scores, π_old/reference log-probs and critic
+      values, per-token KL-penalised rewards ([`token_rewards`]), GAE ([`trl_ext.advantages.gae`]) and whitening, the
+      logs, the adaptive KL. The output gains ``values``, ``returns`` and per-token ``advantages`` (B, T);
+      ``old_per_token_logps`` is always set.
+    * ``_compute_loss``: clipped policy surrogate + ``vf_coef`` × clipped value loss, both token-level means over the
+      generation batch (GRPO's ``"dapo"`` normalisation, so gradient accumulation is exact), in the one returned loss
+      that Trainer back-propagates (no backward inside the hook, so the engine's backward/step stay Trainer's).
+    * ``create_optimizer``: one optimizer, scheduler and ``optimizer.step`` for policy and critic: Trainer's policy
+      groups plus a critic group (``critic_learning_rate``), with the critic's gradients outside the policy model
+      clipped and zeroed by optimizer hooks ([`trl_ext.ppo.critic.optimizer_with_critic`]).
+    * ``_save``: also writes the critic (``critic/`` for a separate critic, the ``critic`` adapter + ``value_head.pt``
+      when shared); ``_load_from_checkpoint`` reads it back on resume (Trainer restores only the policy), and the
+      checkpoint's ``trl_ext_state_{rank}.pt`` holds the adaptive KL coefficient and GRPO's generation buffer
+      (:class:`trl_ext.resume.GenerationStateMixin`), so a resumed run matches an uninterrupted one.
+
+    Everything else (generation with transformers or vLLM, the RepeatSampler and ``steps_per_generation`` buffering,
+    ``num_iterations`` reuse = PPO epochs, metrics and completion logging) is GRPO's, unchanged.
+
+    Args beyond GRPOTrainer's:
+        value_model: the critic as a sequence-classification model (instance or path), for separate roles. Default:
+            a copy of the reward model when ``reward_funcs`` contains one, otherwise the policy's checkpoint loaded
+            with a fresh ``num_labels=1`` head. Its tokenizer must be the policy's (it reads the policy's token ids).
+        ref_model: the frozen reference of the KL penalty (a causal LM or a path), as in TRL 0.x. Default: a fresh
+            copy of the policy's checkpoint, or with PEFT the policy with its adapters disabled.
+
+    TRL 0.x's keywords are accepted too: ``config``/``policy``/``ref_policy``/``tokenizer`` (its older names) and
+    ``reward_model`` (= ``reward_funcs``); ``data_collator`` and the old positional order are refused with the fix.
+    DeepSpeed is refused (the critic is outside the engine's model); see docs/porting-from-trl-ppo.md.
+    """
+
+    _tag_names = ["trl", "trl_ext", "ppo"]
+    _name = "PPO"
+    _paper, _extra_papers = PPO_PAPER, (INSTRUCTGPT_PAPER,)  # model card (trl_ext.cards)
+
+    def __init__(
+        self,
+        model=None,
+        reward_funcs=None,
+        args: PPOConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+        value_model: PreTrainedModel | str | None = None,
+        ref_model: PreTrainedModel | str | None = None,
+        **kwargs,
+    ):
+        named = dict(model=model, reward_funcs=reward_funcs, args=args, ref_model=ref_model,
+                     processing_class=processing_class)
+        named = porting.map_trainer_kwargs(named, kwargs)  # TRL 0.x's keywords (policy=, reward_model=, ...)
+        model, reward_funcs, args, ref_model = named["model"], named["reward_funcs"], named["args"], named["ref_model"]
+        processing_class = named["processing_class"]
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = PPOConfig(f"{str(model_name).split('/')[-1]}-PPO")
+        if not isinstance(args, PPOConfig):
+            raise TypeError(f"PPOTrainer needs args=PPOConfig(...), got {type(args).__name__}.")
+        reward_funcs = check_roles(args, model, reward_funcs, value_model, ref_model, peft_config, optimizers, kwargs,
+                                   (train_dataset, eval_dataset))
+        super().__init__(
+            model, reward_funcs, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+            processing_class=processing_class, reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks, optimizers=optimizers, peft_config=peft_config, **kwargs,
+        )
+        self.kl_coef = args.kl_coef
+        self.kl_ctl = AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon) if args.kl_target else None
+        self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
+        self._setup_roles(value_model, ref_model)
+        if args.stop_token_id is not None and args.stop_token_id not in self.eos_token_ids:
+            raise ValueError(
+                f"PPOConfig.stop_token_id={args.stop_token_id} (TRL 0.x) is not an EOS id of the model "
+                f"({self.eos_token_ids}); completions end at those. To stop at another token, add it to "
+                "model.generation_config.eos_token_id before building the trainer, and drop stop_token_id."
+            )
+        for reward_func in self.reward_funcs:
+            if isinstance(reward_func, nn.Module) and args.disable_dropout:
+                disable_dropout_in_model(reward_func)
+
+    # ---- construction: reference, reward model and critic beside GRPO's policy ------------------------------------
+    def _setup_roles(self, value_model, ref_model) -> None:
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if self.args.shared_base:
+            if self.accelerator.num_processes > 1:
+                raise NotImplementedError(
+                    "PPOConfig.shared_base=True runs in one process (the consumer-GPU setting): the critic adapter "
+                    "lives inside the DDP-wrapped policy but runs its own forward/backward. Use shared_base=False to "
+                    "train on several processes."
+                )
+            self._setup_shared_roles(unwrapped)
+            return
+        critic = build_separate_critic(
+            value_model, tokenizer=self._tokenizer, reward_funcs=self.reward_funcs,
+            reward_processing_classes=self.reward_processing_classes,
+            policy_id=get_config_model_id(self.model.config), args=self.args, unwrap=self.accelerator.unwrap_model,
+        )
+        self.critic = self.accelerator.prepare_model(critic)
+        # Reference: GRPO builds one only when its loss needs it (beta != 0); PPO's reward needs it for kl_coef > 0.
+        if ref_model is not None or (self.kl_coef > 0 and self.ref_model is None and not is_peft_model(unwrapped)):
+            ref = build_reference(ref_model, policy_id=get_config_model_id(self.model.config),
+                                  tokenizer=self._tokenizer, args=self.args, dtype=self.model.dtype,
+                                  temperature=self.temperature)
+            self.ref_model = self.accelerator.prepare_model(ref, evaluation_mode=True)
+
+    def _setup_shared_roles(self, peft_model) -> None:
+        """Adapters on the one base: each reward-adapter folder becomes ``RewardAdapter.shared_base`` on it (the one
+        shared-base scorer: RewardTrainer's tokenisation, EOS appended, truncation, micro-batches); the critic is
+        loaded from the first such folder (same LoRA weights, same head), else it starts as a fresh adapter."""
+        pending = [(i, r) for i, r in enumerate(self.reward_funcs) if isinstance(r, PendingSharedBaseReward)]
+        for k, (i, r) in enumerate(pending):
+            self.reward_funcs[i] = RewardAdapter.shared_base(
+                peft_model, r.path, adapter_name=REWARD_ADAPTER if k == 0 else f"{REWARD_ADAPTER}_{k}",
+                chat_template_kwargs=self.chat_template_kwargs, name=r.__name__,
+            )
+        critic = build_shared_critic(peft_model, pending[0][1].path if pending else None,
+                                     self.args.gradient_checkpointing_kwargs)
+        self.critic = self.accelerator.prepare_model(critic)
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer class (``args.optim``) and policy groups, plus one group for the critic
+        (``critic_learning_rate``): see :func:`trl_ext.ppo.critic.optimizer_with_critic`. Building the groups here,
+        not in ``Trainer.create_optimizer``, keeps a shared critic adapter (inside the policy model) out of the
+        policy's groups without touching any ``requires_grad``."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(
+            self.args, opt_model
+        )
+        inside, outside = self._critic_parameters()
+        self.optimizer = optimizer_with_critic(
+            optimizer_cls, optimizer_kwargs, opt_model, set(self.get_decay_parameter_names(opt_model)),
+            inside=inside, outside=outside, args=self.args,
+        )
+        return self.optimizer
+
+    def _critic_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(parameters inside the policy model, parameters outside it) that the critic trains."""
+        critic = self.accelerator.unwrap_model(self.critic)
+        outside = [p for p in critic.parameters() if p.requires_grad]
+        inside = critic_adapter_parameters(self.accelerator.unwrap_model(self.model)) if self.args.shared_base else []
+        return inside, outside
+
+    # ---- rollout -> scores -> values -> GAE -> logs -----------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        total = weighted_reward(rewards_per_func, self.reward_weights)  # (N_global,), NaN where unscorable
+        self._round_rewards = RoundRewards(rewards_per_func, total)
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = self._rollout(inputs)
+        mask = output["completion_mask"].float()  # (B, C)
+        scores, contains_eos = self._scores(output)  # (B,) each
+        # An unscorable completion (every reward function returned None: NaN score) carries no learning signal, as in
+        # GRPO: GAE runs over the scored rows only, so its advantages are 0 on every token; its value target is the
+        # critic's own rollout value. Its tokens stay in the loss normaliser (as GRPO's zero-advantage rows do).
+        scored = (~torch.isnan(scores)).float().unsqueeze(1)  # (B, 1)
+        scored_mask = mask * scored  # (B, C)
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps, ref_logps = self._rollout_logps(output)  # (B, C) each; ref None without a KL penalty
+            values = self._values(output)  # (B, C)
+        rewards, kl = token_rewards(logps, ref_logps, scores.nan_to_num(0.0), mask, self.kl_coef)  # (B, C) each
+        if self.args.whiten_rewards:
+            rewards = whiten(rewards, scored_mask, shift_mean=False)
+        advantages, returns = gae(rewards, values, scored_mask, gamma=self.args.gamma, lam=self.args.lam)
+        if self.args.whiten_advantages:
+            advantages = whiten(advantages, scored_mask)
+        returns = torch.where(scored.bool(), returns, values * mask)
+        seq_kl = self._log_rollout(kl, scores, contains_eos, values, returns, mask)
+        if self.kl_ctl is not None and self.model.training:
+            self.kl_coef = self.kl_ctl.update(seq_kl, n_steps=mask.size(0) * self.accelerator.num_processes)
+        output.update(advantages=advantages, returns=returns, values=values, old_per_token_logps=logps)
+        if self.beta == 0.0:  # only GRPO's loss term reads it
+            output.pop("ref_per_token_logps", None)
+        return output
+
+    def _rollout(self, inputs) -> dict:
+        """GRPO's generation and reward scoring (its group-relative advantages are replaced by the caller)."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if not is_peft_model(unwrapped):
+            return super()._generate_and_score_completions(inputs)
+        with keep_requires_grad(unwrapped):  # GRPO's reference pass (beta != 0) disables adapters: critic refrozen
+            return super()._generate_and_score_completions(inputs)
+
+    def _scores(self, output) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scalar score of each local completion, (B,): the weighted reward (:func:`weighted_reward`; NaN when
+        no reward function scored it), minus ``missing_eos_penalty`` where it never emitted EOS; and that EOS flag."""
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        device, n_local = completion_ids.device, completion_ids.size(0)
+        process_slice = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
+        scores = self._round_rewards.total[process_slice]  # (B,)
+        lengths = completion_mask.sum(1)
+        last_token = completion_ids[torch.arange(n_local, device=device), (lengths - 1).clamp(min=0)]
+        contains_eos = torch.isin(last_token, torch.tensor(self.eos_token_ids, device=device)) & (lengths > 0)
+        if self.args.missing_eos_penalty is not None:
+            scores = scores - self.args.missing_eos_penalty * (~contains_eos).float()
+        return scores, contains_eos
+
+    def _rollout_logps(self, output) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """π_old's per-token log-probs (GRPO skips them when on-policy; PPO needs them for the KL penalty and the
+        ratio) and the reference's (a separate model, or with PEFT the base with adapters disabled)."""
+        input_ids, attention_mask, logits_to_keep, batch_size = self._model_inputs(output)
+        logps = output.get("old_per_token_logps")
+        if logps is None:
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+            )
+        ref_logps = output.get("ref_per_token_logps")
+        if ref_logps is None and self.kl_coef > 0:
+            if self.ref_model is not None:
+                ref_logps, _, _ = self._get_per_token_logps_and_entropies(
+                    self.ref_model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+                )
+            else:
+                peft_model = self.accelerator.unwrap_model(self.model)
+                with keep_requires_grad(peft_model), peft_model.disable_adapter():
+                    ref_logps, _, _ = self._get_per_token_logps_and_entropies(
+                        self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+                    )
+        return logps, ref_logps
+
+    def _values(self, output) -> torch.Tensor:
+        """Critic values V(s_t) for completion token t, (B, C): the head on the hidden state that predicts token t."""
+        input_ids, attention_mask, logits_to_keep, batch_size = self._model_inputs(output)
+        out = []
+        for start in range(0, input_ids.size(0), batch_size):
+            v = self.critic(input_ids[start : start + batch_size], attention_mask[start : start + batch_size])
+            out.append(v[:, -logits_to_keep - 1 : -1])
+        return torch.cat(out).float()
+
+    def _model_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)  # (B, P+C)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        train = self.model.training
+        batch_size = self.args.per_device_train_batch_size if train else self.args.per_device_eval_batch_size
+        return input_ids, attention_mask, batch["completion_ids"].size(1), batch_size
+
+    def _log_rollout(self, kl, scores, contains_eos, values, returns, mask) -> float:
+        """Rollout metrics (TRL's name where it has one: ``kl``; the rest under ``ppo/``), over all processes;
+        returns the mean per-completion KL, which the adaptive controller reads."""
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        seq_kl = self.accelerator.gather(kl.sum(1)).mean().item()
+        metrics["kl"].append(self._global_mean(kl, mask))
+        metrics["ppo/kl_per_completion"].append(seq_kl)
+        metrics["ppo/kl_coef"].append(self.kl_coef)
+        all_scores = self.accelerator.gather(scores)
+        metrics["ppo/score"].append(all_scores[~torch.isnan(all_scores)].mean().item())  # over the scored rows
+        metrics["ppo/eos_ratio"].append(self.accelerator.gather(contains_eos.float()).mean().item())
+        metrics["ppo/values_mean"].append(self._global_mean(values, mask))
+        metrics["ppo/returns_mean"].append(self._global_mean(returns, mask))
+        # Explained variance of the returns by the critic's values at rollout time: 1 − Var(R − V) / Var(R).
+        r, d = returns[mask.bool()], (returns - values)[mask.bool()]
+        sums = torch.stack([r.sum(), (r**2).sum(), d.sum(), (d**2).sum(), r.new_tensor(r.numel())])
+        sr, srr, sd, sdd, n = self.accelerator.reduce(sums, reduction="sum").tolist()
+        var_r, var_d = srr / max(n, 1) - (sr / max(n, 1)) ** 2, sdd / max(n, 1) - (sd / max(n, 1)) ** 2
+        metrics["ppo/explained_variance"].append(1.0 - var_d / var_r if var_r > 1e-12 else float("nan"))
+        return seq_kl
+
+    def _global_mean(self, x, mask) -> float:
+        """Mean of ``x`` over the unmasked entries of every process."""
+        totals = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum()]).detach(), reduction="sum")
+        return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+    # ---- loss ---------------------------------------------------------------------------------------------------------
+    def _compute_loss(self, model, inputs):
+        """Clipped surrogate + ``vf_coef`` × clipped value loss: one loss, back-propagated once by Trainer (a backward
+        here would be outside the engine's control). The critic's gradients come from the value loss alone (its
+        graph does not reach the policy's LoRA, nor the policy's the critic's); the cost is that the critic's
+        activations live until that backward, beside the policy's."""
+        input_ids, attention_mask, logits_to_keep, _ = self._model_inputs(inputs)
+        mask = inputs["completion_mask"].float()  # (B, C)
+        # Token-level mean over the whole generation batch, split over processes and accumulation steps (as GRPO's
+        # "dapo" loss): each micro-batch contributes its token sum / the generation batch's tokens per optimizer step.
+        normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        if self.model.training:
+            normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        vf_loss_tok, vf_clipped = self._value_loss(input_ids, attention_mask, logits_to_keep, inputs)
+        logps, entropies, _ = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, compute_entropy=True
+        )
+        pg_loss_tok, ratio, log_ratio = self._policy_loss(logps, inputs)
+        loss = (pg_loss_tok * mask).sum() / normalizer + self.args.vf_coef * (vf_loss_tok * mask).sum() / normalizer
+        self._log_loss(mask, entropies, pg_loss_tok, vf_loss_tok, vf_clipped, ratio, log_ratio, inputs["advantages"])
+        return loss
+
+    def _value_loss(self, input_ids, attention_mask, logits_to_keep, inputs):
+        """Per-token clipped value loss (B, C): the new value may move at most ``cliprange_value`` from the rollout's;
+        and where the clipped term is the larger."""
+        values_old, returns = inputs["values"], inputs["returns"]  # (B, C)
+        values_new = self.critic(input_ids, attention_mask)[:, -logits_to_keep - 1 : -1].float()
+        values_clipped = values_old + torch.clamp(
+            values_new - values_old, -self.args.cliprange_value, self.args.cliprange_value
+        )
+        vf_losses, vf_losses_clipped = (values_new - returns) ** 2, (values_clipped - returns) ** 2
+        return 0.5 * torch.maximum(vf_losses, vf_losses_clipped), vf_losses_clipped > vf_losses
+
+    def _policy_loss(self, logps, inputs):
+        """Per-token clipped surrogate (Schulman et al. 2017, eq. 7), (B, C), plus GRPO's k3 KL term if ``beta``."""
+        advantages = inputs["advantages"]  # (B, C)
+        log_ratio = logps - inputs["old_per_token_logps"]
+        ratio = torch.exp(log_ratio)
+        pg_losses = -advantages * ratio
+        pg_losses_clipped = -advantages * torch.clamp(ratio, 1 - self.epsilon_low, 1 + self.epsilon_high)
+        pg_loss_tok = torch.maximum(pg_losses, pg_losses_clipped)
+        if self.beta != 0.0:  # GRPO's optional k3 KL term in the loss, kept for users who set beta
+            ref = inputs["ref_per_token_logps"]
+            pg_loss_tok = pg_loss_tok + self.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
+        return pg_loss_tok, ratio, log_ratio
+
+    def _log_loss(self, mask, entropies, pg_loss_tok, vf_loss_tok, vf_clipped, ratio, log_ratio, advantages) -> None:
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        metrics["entropy"].append(self._global_mean(entropies, mask))
+        metrics["ppo/policy_loss"].append(self._global_mean(pg_loss_tok, mask))
+        metrics["ppo/value_loss"].append(self._global_mean(vf_loss_tok, mask))
+        metrics["ppo/approx_kl"].append(self._global_mean(0.5 * log_ratio**2, mask))  # ≈ KL(π_old || π), k2
+        is_low = (ratio < 1 - self.epsilon_low) & (advantages < 0)
+        is_high = (ratio > 1 + self.epsilon_high) & (advantages > 0)
+        metrics["clip_ratio/low_mean"].append(self._global_mean(is_low.float(), mask))
+        metrics["clip_ratio/high_mean"].append(self._global_mean(is_high.float(), mask))
+        metrics["clip_ratio/region_mean"].append(self._global_mean((is_low | is_high).float(), mask))
+        metrics["ppo/value_clip_ratio"].append(self._global_mean(vf_clipped.float(), mask))
+
+    # ---- saving and resuming ------------------------------------------------------------------------------------------
+    def _resume_state(self) -> dict:
+        return {**super()._resume_state(), "kl_coef": self.kl_coef}
+
+    def _load_resume_state(self, state: dict, checkpoint: str) -> None:
+        super()._load_resume_state(state, checkpoint)
+        self.kl_coef = state.get("kl_coef", self.kl_coef)
+        if self.kl_ctl is not None:
+            self.kl_ctl.value = self.kl_coef
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Trainer restores the policy only; the critic comes back from what ``_save`` wrote beside it."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_critic(self.accelerator.unwrap_model(self.critic), self.accelerator.unwrap_model(self.model),
+                    resume_from_checkpoint)
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict=state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        save_critic(self.accelerator.unwrap_model(self.critic), output_dir)
+
