@@ -374,8 +374,15 @@ def summarise(runs: list[dict], seeds: list[int]) -> dict:
             }
     ratio, cost = headline(by, seeds, "accuracy")
     ratio_sampled, cost_sampled = headline(by, seeds, "sampled_accuracy")
+    # the same ratio for every rung, GRPO included (against itself: when its own curve first reached its final
+    # value): a rung is faster than GRPO only if its ratio is below GRPO's own, not merely below 1
+    by_rung = {key: {name: [steps_ratio([(p["step"], p[key]) for p in by[(i, s)]["curve"]],
+                                        [(p["step"], p[key]) for p in by[(0, s)]["curve"]])
+                            for s in seeds if (i, s) in by and (0, s) in by]
+                     for i, (name, _) in enumerate(RUNGS)} for key in ("accuracy", "sampled_accuracy")}
     return {"rungs": rungs, "steps_ratio_to_grpo_final": ratio, "cost_to_grpo_final": cost,
-            "steps_ratio_to_grpo_final_sampled": ratio_sampled, "cost_to_grpo_final_sampled": cost_sampled}
+            "steps_ratio_to_grpo_final_sampled": ratio_sampled, "cost_to_grpo_final_sampled": cost_sampled,
+            "steps_ratio_to_grpo_final_by_rung": by_rung}
 
 
 def headline(by: dict, seeds: list[int], key: str) -> tuple[dict, list[dict]]:
@@ -424,6 +431,10 @@ def write_markdown(meta: dict, summary: dict, runs: list[dict], path: Path):
         f"({meta['workers']} runs in parallel, one thread each), total wall {meta['wall_s']:.0f} s; "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
         "",
+        *([f"Files rewritten from the runs' records by `{meta['rewritten_by']['command']}` at commit "
+           f"`{meta['rewritten_by']['git']['commit']}`.", ""] if meta.get("rewritten_by") else []),
+        *([f"PARTIAL: only the seeds with all rungs finished are summarised: {meta['seeds']}.", ""]
+          if meta["partial"] else []),
         f"Task: graded addition (tiny-rlvr.yaml: sums of 2/3/4 numbers in [0, 19]) with chatter among the SFT "
         f"demonstrators' slips; one SFT start for every run; reward `sum_correct` (0/1). Every rung: lr "
         f"{s['learning_rate']}, {s['batch']} completions ({s['batch'] // s['num_generations']} prompts x "
@@ -434,6 +445,13 @@ def write_markdown(meta: dict, summary: dict, runs: list[dict], path: Path):
     ]
     for key, title in (("", "greedy accuracy (the brief's headline)"), ("_sampled", "sampled accuracy (T=1, 2 per prompt)")):
         lines += headline_lines(summary[f"steps_ratio_to_grpo_final{key}"], summary[f"cost_to_grpo_final{key}"], title)
+    lines += ["## The same ratio for every rung (GRPO against its own final value: its plateau, the baseline to beat)",
+              "", "| rung | greedy, per seed | sampled, per seed |", "|---|---|---|"]
+    br = summary["steps_ratio_to_grpo_final_by_rung"]
+    for name in br["accuracy"]:
+        lines.append(f"| {name} | " + " | ".join(
+            ", ".join("not reached" if x is None else f"{x:.2f}" for x in br[key][name])
+            for key in ("accuracy", "sampled_accuracy")) + " |")
     lines += ["", "## Per rung (means over seeds)", "",
               "| rung | greedy acc start -> final (per seed) | sampled acc start -> final (per seed) | best greedy | level 0/1/2 final | entropy first -> last | zero-adv groups "
               "(TRL) first -> last | checker all right + all wrong, first -> last | truncated first -> last | mean length first -> last | clip low / high / region "
@@ -581,11 +599,22 @@ def main(argv=None):
     command = "OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/dapo_ablation.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     if a.from_partial:
+        # the runs finished so far; complete when every (rung, seed) asked for is there. The measurement's own
+        # command, commit and wall time are kept from the json the run wrote, if it got that far.
         runs = sorted((json.loads(line) for line in open(partial_path)), key=lambda r: (r["seed"], r["rung"]))
-        done = sorted({r["seed"] for r in runs})
-        finish(runs, done, setting, workers, git, float("nan"), results, a.notes, partial=True, command=command,
-               machine=machine_info(), vers=versions(), sft=str(workdir / "sft" / "model"))
-        return
+        have = {(r["rung"], r["seed"]) for r in runs}
+        done = [s for s in seeds if all((i, s) in have for i in rungs)] or sorted({r["seed"] for r in runs})
+        partial = not all((i, s) in have for s in seeds for i in rungs)
+        previous = results / "dapo_ablation.json"
+        before = json.loads(previous.read_text())["meta"] if previous.exists() else {}
+        if before.get("partial", True) or before.get("setting") != setting.__dict__:
+            before = {}
+        out = finish(runs if not partial else [r for r in runs if r["seed"] in done], done, setting, workers,
+                     before.get("git", git), before.get("wall_s", float("nan")), results, a.notes, partial=partial,
+                     command=before.get("command", command), machine=machine_info(), vers=versions(),
+                     sft=str(workdir / "sft" / "model"), rewritten_by={"command": command, "git": git})
+        print(f"wrote {results} from {len(runs)} runs (seeds complete: {done}, partial: {partial})")
+        return out
     cfg = pipeline_config(workdir, setting)
     sft = sft_start(cfg, workdir)
     print(f"SFT start ready: {sft} ({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -605,16 +634,22 @@ def main(argv=None):
            command=command, machine=machine_info(), vers=versions(), sft=str(sft))
 
 
-def finish(runs, seeds, setting, workers, git, wall, results: Path, notes, partial, command, machine, vers, sft):
+def finish(runs, seeds, setting, workers, git, wall, results: Path, notes, partial, command, machine, vers, sft,
+           rewritten_by=None):
     summary = summarise(runs, seeds)
     meta = {"command": command.strip(), "git": git, "machine": machine, "versions": vers, "workers": workers,
             "setting": setting.__dict__, "seeds": seeds, "wall_s": wall, "partial": partial, "sft": sft,
             "notes": Path(notes).read_text() if notes else None,
-            "rungs_defined": [{"name": n, "adds": c} for n, c in RUNGS]}
+            "rungs_defined": [{"name": n, "adds": c} for n, c in RUNGS], "rewritten_by": rewritten_by}
     out = {"seeds": seeds, "partial": partial,
            "steps_ratio_to_grpo_final": summary["steps_ratio_to_grpo_final"],
            "final_accuracy": {n: x["final_accuracy"] for n, x in summary["rungs"].items()},
-           "cost_to_grpo_final": summary["cost_to_grpo_final"], "rungs": summary["rungs"], "meta": meta,
+           "cost_to_grpo_final": summary["cost_to_grpo_final"],
+           "steps_ratio_to_grpo_final_sampled": summary["steps_ratio_to_grpo_final_sampled"],
+           "cost_to_grpo_final_sampled": summary["cost_to_grpo_final_sampled"],
+           "final_sampled_accuracy": {n: x["final_sampled_accuracy"] for n, x in summary["rungs"].items()},
+           "steps_ratio_to_grpo_final_by_rung": summary["steps_ratio_to_grpo_final_by_rung"],
+           "rungs": summary["rungs"], "meta": meta,
            "runs": runs}
     (results / "dapo_ablation.json").write_text(json.dumps(out, indent=1, default=str))
     write_markdown(meta, summary, runs, results / "dapo_ablation.md")
