@@ -204,7 +204,7 @@ def make_recorder(trainer, eval_data, every: int, checker: GroupedChecker):
 
         def generated(self, step: int) -> int:
             if args.dynamic_sampling:  # every round counts, refills included
-                return trainer.dynamic_sampling_totals["generated"] * trainer.num_generations
+                return trainer.dynamic_sampling_totals["generated_groups"] * trainer.num_generations
             # TRL generates one batch of generation_batch_size every steps_per_generation steps, at the first
             return math.ceil(step / args.steps_per_generation) * args.generation_batch_size
 
@@ -317,6 +317,11 @@ def _metric(run: dict, key: str) -> list[tuple[int, float]]:
     return [(h["step"], h[key]) for h in run["logs"] if key in h]
 
 
+def _generated_groups(totals: dict) -> int:
+    """DAPO's count of generated groups; records written before the key was renamed call it "generated"."""
+    return totals["generated_groups"] if "generated_groups" in totals else totals["generated"]
+
+
 def _mean_of(run: dict, key: str, first: bool | None = None) -> float | None:
     values = [v for _, v in _metric(run, key)]
     if not values:
@@ -366,7 +371,7 @@ def summarise(runs: list[dict], seeds: list[int]) -> dict:
         ds = [r["totals"] for r in rs if r["config"]["dynamic_sampling"]]
         if ds:
             rungs[name]["dynamic_sampling"] = {
-                "generated_per_kept": statistics.mean(t["generated"] / max(t["trained"], 1) for t in ds),
+                "generated_per_kept": statistics.mean(_generated_groups(t) / max(t["trained"], 1) for t in ds),
                 "refill_rounds_mean": statistics.mean(
                     statistics.mean(v for _, v in _metric(r, "dynamic_sampling/refill_rounds")) for r in rs),
                 "padded_groups": sum(t["padded"] for t in ds),
