@@ -71,6 +71,7 @@ import transformers
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from .adapters import keep_requires_grad
 from .evaluation import Samples, sample_completions, score_completions
 
 logger = logging.getLogger(__name__)
@@ -432,7 +433,7 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
                 width = completion_mask.size(1)
                 logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, attention_mask, width)
                 if peft:
-                    with _keep_requires_grad(unwrapped), unwrapped.disable_adapter():
+                    with keep_requires_grad(unwrapped), unwrapped.disable_adapter():
                         ref, _, _ = trainer._get_per_token_logps_and_entropies(
                             trainer.model, input_ids, attention_mask, width
                         )
@@ -496,17 +497,6 @@ def _is_peft(model) -> bool:
     from accelerate.utils import is_peft_model
 
     return is_peft_model(model)
-
-
-@contextlib.contextmanager
-def _keep_requires_grad(model):
-    """``disable_adapter`` re-enables adapters on exit with only the active one trainable; put every flag back."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 @contextlib.contextmanager

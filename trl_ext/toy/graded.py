@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from datasets import Dataset
 
-from .task import CHATTER, ERROR_KINDS, completion_text, prompt_text
+from .task import ERROR_KINDS, completion_text, demonstrator_mistake, prompt_text
 
 _ANSWER = re.compile(r"^\s*(\d+)\s*$")
 
@@ -110,20 +110,8 @@ class GradedAdditionTask:
         answer = str(total)
         if rng.random() >= self.demo_error_rates[level]:
             return answer
-        kind = rng.choice(self.demo_error_kinds)
         carry_out = sum(t % 10 for t in terms) // 10  # what the units column carries into the tens
-        if kind == "chatter":
-            return answer + rng.choice(CHATTER)
-        if kind == "swap" and answer != answer[::-1]:
-            return answer[::-1]
-        if kind == "carry" and carry_out:
-            return str(total - 10 * carry_out)
-        # "slip", and the fall-back when the chosen slip changes nothing (a palindrome, no carry to forget)
-        digits = list(answer)
-        i = rng.randrange(len(digits))
-        d = int(digits[i])
-        digits[i] = str(d + 1 if d < 9 and (d == 0 or rng.random() < 0.5) else d - 1)
-        return "".join(digits)
+        return demonstrator_mistake(total, carry_out, self.demo_error_kinds, rng)
 
     # ---- datasets ----------------------------------------------------------------------------------------------------
     def sft_dataset(self, n: int, seed: int) -> Dataset:

@@ -89,19 +89,7 @@ class AdditionTask:
         answer = str(a + b)
         if rng.random() >= self.demo_error_rate:
             return answer
-        kind = rng.choice(self.demo_error_kinds)
-        if kind == "chatter":
-            return answer + rng.choice(CHATTER)
-        if kind == "swap" and answer != answer[::-1]:
-            return answer[::-1]
-        if kind == "carry" and (a % 10) + (b % 10) >= 10:
-            return str(a + b - 10)
-        # "slip", and the fall-back when the chosen slip changes nothing (a palindrome, no carry to forget)
-        digits = list(answer)
-        i = rng.randrange(len(digits))
-        d = int(digits[i])
-        digits[i] = str(d + 1 if d < 9 and (d == 0 or rng.random() < 0.5) else d - 1)
-        return "".join(digits)
+        return demonstrator_mistake(a + b, (a % 10 + b % 10) // 10, self.demo_error_kinds, rng)
 
     # ---- datasets -------------------------------------------------------------------------------------------------
     def sft_dataset(self, n: int, seed: int) -> Dataset:
@@ -135,6 +123,30 @@ class AdditionTask:
 
 
 # ---- the oracle ----------------------------------------------------------------------------------------------------
+
+
+def demonstrator_mistake(total: int, carry_out: int, kinds: Sequence[str], rng: random.Random) -> str:
+    """A wrong (or chatty) answer to a sum of ``total``, of a kind drawn from ``kinds`` (see ``ERROR_KINDS``).
+
+    ``carry_out`` is what the units column carries into the tens (a forgotten carry subtracts ``10 * carry_out``).
+    Shared by the embedded tasks' demonstrators; the random draws come in a fixed order, so a seeded run is repeatable.
+    """
+    answer = str(total)
+    kind = rng.choice(kinds)
+    if kind == "chatter":
+        return answer + rng.choice(CHATTER)
+    if kind == "swap" and answer != answer[::-1]:
+        return answer[::-1]
+    if kind == "carry" and carry_out:
+        return str(total - 10 * carry_out)
+    # "slip", and the fall-back when the chosen slip changes nothing (a palindrome, no carry to forget)
+    digits = list(answer)
+    i = rng.randrange(len(digits))
+    d = int(digits[i])
+    digits[i] = str(d + 1 if d < 9 and (d == 0 or rng.random() < 0.5) else d - 1)
+    return "".join(digits)
+
+
 def completion_text(completion) -> str:
     """Plain text of a completion given as a string or as TRL's conversational list of messages."""
     if isinstance(completion, str):
