@@ -245,8 +245,8 @@ def report(runs: list[dict], opts: argparse.Namespace, command: str) -> None:
         + ".",
         "",
         "Notes. PPO's extra over GRPO + LoRA is the critic adapter (its weights, gradients and Adam states) and the "
-        "value head; the critic's activations never coexist with the policy's because the value loss is "
-        "back-propagated before the policy forward. On CPU the nf4 runs quantise while loading, so their RSS "
+        "value head, and the critic's activations: the value loss is part of the one loss Trainer back-propagates, "
+        "so they are alive beside the policy's until that backward. On CPU the nf4 runs quantise while loading, so their RSS "
         "high-water mark includes the fp32 weights of the load and is not smaller than the fp32 runs'; on a GPU "
         "(torch.cuda.max_memory_allocated) the 4-bit base counts at its packed size. `params in memory` counts a "
         "4-bit weight's packed storage (two values per element). The ratio depends on how much of the peak is "
