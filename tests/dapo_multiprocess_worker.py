@@ -54,6 +54,8 @@ def main(out_dir):
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"world_size": trainer.accelerator.num_processes, "seen": seen, "metrics": metrics,
                    "totals": trainer.dynamic_sampling_totals, "checksum": checksum}, f)
+    trainer.accelerator.wait_for_everyone()  # leave gloo together: a rank exiting mid-teardown aborts the other
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

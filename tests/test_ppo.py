@@ -365,6 +365,8 @@ trainer.train()
 moved = any(not torch.equal(a, b) for a, b in zip(before, critic.parameters()))
 checksum = sum(float(p.detach().double().sum()) for p in critic.parameters())
 print(f"RANK {trainer.accelerator.process_index} {moved} {checksum:.8f}", flush=True)
+trainer.accelerator.wait_for_everyone()  # leave gloo together: a rank exiting mid-teardown aborts the other
+torch.distributed.destroy_process_group()
 '''
 
 
