@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
-import trl_ext.dapo as dapo_module
+import trl_ext.dapo.trainer as dapo_module  # liger_bypasses_loss is looked up there
 from trl_ext import DAPOConfig, DAPOTrainer
 from trl_ext.toy import AdditionTask
 

@@ -1,0 +1,11 @@
+"""DAPO (arXiv 2503.14476) as a drop-in ``trl.GRPOTrainer``: clip-higher, token-level loss, overlong shaping and
+dynamic sampling that refills, carries its surplus and stays consistent across processes.
+
+Layout: ``config.py`` (DAPOConfig: the paper's defaults and the fields TRL lacks), ``trainer.py`` (DAPOTrainer, the
+hooks it overrides, read in the order a step runs them).
+"""
+
+from .config import ON_CAP_CHOICES, DAPOConfig
+from .trainer import DAPOTrainer, liger_bypasses_loss
+
+__all__ = ["ON_CAP_CHOICES", "DAPOConfig", "DAPOTrainer", "liger_bypasses_loss"]
