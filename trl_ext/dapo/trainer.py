@@ -11,25 +11,17 @@ from tqdm.auto import tqdm
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id
 
-from ..advantages import RoundRewards, weighted_reward
+from ..advantages import RoundRewards
 from ..cards import DAPO_PAPER, ModelCardMixin
 from ..checks import check_prompt_dataset
-from ..groups import (
-    PAD_RULES,
-    RECOMPUTED_KEYS,
-    GroupPool,
-    concat_batches,
-    describe_uninformative,
-    informative_groups,
-    moving_groups,
-    process_rows,
-    rows_of_groups,
-    select_rows,
-)
+from ..groups import GroupPool, describe_uninformative, informative_groups, moving_groups, process_rows, rows_of_groups
+from ..groups import select_rows
 from ..models import disable_bnb_cpu_repack
 from ..resume import GenerationStateMixin
-from ..shaping import OverlongPenalty
 from .config import DAPOConfig
+from .reward_columns import append_overlong_column, check_reward_lists, mask_unscored_overlong, round_rewards
+from .reward_columns import signal_column
+from .step import CAP_FIXES, StepRecord, check_refillable, gather_output, masked_filler, record_step, refill_order
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +46,10 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
       first on the dataloader's batch, then on fresh prompts from the training data -- gathers each round's output
       from all ranks, keeps the groups whose signal varies and whose advantages are not all zero, and stops when
       the pool holds ``generation_batch_size // num_generations`` groups. Every rank holds the same pool and trains
-      on its own contiguous slice, so the per-rank batch size is exactly TRL's. Informative surplus stays in the pool for at most
-      ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, the one place a
-      subclass (e.g. :class:`trl_ext.RLOOTrainer`) replaces the advantages, so it inherits all of the above.
+      on its own contiguous slice, so the per-rank batch size is exactly TRL's. Informative surplus stays in the
+      pool for at most ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, the
+      one place a subclass (e.g. :class:`trl_ext.RLOOTrainer`) replaces the advantages, so it inherits all of the
+      above.
     * ``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler`` (through
       :class:`trl_ext.resume.GenerationStateMixin`): every checkpoint also holds the carried surplus (with its
       behaviour log-probabilities and generation step), the refill stream's position, the staleness counter and the
@@ -83,6 +76,28 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         reward_processing_classes=None,
         **kwargs,
     ):
+        args = self._checked_args(model, args)
+        check_prompt_dataset(train_dataset, "train_dataset", type(self).__name__)
+        check_prompt_dataset(eval_dataset, "eval_dataset", type(self).__name__)
+        if reward_funcs is None:
+            reward_funcs = []
+        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        reward_processing_classes = check_reward_lists(args, reward_funcs, reward_processing_classes)
+        args = copy.copy(args)  # reward_weights may grow by the overlong column; leave the caller's config alone
+        self._overlong_index, reward_processing_classes = append_overlong_column(args, reward_funcs,
+                                                                              reward_processing_classes)
+        if args.dynamic_sampling:
+            check_refillable(train_dataset)
+        super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=processing_class, reward_processing_classes=reward_processing_classes,
+                         **kwargs)
+        disable_bnb_cpu_repack(self.model)  # no-op unless 4-bit on CPU; see trl_ext.models
+        self._signal_index = signal_column(args.dynamic_sampling_signal, self.reward_func_names)
+        self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
+        self._init_dynamic_sampling_state()
+
+    def _checked_args(self, model, args):
+        """``args``, or the config class's defaults named after the model; refused if it is not that class."""
         config_class = self.config_class
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
@@ -97,43 +112,11 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                 "use_liger_kernel=True makes this TRL version compute the loss in Liger, bypassing the DAPO loss. "
                 "Set use_liger_kernel=False."
             )
-        check_prompt_dataset(train_dataset, "train_dataset", type(self).__name__)
-        check_prompt_dataset(eval_dataset, "eval_dataset", type(self).__name__)
-        if reward_funcs is None:
-            reward_funcs = []
-        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-        reward_processing_classes = self._check_reward_lists(args, reward_funcs, reward_processing_classes)
-        args = copy.copy(args)  # reward_weights may grow by the overlong column; leave the caller's config alone
-        self._overlong_index = None
-        if args.overlong_buffer_length > 0 and args.overlong_penalty_factor > 0:
-            self._overlong_index = len(reward_funcs)
-            reward_funcs.append(
-                OverlongPenalty(args.max_completion_length, args.overlong_buffer_length, args.overlong_penalty_factor)
-            )
-            if args.reward_weights is not None:
-                args.reward_weights = [*args.reward_weights, 1.0]
-            if reward_processing_classes is not None:
-                reward_processing_classes = [*reward_processing_classes, None]
-        kwargs.update(eval_dataset=eval_dataset, processing_class=processing_class,
-                      reward_processing_classes=reward_processing_classes)
-        if args.dynamic_sampling and train_dataset is not None and not (
-            hasattr(train_dataset, "__getitem__") and hasattr(train_dataset, "__len__")
-        ):
-            raise ValueError(
-                "dynamic sampling refills with prompts drawn by index from train_dataset, which needs a map-style "
-                "dataset (an IterableDataset was given). Pass a datasets.Dataset or set dynamic_sampling=False."
-            )
-        super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
-        disable_bnb_cpu_repack(self.model)  # no-op unless 4-bit on CPU; see trl_ext.models
+        return args
 
-        signal = args.dynamic_sampling_signal
-        if signal != "reward" and signal not in self.reward_func_names:
-            raise ValueError(
-                f"dynamic_sampling_signal={signal!r} is neither 'reward' nor a reward function name; names here: "
-                f"{self.reward_func_names}."
-            )
-        self._signal_index = None if signal == "reward" else self.reward_func_names.index(signal)
-        self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
+    def _init_dynamic_sampling_state(self) -> None:
+        """The pool, the refill stream's position, the step counter and the run's totals (all checkpointed)."""
+        args = self.args
         self._ds_pool = GroupPool(self.num_generations, self._tokenizer.pad_token_id)
         self._ds_refill_order = None
         self._ds_refill_drawn = 0  # prompts taken from the refill stream so far (a resumed run skips them)
@@ -148,53 +131,13 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                 "prompts within a round.", len(self.train_dataset), args.generation_batch_size // self.num_generations
             )
 
-    @staticmethod
-    def _check_reward_lists(args, reward_funcs: list, reward_processing_classes):
-        """The user's ``reward_weights`` and ``reward_processing_classes`` counted against the user's reward functions.
-
-        TRL accepts one tokenizer for one reward model (not in a list); it is listed here so that the built-in overlong
-        column, appended after the user's functions, gets ``None`` beside it. Counting here, before that column
-        exists, keeps the overlong term out of the numbers in the messages.
-        """
-        n = len(reward_funcs)
-        if args.reward_weights is not None and len(args.reward_weights) != n:
-            raise ValueError(
-                f"reward_weights has {len(args.reward_weights)} weights for {n} reward function(s); give one weight "
-                "per function in reward_funcs, in the same order (the built-in overlong penalty needs none: its scale "
-                "is overlong_penalty_factor)."
-            )
-        if reward_processing_classes is None:
-            return None
-        if not isinstance(reward_processing_classes, list):
-            reward_processing_classes = [reward_processing_classes]
-        if len(reward_processing_classes) != n:
-            raise ValueError(
-                f"reward_processing_classes has {len(reward_processing_classes)} entries for {n} reward function(s); "
-                "give one per function in reward_funcs (None for a function that is not a model), or a single "
-                "tokenizer when there is a single reward model."
-            )
-        return list(reward_processing_classes)
-
     # ---- rewards ---------------------------------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
-        i = self._overlong_index
-        if i is not None and rewards_per_func.size(1) > 1:
-            others = torch.cat([rewards_per_func[:, :i], rewards_per_func[:, i + 1 :]], dim=1)
-            rewards_per_func[torch.isnan(others).all(dim=1), i] = torch.nan
+        mask_unscored_overlong(rewards_per_func, self._overlong_index)
         weights = self.reward_weights.to(rewards_per_func.device)
-        self._round_rewards = RoundRewards(
-            rewards_per_func, weighted_reward(rewards_per_func, weights), self._signal(rewards_per_func, weights)
-        )
+        self._round_rewards = round_rewards(rewards_per_func, weights, self._overlong_index, self._signal_index)
         return rewards_per_func
-
-    def _signal(self, rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """What dynamic sampling requires to vary, (N,): one named function's rewards, or the weighted total of the
-        given functions as GRPOTrainer forms it with the overlong term left out (NaN if none of them scored)."""
-        if self._signal_index is not None:
-            return rewards_per_func[:, self._signal_index]
-        given = [j for j in range(rewards_per_func.size(1)) if j != self._overlong_index]
-        return weighted_reward(rewards_per_func[:, given], weights[given])
 
     # ---- dynamic sampling ------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
@@ -207,72 +150,81 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         return super()._generate_and_score_completions(inputs)
 
     def _dynamic_sampling_step(self, inputs):
-        args, pool, G = self.args, self._ds_pool, self.num_generations
-        need = args.generation_batch_size // G  # groups per generation batch, all ranks together
+        """One generation batch of informative groups: draw rounds until the pool holds enough, handle the cap,
+        take the batch (surplus stays in the pool), give this rank its slice, record the step."""
+        args, pool = self.args, self._ds_pool
+        need = args.generation_batch_size // self.num_generations  # groups per generation batch, all ranks together
         self._ds_step += 1  # dynamic-sampling steps (generation batches): staleness is counted in them
-        step = self._ds_step
-        dropped = pool.drop_stale(step, args.dynamic_sampling_max_staleness)
-        carried_in = pool.num_groups
-        rounds = generated = informative = zero_advantage = 0
-        rejected, reasons = [], []
-        progress = None
-        while pool.num_groups < need and rounds <= args.dynamic_sampling_max_refill_rounds:
-            if rounds > 0:
+        dropped = pool.drop_stale(self._ds_step, args.dynamic_sampling_max_staleness)
+        record = StepRecord(carried_in=pool.num_groups, dropped=dropped)
+        self._draw_rounds(inputs, need, record)
+        if pool.num_groups < need:
+            record.padded = self._at_the_cap(need, record)
+        batch = pool.take(need)
+        if args.dynamic_sampling_max_staleness > 0 and not self._parent_computes_old_logps():
+            self._store_behaviour_logps(pool)
+        local = self._local_rows(batch, need)
+        record_step(self.dynamic_sampling_totals, self._metrics["train"], record, need, pool.num_groups)
+        return local
+
+    def _draw_rounds(self, inputs, need: int, record: StepRecord) -> None:
+        """Generation rounds until the pool holds ``need`` groups or the refill cap is reached: the first on the
+        dataloader's batch, the refills on fresh prompts."""
+        pool, progress = self._ds_pool, None
+        while pool.num_groups < need and record.rounds <= self.args.dynamic_sampling_max_refill_rounds:
+            if record.rounds > 0:
                 inputs = self._refill_inputs()
                 if progress is None:
                     progress = tqdm(
                         total=need, initial=pool.num_groups, desc="dynamic sampling refill", leave=False,
-                        disable=args.disable_tqdm or not self.accelerator.is_main_process,
+                        disable=self.args.disable_tqdm or not self.accelerator.is_main_process,
                     )
-            output = self._generate_round(inputs)
-            batch = self._gather_output(output)  # (N_global, ...) identical on every rank
-            varies = informative_groups(self._round_rewards.signal, G, args.dynamic_sampling_tolerance)  # (N_global / G,)
-            # the advantages that reach the loss come from the total reward (shaping included) or, in a subclass,
-            # from another estimator: a group is kept only if they move too (see DAPOConfig.dynamic_sampling)
-            moves = moving_groups(batch["advantages"], G, args.dynamic_sampling_tolerance)
-            keep = varies & moves
-            rows = rows_of_groups(keep, G)
-            pool.add(select_rows(batch, rows), step)
-            rejected.append(select_rows(batch, ~rows))
-            reasons.append(describe_uninformative(self._round_rewards.signal, G, varies))
-            if (varies & ~moves).any():
-                reasons.append(f"{int((varies & ~moves).sum())} whose {args.dynamic_sampling_signal!r} varies but "
-                               "whose advantages are all zero (the overlong penalty or another term cancels it)")
-            rounds += 1
-            generated += keep.numel()
-            informative += int(keep.sum())
-            zero_advantage += int((varies & ~moves).sum())
+            self._keep_informative(self._generate_round(inputs), record)
             if progress is not None:
                 progress.n = min(pool.num_groups, need)
                 progress.refresh()
         if progress is not None:
             progress.close()
 
-        padded = 0
-        if pool.num_groups < need:
-            message = (
-                f"Dynamic sampling found {pool.num_groups} informative groups of the {need} this step needs after "
-                f"{rounds} generation rounds (the cap is 1 + dynamic_sampling_max_refill_rounds="
-                f"{args.dynamic_sampling_max_refill_rounds}). Of the {generated} groups generated, "
-                f"{generated - informative} carried no signal: {'; '.join(r for r in reasons if r != 'none')}."
-            )
-            fixes = ("raise dynamic_sampling_max_refill_rounds, use prompts the model solves sometimes but not always, "
-                     "pick another dynamic_sampling_signal, or check that the reward function returns numbers")
-            if args.dynamic_sampling_on_cap == "raise":
-                raise RuntimeError(f"{message} To go on, {fixes}, or set dynamic_sampling_on_cap='train_on_kept'.")
-            padded = need - pool.num_groups
-            logger.warning(
-                "%s Training on them with %d masked filler groups (no gradient; the metric "
-                "dynamic_sampling/padded_groups counts them). If this repeats, %s; set dynamic_sampling_on_cap='raise' "
-                "to stop instead.", message, padded, fixes,
-            )
-            pool.add(self._filler(rejected, padded), step)
-        batch = pool.take(need)
+    def _keep_informative(self, output: dict, record: StepRecord) -> None:
+        """Pool the round's groups whose signal varies and whose advantages move; note the rest in ``record``."""
+        G, tolerance = self.num_generations, self.args.dynamic_sampling_tolerance
+        batch = gather_output(output, self.accelerator, self._tokenizer.pad_token_id)  # (N_global, ...), every rank
+        signal = self._round_rewards.signal  # (N_global,)
+        varies = informative_groups(signal, G, tolerance)  # (N_global / G,)
+        # the advantages that reach the loss come from the total reward (shaping included) or, in a subclass,
+        # from another estimator: a group is kept only if they move too (see DAPOConfig.dynamic_sampling)
+        moves = moving_groups(batch["advantages"], G, tolerance)
+        keep = varies & moves
+        rows = rows_of_groups(keep, G)
+        self._ds_pool.add(select_rows(batch, rows), self._ds_step)
+        record.add_round(select_rows(batch, ~rows), keep, varies & ~moves, describe_uninformative(signal, G, varies),
+                         self.args.dynamic_sampling_signal)
 
-        if args.dynamic_sampling_max_staleness > 0 and not self._parent_computes_old_logps():
-            self._store_behaviour_logps(pool)
+    def _at_the_cap(self, need: int, record: StepRecord) -> int:
+        """Too few informative groups after the last round allowed: raise, or pad the pool with masked filler
+        (``dynamic_sampling_on_cap``); returns the number of filler groups."""
+        args, pool = self.args, self._ds_pool
+        message = record.cap_message(
+            pool.num_groups, need, f"dynamic_sampling_max_refill_rounds={args.dynamic_sampling_max_refill_rounds}"
+        )
+        if args.dynamic_sampling_on_cap == "raise":
+            raise RuntimeError(f"{message} To go on, {CAP_FIXES}, or set dynamic_sampling_on_cap='train_on_kept'.")
+        padded = need - pool.num_groups
+        logger.warning(
+            "%s Training on them with %d masked filler groups (no gradient; the metric "
+            "dynamic_sampling/padded_groups counts them). If this repeats, %s; set dynamic_sampling_on_cap='raise' "
+            "to stop instead.", message, padded, CAP_FIXES,
+        )
+        pool.add(masked_filler(record.rejected, padded, self.num_generations, self._tokenizer.pad_token_id),
+                 self._ds_step)
+        return padded
 
-        local = select_rows(batch, process_rows(need * G, self.accelerator.process_index, self.accelerator.num_processes))
+    def _local_rows(self, batch: dict, need: int) -> dict:
+        """This rank's contiguous slice of the global batch, with behaviour log-probs and the loss normaliser."""
+        accelerator = self.accelerator
+        local = select_rows(batch, process_rows(need * self.num_generations, accelerator.process_index,
+                                                accelerator.num_processes))
         if "old_per_token_logps" in local:  # carried rows have it; fill the fresh rows with the current policy's
             missing = torch.isnan(local["old_per_token_logps"]).any(dim=1)
             if missing.any():
@@ -280,44 +232,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                 local["old_per_token_logps"] = torch.where(missing.unsqueeze(1), fresh, local["old_per_token_logps"])
         loss_mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
         local["num_items_in_batch"] = loss_mask.sum()
-
-        totals = self.dynamic_sampling_totals
-        totals["generated_groups"] += generated
-        totals["informative"] += informative
-        totals["trained"] += need - padded
-        totals["dropped"] += dropped
-        totals["padded"] += padded
-        metrics = self._metrics["train"]
-        metrics["dynamic_sampling/refill_rounds"].append(max(rounds - 1, 0))
-        metrics["dynamic_sampling/generated_groups"].append(generated)
-        metrics["dynamic_sampling/kept_groups"].append(informative)
-        if generated:  # 0 when the carried surplus alone filled the batch
-            metrics["dynamic_sampling/frac_informative"].append(informative / generated)
-        metrics["dynamic_sampling/carried_in_groups"].append(carried_in)
-        metrics["dynamic_sampling/surplus_carried"].append(pool.num_groups)
-        metrics["dynamic_sampling/surplus_dropped"].append(dropped)
-        metrics["dynamic_sampling/padded_groups"].append(padded)
-        metrics["dynamic_sampling/zero_advantage_groups"].append(zero_advantage)
         return local
-
-    def _gather_output(self, output: dict) -> dict:
-        """All ranks' rows of one parent output, in rank order (TRL's global layout)."""
-        unknown = [k for k in output if k not in PAD_RULES and k not in RECOMPUTED_KEYS]
-        if unknown:
-            raise ValueError(
-                f"dynamic sampling cannot pool the generation outputs {unknown} (only text batches are supported); "
-                "set dynamic_sampling=False for this data."
-            )
-        gathered = {}
-        for key, value in output.items():
-            if key in RECOMPUTED_KEYS:
-                continue
-            side, pad = PAD_RULES[key]
-            pad = self._tokenizer.pad_token_id if pad == "pad" else pad
-            if value.dim() >= 2:
-                value = self.accelerator.pad_across_processes(value, dim=1, pad_index=pad, pad_first=side == "left")
-            gathered[key] = self.accelerator.gather(value)
-        return gathered
 
     def _refill_inputs(self) -> list[dict]:
         """This rank's rows of one fresh generation batch, laid out as TRL's RepeatSampler + dataloader would."""
@@ -330,13 +245,9 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         return [self.train_dataset[i] for i in local]
 
     def _refill_prompt_indices(self):
-        # one endless stream, identical on every rank (same seed), reshuffled each pass over the dataset
+        """The refill stream (:func:`trl_ext.dapo.step.refill_order`), continued past what a resumed run drew."""
         if self._ds_refill_order is None:
-            def stream():
-                generator = torch.Generator().manual_seed(self.args.seed + 1)
-                while True:
-                    yield from torch.randperm(len(self.train_dataset), generator=generator).tolist()
-            self._ds_refill_order = stream()
+            self._ds_refill_order = refill_order(self.args.seed + 1, len(self.train_dataset))
             for _ in range(self._ds_refill_drawn):  # resumed: continue where the checkpointed run stopped
                 next(self._ds_refill_order)
         return self._ds_refill_order
@@ -362,17 +273,6 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         self.dynamic_sampling_totals.update(ds["totals"])
         if self._ds_pool.num_groups:
             logger.info("dynamic sampling: %d surplus groups restored from %s", self._ds_pool.num_groups, checkpoint)
-
-    def _filler(self, rejected: list[dict], num_groups: int) -> dict:
-        """``num_groups`` groups of real rows with their loss masked out: they keep the batch size, add no gradient."""
-        source = concat_batches(rejected, self._tokenizer.pad_token_id)
-        G = self.num_generations
-        available = source["completion_ids"].size(0) // G
-        index = torch.arange(num_groups * G) % (available * G)
-        filler = select_rows(source, index)
-        filler["completion_mask"] = torch.zeros_like(filler["completion_mask"])
-        filler["advantages"] = torch.zeros_like(filler["advantages"])
-        return filler
 
     def _parent_computes_old_logps(self) -> bool:
         generate_every = self.args.steps_per_generation * self.num_iterations
