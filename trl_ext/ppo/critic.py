@@ -91,6 +91,13 @@ def critic_adapter_parameters(peft_model) -> list[nn.Parameter]:
     return [p for n, p in peft_model.named_parameters() if f".{CRITIC_ADAPTER}." in n and p.requires_grad]
 
 
+def critic_parameters(critic: nn.Module, policy: nn.Module, shared_base: bool) -> tuple[list, list]:
+    """(parameters inside the policy model, parameters outside it) that the critic trains; both unwrapped."""
+    outside = [p for p in critic.parameters() if p.requires_grad]
+    inside = critic_adapter_parameters(policy) if shared_base else []
+    return inside, outside
+
+
 def same_tokenizer(a, b) -> bool:
     return a.get_vocab() == b.get_vocab() and a.pad_token_id == b.pad_token_id
 

@@ -230,3 +230,13 @@ def map_trainer_kwargs(named: dict, kwargs: dict) -> dict:
     if named["model"] is None:
         raise TypeError("PPOTrainer needs model= (the policy: a path or a causal LM; TRL 0.x's policy=).")
     return named
+
+
+def check_stop_token_id(stop_token_id: int | None, eos_token_ids: list[int]) -> None:
+    """TRL 0.x's ``stop_token_id``: completions end at the model's EOS ids, so only one of them is accepted."""
+    if stop_token_id is not None and stop_token_id not in eos_token_ids:
+        raise ValueError(
+            f"PPOConfig.stop_token_id={stop_token_id} (TRL 0.x) is not an EOS id of the model "
+            f"({eos_token_ids}); completions end at those. To stop at another token, add it to "
+            "model.generation_config.eos_token_id before building the trainer, and drop stop_token_id."
+        )

@@ -1,5 +1,5 @@
 """PPO's four roles (policy, reference, reward model, critic): the constructor's checks, the reference, and the
-placeholder that holds a shared-base reward adapter until the policy's PeftModel exists."""
+placeholder that holds a shared-base reward adapter until the policy's PeftModel exists, then is replaced."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from trl.trainer.utils import (
 
 from ..checks import check_prompt_dataset
 from ..models import disable_bnb_cpu_repack
+from ..rewards import RewardAdapter
 
 REWARD_ADAPTER = "reward"
 
@@ -25,7 +26,7 @@ class PendingSharedBaseReward:
     """A reward-adapter folder in ``reward_funcs`` until the policy's PeftModel exists.
 
     GRPOTrainer builds the PeftModel from ``peft_config`` inside ``__init__``, after it has read ``reward_funcs`` (a
-    string there would be loaded as a full reward model); ``PPOTrainer._setup_shared_roles`` then puts
+    string there would be loaded as a full reward model); :func:`put_shared_base_rewards` then puts
     :meth:`trl_ext.RewardAdapter.shared_base` on that model in this placeholder's place, under the same name.
     """
 
@@ -128,3 +129,26 @@ def build_reference(ref, *, policy_id: str, tokenizer, args, dtype, temperature)
         disable_dropout_in_model(ref)
     add_fused_lm_head(ref, temperature=temperature, cast_lm_head_to_fp32=args.cast_lm_head_to_fp32)
     return ref
+
+
+def check_one_process(num_processes: int) -> None:
+    """``shared_base`` is refused on several processes (checked once the accelerator exists)."""
+    if num_processes > 1:
+        raise NotImplementedError(
+            "PPOConfig.shared_base=True runs in one process (the consumer-GPU setting): the critic adapter "
+            "lives inside the DDP-wrapped policy but runs its own forward/backward. Use shared_base=False to "
+            "train on several processes."
+        )
+
+
+def put_shared_base_rewards(peft_model, reward_funcs: list, chat_template_kwargs) -> Path | None:
+    """In place: each reward-adapter folder becomes ``RewardAdapter.shared_base`` on the policy's base (the one
+    shared-base scorer: RewardTrainer's tokenisation, EOS appended, truncation, micro-batches). Returns the first
+    folder, which the critic starts from (same LoRA weights, same head), or None: the critic starts fresh."""
+    pending = [(i, r) for i, r in enumerate(reward_funcs) if isinstance(r, PendingSharedBaseReward)]
+    for k, (i, r) in enumerate(pending):
+        reward_funcs[i] = RewardAdapter.shared_base(
+            peft_model, r.path, adapter_name=REWARD_ADAPTER if k == 0 else f"{REWARD_ADAPTER}_{k}",
+            chat_template_kwargs=chat_template_kwargs, name=r.__name__,
+        )
+    return pending[0][1].path if pending else None

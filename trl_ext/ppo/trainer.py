@@ -15,18 +15,13 @@ from ..adapters import keep_requires_grad
 from ..advantages import RoundRewards, gae, token_rewards, weighted_reward, whiten
 from ..cards import INSTRUCTGPT_PAPER, PPO_PAPER, ModelCardMixin
 from ..resume import GenerationStateMixin
-from ..rewards import RewardAdapter
 from . import porting
 from .config import AdaptiveKLController, PPOConfig
-from .critic import (
-    build_separate_critic,
-    build_shared_critic,
-    critic_adapter_parameters,
-    load_critic,
-    optimizer_with_critic,
-    save_critic,
-)
-from .roles import REWARD_ADAPTER, PendingSharedBaseReward, build_reference, check_roles
+from .critic import build_separate_critic, build_shared_critic, critic_parameters, load_critic, optimizer_with_critic
+from .critic import save_critic
+from .losses import clipped_surrogate, clipped_value_loss
+from .metrics import log_loss, log_rollout
+from .roles import build_reference, check_one_process, check_roles, put_shared_base_rewards
 
 
 class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
@@ -109,27 +104,21 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         self.kl_ctl = AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon) if args.kl_target else None
         self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
         self._setup_roles(value_model, ref_model)
-        if args.stop_token_id is not None and args.stop_token_id not in self.eos_token_ids:
-            raise ValueError(
-                f"PPOConfig.stop_token_id={args.stop_token_id} (TRL 0.x) is not an EOS id of the model "
-                f"({self.eos_token_ids}); completions end at those. To stop at another token, add it to "
-                "model.generation_config.eos_token_id before building the trainer, and drop stop_token_id."
-            )
+        porting.check_stop_token_id(args.stop_token_id, self.eos_token_ids)
         for reward_func in self.reward_funcs:
             if isinstance(reward_func, nn.Module) and args.disable_dropout:
                 disable_dropout_in_model(reward_func)
 
     # ---- construction: reference, reward model and critic beside GRPO's policy ------------------------------------
     def _setup_roles(self, value_model, ref_model) -> None:
+        """The critic beside GRPO's policy, and the reference its KL penalty needs (separate roles); with a shared
+        base, the reward adapters go onto the policy's base and the critic is an adapter there too."""
         unwrapped = self.accelerator.unwrap_model(self.model)
         if self.args.shared_base:
-            if self.accelerator.num_processes > 1:
-                raise NotImplementedError(
-                    "PPOConfig.shared_base=True runs in one process (the consumer-GPU setting): the critic adapter "
-                    "lives inside the DDP-wrapped policy but runs its own forward/backward. Use shared_base=False to "
-                    "train on several processes."
-                )
-            self._setup_shared_roles(unwrapped)
+            check_one_process(self.accelerator.num_processes)
+            reward_adapter = put_shared_base_rewards(unwrapped, self.reward_funcs, self.chat_template_kwargs)
+            critic = build_shared_critic(unwrapped, reward_adapter, self.args.gradient_checkpointing_kwargs)
+            self.critic = self.accelerator.prepare_model(critic)
             return
         critic = build_separate_critic(
             value_model, tokenizer=self._tokenizer, reward_funcs=self.reward_funcs,
@@ -143,20 +132,6 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                                   tokenizer=self._tokenizer, args=self.args, dtype=self.model.dtype,
                                   temperature=self.temperature)
             self.ref_model = self.accelerator.prepare_model(ref, evaluation_mode=True)
-
-    def _setup_shared_roles(self, peft_model) -> None:
-        """Adapters on the one base: each reward-adapter folder becomes ``RewardAdapter.shared_base`` on it (the one
-        shared-base scorer: RewardTrainer's tokenisation, EOS appended, truncation, micro-batches); the critic is
-        loaded from the first such folder (same LoRA weights, same head), else it starts as a fresh adapter."""
-        pending = [(i, r) for i, r in enumerate(self.reward_funcs) if isinstance(r, PendingSharedBaseReward)]
-        for k, (i, r) in enumerate(pending):
-            self.reward_funcs[i] = RewardAdapter.shared_base(
-                peft_model, r.path, adapter_name=REWARD_ADAPTER if k == 0 else f"{REWARD_ADAPTER}_{k}",
-                chat_template_kwargs=self.chat_template_kwargs, name=r.__name__,
-            )
-        critic = build_shared_critic(peft_model, pending[0][1].path if pending else None,
-                                     self.args.gradient_checkpointing_kwargs)
-        self.critic = self.accelerator.prepare_model(critic)
 
     def create_optimizer(self, model=None):
         """Trainer's optimizer class (``args.optim``) and policy groups, plus one group for the critic
@@ -178,12 +153,10 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
 
     def _critic_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(parameters inside the policy model, parameters outside it) that the critic trains."""
-        critic = self.accelerator.unwrap_model(self.critic)
-        outside = [p for p in critic.parameters() if p.requires_grad]
-        inside = critic_adapter_parameters(self.accelerator.unwrap_model(self.model)) if self.args.shared_base else []
-        return inside, outside
+        unwrap = self.accelerator.unwrap_model
+        return critic_parameters(unwrap(self.critic), unwrap(self.model), self.args.shared_base)
 
-    # ---- rollout -> scores -> values -> GAE -> logs -----------------------------------------------------------------
+    # ---- rollout -> scores -> values -> GAE (-> rollout logs) --------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         total = weighted_reward(rewards_per_func, self.reward_weights)  # (N_global,), NaN where unscorable
@@ -209,7 +182,9 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if self.args.whiten_advantages:
             advantages = whiten(advantages, scored_mask)
         returns = torch.where(scored.bool(), returns, values * mask)
-        seq_kl = self._log_rollout(kl, scores, contains_eos, values, returns, mask)
+        seq_kl = log_rollout(self._metrics["train" if self.model.training else "eval"], self.accelerator, kl=kl,
+                             kl_coef=self.kl_coef, scores=scores, contains_eos=contains_eos, values=values,
+                             returns=returns, mask=mask)
         if self.kl_ctl is not None and self.model.training:
             self.kl_coef = self.kl_ctl.update(seq_kl, n_steps=mask.size(0) * self.accelerator.num_processes)
         output.update(advantages=advantages, returns=returns, values=values, old_per_token_logps=logps)
@@ -243,23 +218,23 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         """π_old's per-token log-probs (GRPO skips them when on-policy; PPO needs them for the KL penalty and the
         ratio) and the reference's (a separate model, or with PEFT the base with adapters disabled)."""
         input_ids, attention_mask, logits_to_keep, batch_size = self._model_inputs(output)
+
+        def per_token_logps(model):  # (B, C)
+            return self._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+            )[0]
+
         logps = output.get("old_per_token_logps")
         if logps is None:
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
-            )
+            logps = per_token_logps(self.model)
         ref_logps = output.get("ref_per_token_logps")
         if ref_logps is None and self.kl_coef > 0:
             if self.ref_model is not None:
-                ref_logps, _, _ = self._get_per_token_logps_and_entropies(
-                    self.ref_model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
-                )
+                ref_logps = per_token_logps(self.ref_model)
             else:
                 peft_model = self.accelerator.unwrap_model(self.model)
                 with keep_requires_grad(peft_model), peft_model.disable_adapter():
-                    ref_logps, _, _ = self._get_per_token_logps_and_entropies(
-                        self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
-                    )
+                    ref_logps = per_token_logps(self.model)
         return logps, ref_logps
 
     def _values(self, output) -> torch.Tensor:
@@ -278,33 +253,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         batch_size = self.args.per_device_train_batch_size if train else self.args.per_device_eval_batch_size
         return input_ids, attention_mask, batch["completion_ids"].size(1), batch_size
 
-    def _log_rollout(self, kl, scores, contains_eos, values, returns, mask) -> float:
-        """Rollout metrics (TRL's name where it has one: ``kl``; the rest under ``ppo/``), over all processes;
-        returns the mean per-completion KL, which the adaptive controller reads."""
-        metrics = self._metrics["train" if self.model.training else "eval"]
-        seq_kl = self.accelerator.gather(kl.sum(1)).mean().item()
-        metrics["kl"].append(self._global_mean(kl, mask))
-        metrics["ppo/kl_per_completion"].append(seq_kl)
-        metrics["ppo/kl_coef"].append(self.kl_coef)
-        all_scores = self.accelerator.gather(scores)
-        metrics["ppo/score"].append(all_scores[~torch.isnan(all_scores)].mean().item())  # over the scored rows
-        metrics["ppo/eos_ratio"].append(self.accelerator.gather(contains_eos.float()).mean().item())
-        metrics["ppo/values_mean"].append(self._global_mean(values, mask))
-        metrics["ppo/returns_mean"].append(self._global_mean(returns, mask))
-        # Explained variance of the returns by the critic's values at rollout time: 1 − Var(R − V) / Var(R).
-        r, d = returns[mask.bool()], (returns - values)[mask.bool()]
-        sums = torch.stack([r.sum(), (r**2).sum(), d.sum(), (d**2).sum(), r.new_tensor(r.numel())])
-        sr, srr, sd, sdd, n = self.accelerator.reduce(sums, reduction="sum").tolist()
-        var_r, var_d = srr / max(n, 1) - (sr / max(n, 1)) ** 2, sdd / max(n, 1) - (sd / max(n, 1)) ** 2
-        metrics["ppo/explained_variance"].append(1.0 - var_d / var_r if var_r > 1e-12 else float("nan"))
-        return seq_kl
-
-    def _global_mean(self, x, mask) -> float:
-        """Mean of ``x`` over the unmasked entries of every process."""
-        totals = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum()]).detach(), reduction="sum")
-        return (totals[0] / totals[1].clamp(min=1.0)).item()
-
-    # ---- loss ---------------------------------------------------------------------------------------------------------
+    # ---- loss (-> loss logs) ----------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs):
         """Clipped surrogate + ``vf_coef`` × clipped value loss: one loss, back-propagated once by Trainer (a backward
         here would be outside the engine's control). The critic's gradients come from the value loss alone (its
@@ -317,53 +266,23 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
         if self.model.training:
             normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
-        vf_loss_tok, vf_clipped = self._value_loss(input_ids, attention_mask, logits_to_keep, inputs)
+        values_new = self.critic(input_ids, attention_mask)[:, -logits_to_keep - 1 : -1].float()  # (B, C)
+        vf_loss_tok, vf_clipped = clipped_value_loss(values_new, inputs["values"], inputs["returns"],
+                                                     self.args.cliprange_value)
         logps, entropies, _ = self._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, compute_entropy=True
         )
-        pg_loss_tok, ratio, log_ratio = self._policy_loss(logps, inputs)
+        ref_logps = inputs["ref_per_token_logps"] if self.beta != 0.0 else None  # GRPO's optional k3 term
+        pg_loss_tok, ratio, log_ratio = clipped_surrogate(logps, inputs["old_per_token_logps"], inputs["advantages"],
+                                                          self.epsilon_low, self.epsilon_high, self.beta, ref_logps)
         loss = (pg_loss_tok * mask).sum() / normalizer + self.args.vf_coef * (vf_loss_tok * mask).sum() / normalizer
-        self._log_loss(mask, entropies, pg_loss_tok, vf_loss_tok, vf_clipped, ratio, log_ratio, inputs["advantages"])
+        log_loss(self._metrics["train" if self.model.training else "eval"], self.accelerator, mask=mask,
+                 entropies=entropies, pg_loss_tok=pg_loss_tok, vf_loss_tok=vf_loss_tok, vf_clipped=vf_clipped,
+                 ratio=ratio, log_ratio=log_ratio, advantages=inputs["advantages"], epsilon_low=self.epsilon_low,
+                 epsilon_high=self.epsilon_high)
         return loss
 
-    def _value_loss(self, input_ids, attention_mask, logits_to_keep, inputs):
-        """Per-token clipped value loss (B, C): the new value may move at most ``cliprange_value`` from the rollout's;
-        and where the clipped term is the larger."""
-        values_old, returns = inputs["values"], inputs["returns"]  # (B, C)
-        values_new = self.critic(input_ids, attention_mask)[:, -logits_to_keep - 1 : -1].float()
-        values_clipped = values_old + torch.clamp(
-            values_new - values_old, -self.args.cliprange_value, self.args.cliprange_value
-        )
-        vf_losses, vf_losses_clipped = (values_new - returns) ** 2, (values_clipped - returns) ** 2
-        return 0.5 * torch.maximum(vf_losses, vf_losses_clipped), vf_losses_clipped > vf_losses
-
-    def _policy_loss(self, logps, inputs):
-        """Per-token clipped surrogate (Schulman et al. 2017, eq. 7), (B, C), plus GRPO's k3 KL term if ``beta``."""
-        advantages = inputs["advantages"]  # (B, C)
-        log_ratio = logps - inputs["old_per_token_logps"]
-        ratio = torch.exp(log_ratio)
-        pg_losses = -advantages * ratio
-        pg_losses_clipped = -advantages * torch.clamp(ratio, 1 - self.epsilon_low, 1 + self.epsilon_high)
-        pg_loss_tok = torch.maximum(pg_losses, pg_losses_clipped)
-        if self.beta != 0.0:  # GRPO's optional k3 KL term in the loss, kept for users who set beta
-            ref = inputs["ref_per_token_logps"]
-            pg_loss_tok = pg_loss_tok + self.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
-        return pg_loss_tok, ratio, log_ratio
-
-    def _log_loss(self, mask, entropies, pg_loss_tok, vf_loss_tok, vf_clipped, ratio, log_ratio, advantages) -> None:
-        metrics = self._metrics["train" if self.model.training else "eval"]
-        metrics["entropy"].append(self._global_mean(entropies, mask))
-        metrics["ppo/policy_loss"].append(self._global_mean(pg_loss_tok, mask))
-        metrics["ppo/value_loss"].append(self._global_mean(vf_loss_tok, mask))
-        metrics["ppo/approx_kl"].append(self._global_mean(0.5 * log_ratio**2, mask))  # ≈ KL(π_old || π), k2
-        is_low = (ratio < 1 - self.epsilon_low) & (advantages < 0)
-        is_high = (ratio > 1 + self.epsilon_high) & (advantages > 0)
-        metrics["clip_ratio/low_mean"].append(self._global_mean(is_low.float(), mask))
-        metrics["clip_ratio/high_mean"].append(self._global_mean(is_high.float(), mask))
-        metrics["clip_ratio/region_mean"].append(self._global_mean((is_low | is_high).float(), mask))
-        metrics["ppo/value_clip_ratio"].append(self._global_mean(vf_clipped.float(), mask))
-
-    # ---- saving and resuming ------------------------------------------------------------------------------------------
+    # ---- saving and resuming -----------------------------------------------------------------------------------------
     def _resume_state(self) -> dict:
         return {**super()._resume_state(), "kl_coef": self.kl_coef}
 
