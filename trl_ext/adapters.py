@@ -97,39 +97,11 @@ def load_reward_adapter_onto(
     A 4-bit base first gets :func:`trl_ext.models.disable_bnb_cpu_repack`: PEFT reads the policy's ``state_dict()``
     while loading, which on a base that bitsandbytes had packed for CPU inference would scramble its block scales.
     """
-    from peft import PeftConfig, PeftModel, set_peft_model_state_dict
+    from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    if not isinstance(policy, PeftModel):
-        raise TypeError(
-            f"policy is a {type(policy).__name__}, not a peft.PeftModel. A shared-base reward adapter needs a frozen "
-            "base that only LoRA trains: wrap the policy first, policy = peft.get_peft_model(policy, LoraConfig(...)), "
-            "and pass that PeftModel to the trainer (without peft_config)."
-        )
-    path = Path(adapter_path).expanduser()
-    weights_file = path / "adapter_model.safetensors"
-    if not (path / "adapter_config.json").exists() or not weights_file.exists():
-        raise FileNotFoundError(
-            f"adapter_path={str(adapter_path)!r} holds no adapter_config.json + adapter_model.safetensors. Point it at "
-            "the folder RewardTrainer.save_model() wrote when trained with peft_config=LoraConfig(task_type='SEQ_CLS')."
-        )
-    if adapter_name in policy.peft_config:
-        raise ValueError(f"adapter_name={adapter_name!r} is already an adapter of the policy; pick another name.")
-    config = PeftConfig.from_pretrained(str(path))
-    if config.peft_type.value != "LORA":
-        raise ValueError(f"{path}: peft_type={config.peft_type.value}; only LoRA reward adapters can share the base.")
-
-    state = load_file(str(weights_file))
-    head = {k: v for k, v in state.items() if k.split(".")[-2] in REWARD_HEAD_MODULES}
-    lora = {k: v for k, v in state.items() if k not in head}
-    if not head:
-        raise ValueError(
-            f"{weights_file} has no score head (no '*.score.weight' or '*.classifier.weight'). Train the reward "
-            "adapter with task_type='SEQ_CLS' so PEFT saves the head with it (modules_to_save)."
-        )
-    (weight_key,) = [k for k in head if k.endswith("weight")]
-    weight = head[weight_key]
-    bias = head.get(weight_key[: -len("weight")] + "bias")
+    path, weights_file, config = _reward_adapter_files(policy, adapter_path, adapter_name)
+    lora, weight, bias = _split_score_head(load_file(str(weights_file)), weights_file)
 
     disable_bnb_cpu_repack(policy)  # before set_peft_model_state_dict reads policy.state_dict()
     config.modules_to_save = None  # the head is kept outside the policy
@@ -157,3 +129,41 @@ def load_reward_adapter_onto(
             score.bias.copy_(bias)
     score.requires_grad_(False)
     return score
+
+
+def _reward_adapter_files(policy, adapter_path, adapter_name: str):
+    """Refuse what cannot be loaded, before the policy is touched; returns (folder, weights file, LoRA config)."""
+    from peft import PeftConfig, PeftModel
+
+    if not isinstance(policy, PeftModel):
+        raise TypeError(
+            f"policy is a {type(policy).__name__}, not a peft.PeftModel. A shared-base reward adapter needs a frozen "
+            "base that only LoRA trains: wrap the policy first, policy = peft.get_peft_model(policy, LoraConfig(...)), "
+            "and pass that PeftModel to the trainer (without peft_config)."
+        )
+    path = Path(adapter_path).expanduser()
+    weights_file = path / "adapter_model.safetensors"
+    if not (path / "adapter_config.json").exists() or not weights_file.exists():
+        raise FileNotFoundError(
+            f"adapter_path={str(adapter_path)!r} holds no adapter_config.json + adapter_model.safetensors. Point it at "
+            "the folder RewardTrainer.save_model() wrote when trained with peft_config=LoraConfig(task_type='SEQ_CLS')."
+        )
+    if adapter_name in policy.peft_config:
+        raise ValueError(f"adapter_name={adapter_name!r} is already an adapter of the policy; pick another name.")
+    config = PeftConfig.from_pretrained(str(path))
+    if config.peft_type.value != "LORA":
+        raise ValueError(f"{path}: peft_type={config.peft_type.value}; only LoRA reward adapters can share the base.")
+    return path, weights_file, config
+
+
+def _split_score_head(state: dict, weights_file: Path):
+    """The adapter's tensors split into (LoRA weights, score-head weight, score-head bias or None)."""
+    head = {k: v for k, v in state.items() if k.split(".")[-2] in REWARD_HEAD_MODULES}
+    lora = {k: v for k, v in state.items() if k not in head}
+    if not head:
+        raise ValueError(
+            f"{weights_file} has no score head (no '*.score.weight' or '*.classifier.weight'). Train the reward "
+            "adapter with task_type='SEQ_CLS' so PEFT saves the head with it (modules_to_save)."
+        )
+    (weight_key,) = [k for k in head if k.endswith("weight")]
+    return lora, head[weight_key], head.get(weight_key[: -len("weight")] + "bias")
