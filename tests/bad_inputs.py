@@ -407,6 +407,14 @@ def t_on_cap(ctx):
     return api_error(lambda: _config(ctx, dynamic_sampling_on_cap="stop"))
 
 
+def t_budget_below_one_round(ctx):
+    return api_error(lambda: _config(ctx, max_generated_completions=2))
+
+
+def t_budget_without_dynamic_sampling(ctx):
+    return api_error(lambda: _config(ctx, max_generated_completions=400, dynamic_sampling=False))
+
+
 def t_one_generation(ctx):
     return api_error(lambda: _config(ctx, num_generations=1))
 
@@ -484,6 +492,9 @@ TRAINER_CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
     ("trainer-grpo-config", "config", "`trl.GRPOConfig` given to DAPOTrainer", t_grpo_config),
     ("dapo-on-cap", "config", "`dynamic_sampling_on_cap='stop'`", t_on_cap),
     ("dapo-one-generation", "config", "`num_generations=1` with dynamic sampling", t_one_generation),
+    ("dapo-budget-small", "config", "`max_generated_completions` below one generation round", t_budget_below_one_round),
+    ("dapo-budget-no-ds", "config", "`max_generated_completions` without dynamic sampling",
+     t_budget_without_dynamic_sampling),
     ("rloo-scale-rewards", "config", "`RLOOConfig(scale_rewards='group')` (GRPO's option)", t_rloo_scale_rewards),
     ("rloo-aggregation", "config", "`RLOOConfig(multi_objective_aggregation='normalize_then_sum')`", t_rloo_aggregation),
     ("rloo-clip-range", "config", "`reward_clip_range=(1.0, -1.0)`", t_rloo_clip_range),

@@ -111,6 +111,10 @@ def test_paper_defaults(tmp_path):
         (dict(dynamic_sampling_on_cap="loop"), "dynamic_sampling_on_cap"),
         (dict(overlong_buffer_length=7), "overlong_buffer_length=7"),
         (dict(dynamic_sampling_max_refill_rounds=-1), "dynamic_sampling_max_refill_rounds"),
+        # generation_batch_size = 8 x 1 process x 1 step
+        (dict(max_generated_completions=7), r"max_generated_completions=7 < generation_batch_size=8.*>= 8"),
+        (dict(max_generated_completions=64, dynamic_sampling=False),
+         r"max_generated_completions=64.*every step generates generation_batch_size=8.*max_steps = .* = 8"),
     ],
 )
 def test_bad_config_fails_early_naming_the_field(tmp_path, overrides, match):
@@ -192,7 +196,7 @@ def test_dynamic_sampling_trains_only_on_informative_groups(tmp_path, ckpt, toke
             assert h["dynamic_sampling/frac_informative"] == pytest.approx(ratio)
     totals = t.dynamic_sampling_totals
     # every informative group is trained on, carried, or dropped as stale: none is thrown away otherwise
-    assert totals["informative"] == totals["trained"] + t._ds_pool.num_groups + totals["dropped"]
+    assert totals["informative"] == totals["trained"] + t.pooled_groups + totals["dropped"]
     assert totals["trained"] == 3 * 2 and totals["generated_groups"] == sum(generated)
     assert any(r > 0 for r in logged(t, "dynamic_sampling/refill_rounds"))
     assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
@@ -208,6 +212,7 @@ def test_surplus_is_carried_with_its_behaviour_logprobs(tmp_path, ckpt, tokenize
     t.train()
     carried_in = logged(t, "dynamic_sampling/carried_in_groups")
     assert sum(carried_in) > 0
+    assert t.pooled_groups == logged(t, "dynamic_sampling/surplus_carried")[-1]  # what the last step left over
     with_old = [b for b in seen if "old_per_token_logps" in b]
     assert with_old, "a batch holding carried groups must bring their behaviour log-probs"
     for b in with_old:
@@ -242,6 +247,66 @@ def test_all_solved_or_all_failed_raises_at_the_cap(tmp_path, ckpt, tokenizer, r
                                            rf"all equal to {value}.*dynamic_sampling_on_cap='train_on_kept'"):
         t.train()
     assert len(rounds) == 2  # bounded: the first round plus exactly max_refill_rounds refills
+
+
+def alternating(prompts, **kwargs):
+    """0,1,0,1 in every group: every group is informative, so each step is exactly one round (8 completions)."""
+    return [float(i % 2) for i in range(len(prompts))]
+
+
+def uninformative_for(calls: int):
+    """All 0 for the first ``calls`` generation rounds, then ``alternating``."""
+    seen = []
+
+    def reward(prompts, **kwargs):
+        seen.append(1)
+        return always_zero(prompts) if len(seen) <= calls else alternating(prompts)
+
+    return reward
+
+
+def test_generation_budget_caps_refills_and_stops_training(tmp_path, ckpt, tokenizer):
+    # a round = generation_batch_size = 8 completions (2 groups, the step's need); budget 52 = 6.5 rounds.
+    # step 1: 52 // 8 - 1 = 5 refills allowed; rounds 1-2 uninformative, round 3 fills the batch -> 24 generated
+    # step 2: (52 - 24) // 8 - 1 = 2 allowed, one round used -> 32; step 3: 1 allowed -> 40; step 4: 0 -> 48
+    # after step 4 the 4 completions left cannot pay for a round: training stops although max_steps is 10
+    args = config(tmp_path, max_steps=10, overlong_buffer_length=0, max_generated_completions=52)
+    t = trainer(ckpt, tokenizer, args, [uninformative_for(2)])
+    t.train()
+    assert t.state.global_step == 4
+    assert logged(t, "dynamic_sampling/refill_rounds") == [2, 0, 0, 0]
+    assert t.dynamic_sampling_totals["generated_groups"] * G == 48 <= 52
+    assert t.args.dynamic_sampling_max_refill_rounds == 8  # the per-step cap is computed, the config left alone
+
+
+def test_generation_budget_cap_trains_on_kept_and_says_why(tmp_path, ckpt, tokenizer, caplog):
+    # budget 40 = 5 rounds: 40 // 8 - 1 = 4 refills instead of 8; all 5 rounds uninformative (the 7th would not be)
+    args = config(tmp_path, max_steps=10, overlong_buffer_length=0, max_generated_completions=40)
+    t = trainer(ckpt, tokenizer, args, [uninformative_for(6)])
+    with caplog.at_level("WARNING", logger="trl_ext.dapo"):
+        t.train()
+    assert t.state.global_step == 1 and t.dynamic_sampling_totals["generated_groups"] * G == 40
+    assert logged(t, "dynamic_sampling/refill_rounds") == [4]
+    assert logged(t, "dynamic_sampling/padded_groups") == [2]
+    assert any("dynamic_sampling_max_refill_rounds=8, lowered to 4 by what is left of max_generated_completions"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_resumed_run_keeps_to_the_generation_budget(tmp_path, ckpt, tokenizer):
+    # one round (8 completions) a step; budget 44 stops after step 5 (40 generated, 4 left)
+    def run(resume=None, **overrides):
+        args = config(tmp_path, max_steps=10, overlong_buffer_length=0, max_generated_completions=44,
+                      save_strategy="steps", save_steps=1, **overrides)
+        t = trainer(ckpt, tokenizer, args, [alternating])
+        t.train(resume_from_checkpoint=resume)
+        return t
+
+    run()
+    resumed = run(resume=str(tmp_path / "checkpoint-2"))  # 16 generated before, restored with the checkpoint
+    assert resumed.state.global_step == 5
+    assert resumed.dynamic_sampling_totals["generated_groups"] * G == 40
+    with pytest.raises(RuntimeError, match=r"max_generated_completions=44 is spent \(4 completions left"):
+        run(resume=str(tmp_path / "checkpoint-5"))
 
 
 def test_sparse_reward_trains_on_by_default_with_a_warning(tmp_path, ckpt, tokenizer, caplog):

@@ -194,11 +194,12 @@ RLOO_EXTRA = {
     **dict.fromkeys(
         ["dynamic_sampling", "dynamic_sampling_signal", "dynamic_sampling_tolerance",
          "dynamic_sampling_max_refill_rounds", "dynamic_sampling_on_cap", "dynamic_sampling_max_staleness",
-         "overlong_buffer_length", "overlong_penalty_factor"], "DAPO option, off by default"),
+         "overlong_buffer_length", "overlong_penalty_factor", "max_generated_completions"],
+        "DAPO option, off by default"),
 }
 RLOO_DEFAULTS_DIFFER: dict[str, str] = {}  # none: every shared field has trl.RLOOConfig's default
 DAPO_EXTRA = {name: "DAPO (dynamic sampling, overlong shaping)" for name in RLOO_EXTRA
-              if name.startswith(("dynamic_sampling", "overlong_"))}
+              if name.startswith(("dynamic_sampling", "overlong_", "max_generated_completions"))}
 DAPO_DEFAULTS_DIFFER = {"epsilon_high": "clip-higher, the paper's 0.28 (GRPO: None = epsilon)"}
 
 

@@ -26,7 +26,9 @@ class DAPOConfig(GRPOConfig):
     ``dynamic_sampling_on_cap='train_on_kept'`` trains on what was kept (with a warning), as GRPO would train on.
 
     Dynamic sampling's carried surplus is saved with every checkpoint and restored on resume (not dropped): see
-    ``dynamic_sampling_max_staleness`` and :class:`DAPOTrainer`.
+    ``dynamic_sampling_max_staleness`` and :class:`DAPOTrainer`. ``max_generated_completions`` budgets the run in
+    generated completions rather than steps (refills make a step's cost vary), e.g. to compare with GRPO on equal
+    generation work.
     """
 
     epsilon_high: float | None = field(
@@ -88,6 +90,14 @@ class DAPOConfig(GRPOConfig):
             "surplus away. The surplus is saved with every checkpoint and restored on resume."
         },
     )
+    max_generated_completions: int | None = field(
+        default=None,
+        metadata={
+            "help": "Budget of generated completions for the whole run, all processes together (dynamic sampling "
+            "only): each step's refill rounds are capped to what the rest of the budget pays for, and training stops "
+            "before a step it could not pay for. None: no budget (max_steps alone)."
+        },
+    )
 
     def __post_init__(self):
         # checked before GRPOConfig's own checks so the message names the DAPO fields
@@ -120,3 +130,21 @@ class DAPOConfig(GRPOConfig):
         if self.dynamic_sampling_max_staleness < 0:
             raise ValueError("dynamic_sampling_max_staleness must be >= 0 (0: surplus is discarded).")
         super().__post_init__()
+        if self.max_generated_completions is not None:  # after GRPOConfig has derived generation_batch_size
+            self._check_generation_budget()
+
+    def _check_generation_budget(self) -> None:
+        budget, per_step = self.max_generated_completions, self.generation_batch_size
+        if not self.dynamic_sampling:
+            raise ValueError(
+                f"max_generated_completions={budget} is for dynamic sampling, whose refills vary what a step "
+                f"generates. Without dynamic sampling every step generates generation_batch_size={per_step} "
+                f"completions, so set max_steps = budget // generation_batch_size = {budget // per_step} instead, "
+                "and max_generated_completions=None."
+            )
+        if budget < per_step:
+            raise ValueError(
+                f"max_generated_completions={budget} < generation_batch_size={per_step}: not even the first step's "
+                f"first round fits. Set max_generated_completions >= {per_step}, or lower per_device_train_batch_size "
+                "or steps_per_generation."
+            )

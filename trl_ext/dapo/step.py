@@ -1,14 +1,16 @@
-"""The pieces of one dynamic-sampling step that need no model (DAPO Section 3.2; the trainer's
+"""The pieces of one dynamic-sampling step that need no trainer (DAPO Section 3.2; the trainer's
 ``_dynamic_sampling_step``): the refill prompts' order, a round's output gathered from all ranks, what the rounds
-found, the cap's message, the masked filler, and the step's running totals and metrics."""
+found, the cap's message, the masked filler, the surplus's behaviour log-probs, the step's running totals and
+metrics, and the budget of generated completions (``max_generated_completions``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
+from transformers import TrainerCallback
 
-from ..groups import PAD_RULES, RECOMPUTED_KEYS, concat_batches, select_rows
+from ..groups import PAD_RULES, RECOMPUTED_KEYS, GroupPool, concat_batches, select_rows
 
 CAP_FIXES = ("raise dynamic_sampling_max_refill_rounds, use prompts the model solves sometimes but not always, "
              "pick another dynamic_sampling_signal, or check that the reward function returns numbers")
@@ -100,6 +102,18 @@ def masked_filler(rejected: list[dict], num_groups: int, num_generations: int, p
     return filler
 
 
+def store_behaviour_logps(pool: GroupPool, policy_logps) -> None:
+    """Surplus is trained on later, by a changed policy: record the log-probs of the policy that sampled it, (B, T)
+    per chunk, from ``policy_logps(batch)`` (the current policy)."""
+    for chunk in pool.chunks():
+        old = chunk.batch.get("old_per_token_logps")
+        if old is None or torch.isnan(old).any():
+            fresh = policy_logps(chunk.batch)
+            if old is not None:  # keep the rows that already hold an older policy's log-probs
+                fresh = torch.where(torch.isnan(old).any(dim=1, keepdim=True), fresh, old)
+            chunk.batch["old_per_token_logps"] = fresh
+
+
 def record_step(totals: dict, metrics: dict, record: StepRecord, need: int, surplus: int) -> None:
     """Add the step to the run's ``totals`` and log it under ``dynamic_sampling/*``; ``surplus``: groups left in
     the pool for later steps."""
@@ -118,3 +132,38 @@ def record_step(totals: dict, metrics: dict, record: StepRecord, need: int, surp
     metrics["dynamic_sampling/surplus_dropped"].append(record.dropped)
     metrics["dynamic_sampling/padded_groups"].append(record.padded)
     metrics["dynamic_sampling/zero_advantage_groups"].append(record.zero_advantage)
+
+
+def generated_completions(totals: dict, num_generations: int) -> int:
+    """Completions generated so far by the run's dynamic-sampling steps, all processes together."""
+    return totals["generated_groups"] * num_generations
+
+
+def refill_rounds_allowed(args, generated: int) -> int:
+    """``dynamic_sampling_max_refill_rounds``, lowered to what the rest of ``max_generated_completions`` pays for
+    after the step's first round; ``generated``: completions generated so far."""
+    if args.max_generated_completions is None:
+        return args.dynamic_sampling_max_refill_rounds
+    left = args.max_generated_completions - generated
+    if left < args.generation_batch_size:  # GenerationBudget stops training before such a step
+        raise RuntimeError(
+            f"max_generated_completions={args.max_generated_completions} is spent ({left} completions left, a round "
+            f"generates {args.generation_batch_size}): this run was resumed from the checkpoint at which the budget "
+            "stopped it. Raise max_generated_completions to train on."
+        )
+    return max(0, min(args.dynamic_sampling_max_refill_rounds, left // args.generation_batch_size - 1))
+
+
+class GenerationBudget(TrainerCallback):
+    """``max_generated_completions``: at every optimizer step's end, stop training when the rest of the budget
+    cannot pay for one more generation round. It reads the run's ``totals``, which checkpoints restore, so a resumed
+    run keeps to the budget of the interrupted one."""
+
+    def __init__(self, totals: dict, num_generations: int):
+        self.totals, self.num_generations = totals, num_generations
+
+    def on_step_end(self, args, state, control, **kwargs):
+        left = args.max_generated_completions - generated_completions(self.totals, self.num_generations)
+        if left < args.generation_batch_size:
+            control.should_training_stop = True
+        return control

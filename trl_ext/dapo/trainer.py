@@ -21,7 +21,8 @@ from ..resume import GenerationStateMixin
 from .config import DAPOConfig
 from .reward_columns import append_overlong_column, check_reward_lists, mask_unscored_overlong, round_rewards
 from .reward_columns import signal_column
-from .step import CAP_FIXES, StepRecord, check_refillable, gather_output, masked_filler, record_step, refill_order
+from .step import CAP_FIXES, GenerationBudget, StepRecord, check_refillable, gather_output, generated_completions
+from .step import masked_filler, record_step, refill_order, refill_rounds_allowed, store_behaviour_logps
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
       on its own contiguous slice, so the per-rank batch size is exactly TRL's. Informative surplus stays in the
       pool for at most ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, the
       one place a subclass (e.g. :class:`trl_ext.RLOOTrainer`) replaces the advantages, so it inherits all of the
-      above.
+      above. With ``max_generated_completions`` each step's refills are capped to the rest of that budget and a
+      callback (:class:`trl_ext.dapo.step.GenerationBudget`) stops training before a step it could not pay for.
     * ``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler`` (through
       :class:`trl_ext.resume.GenerationStateMixin`): every checkpoint also holds the carried surplus (with its
       behaviour log-probabilities and generation step), the refill stream's position, the staleness counter and the
@@ -95,6 +97,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         self._signal_index = signal_column(args.dynamic_sampling_signal, self.reward_func_names)
         self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
         self._init_dynamic_sampling_state()
+        if args.max_generated_completions is not None:
+            self.add_callback(GenerationBudget(self.dynamic_sampling_totals, self.num_generations))
 
     def _checked_args(self, model, args):
         """``args``, or the config class's defaults named after the model; refused if it is not that class."""
@@ -157,21 +161,23 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         self._ds_step += 1  # dynamic-sampling steps (generation batches): staleness is counted in them
         dropped = pool.drop_stale(self._ds_step, args.dynamic_sampling_max_staleness)
         record = StepRecord(carried_in=pool.num_groups, dropped=dropped)
-        self._draw_rounds(inputs, need, record)
+        max_refill_rounds = refill_rounds_allowed(args, generated_completions(self.dynamic_sampling_totals,
+                                                                              self.num_generations))
+        self._draw_rounds(inputs, need, record, max_refill_rounds)
         if pool.num_groups < need:
-            record.padded = self._at_the_cap(need, record)
+            record.padded = self._at_the_cap(need, record, max_refill_rounds)
         batch = pool.take(need)
         if args.dynamic_sampling_max_staleness > 0 and not self._parent_computes_old_logps():
-            self._store_behaviour_logps(pool)
+            store_behaviour_logps(pool, self._policy_logps)
         local = self._local_rows(batch, need)
         record_step(self.dynamic_sampling_totals, self._metrics["train"], record, need, pool.num_groups)
         return local
 
-    def _draw_rounds(self, inputs, need: int, record: StepRecord) -> None:
-        """Generation rounds until the pool holds ``need`` groups or the refill cap is reached: the first on the
-        dataloader's batch, the refills on fresh prompts."""
+    def _draw_rounds(self, inputs, need: int, record: StepRecord, max_refill_rounds: int) -> None:
+        """Generation rounds until the pool holds ``need`` groups or ``max_refill_rounds`` refills were drawn: the
+        first on the dataloader's batch, the refills on fresh prompts."""
         pool, progress = self._ds_pool, None
-        while pool.num_groups < need and record.rounds <= self.args.dynamic_sampling_max_refill_rounds:
+        while pool.num_groups < need and record.rounds <= max_refill_rounds:
             if record.rounds > 0:
                 inputs = self._refill_inputs()
                 if progress is None:
@@ -201,13 +207,14 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         record.add_round(select_rows(batch, ~rows), keep, varies & ~moves, describe_uninformative(signal, G, varies),
                          self.args.dynamic_sampling_signal)
 
-    def _at_the_cap(self, need: int, record: StepRecord) -> int:
+    def _at_the_cap(self, need: int, record: StepRecord, max_refill_rounds: int) -> int:
         """Too few informative groups after the last round allowed: raise, or pad the pool with masked filler
         (``dynamic_sampling_on_cap``); returns the number of filler groups."""
         args, pool = self.args, self._ds_pool
-        message = record.cap_message(
-            pool.num_groups, need, f"dynamic_sampling_max_refill_rounds={args.dynamic_sampling_max_refill_rounds}"
-        )
+        cap = f"dynamic_sampling_max_refill_rounds={args.dynamic_sampling_max_refill_rounds}"
+        if max_refill_rounds < args.dynamic_sampling_max_refill_rounds:
+            cap += f", lowered to {max_refill_rounds} by what is left of max_generated_completions"
+        message = record.cap_message(pool.num_groups, need, cap)
         if args.dynamic_sampling_on_cap == "raise":
             raise RuntimeError(f"{message} To go on, {CAP_FIXES}, or set dynamic_sampling_on_cap='train_on_kept'.")
         padded = need - pool.num_groups
@@ -252,6 +259,11 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                 next(self._ds_refill_order)
         return self._ds_refill_order
 
+    @property
+    def pooled_groups(self) -> int:
+        """Informative groups waiting in the dynamic-sampling pool, carried to the next step (all ranks together)."""
+        return self._ds_pool.num_groups
+
     # ---- checkpoints -----------------------------------------------------------------------------------------------
     def _resume_state(self) -> dict:
         return {
@@ -289,13 +301,3 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             batch_size=self.args.per_device_train_batch_size,
         )
         return logps
-
-    def _store_behaviour_logps(self, pool: GroupPool) -> None:
-        """Surplus is trained on later, by a changed policy: record the log-probs of the policy that sampled it."""
-        for chunk in pool.chunks():
-            old = chunk.batch.get("old_per_token_logps")
-            if old is None or torch.isnan(old).any():
-                fresh = self._policy_logps(chunk.batch)
-                if old is not None:  # keep the rows that already hold an older policy's log-probs
-                    fresh = torch.where(torch.isnan(old).any(dim=1, keepdim=True), fresh, old)
-                chunk.batch["old_per_token_logps"] = fresh
