@@ -117,7 +117,7 @@ def rl_run(algo: str, ckpt: Path, seed: int, steps: int, every: int, eval_rows: 
     wall = time.perf_counter() - start
     totals = dict(trainer.dynamic_sampling_totals) if isinstance(trainer, DAPOTrainer) else None
     if totals is not None:
-        totals["pool_at_end"] = trainer._ds_pool.num_groups
+        totals["pool_at_end"] = trainer.pooled_groups
     return {"algo": algo, "seed": seed, "curve": callback.curve, "wall_s": wall, "totals": totals}
 
 
