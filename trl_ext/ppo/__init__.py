@@ -16,8 +16,10 @@ disabled, reward model = LoRA adapter ``"reward"`` + its score head.
 
 Layout: ``config.py`` (PPOConfig, the adaptive KL controller), ``roles.py`` (constructor checks, the reference, the
 shared-base reward placeholder), ``critic.py`` (the two critics, built, saved, restored), ``trainer.py`` (the trainer,
-read top to bottom in cleanRL's order: rollout -> scores -> values -> GAE -> loss -> logs), ``porting.py`` (TRL 0.x
-PPO names). The per-token reward, GAE and whitening are pure functions in :mod:`trl_ext.advantages`.
+read top to bottom in cleanRL's order: rollout -> scores -> values -> GAE -> loss -> logs), ``losses.py`` (the clipped
+surrogate and the clipped value loss, pure functions), ``metrics.py`` (the rollout's and the loss's logs),
+``porting.py`` (TRL 0.x PPO names). The per-token reward, GAE and whitening are pure functions in
+:mod:`trl_ext.advantages`.
 """
 
 from ..advantages import token_rewards
