@@ -336,8 +336,6 @@ def completions_per_step(args) -> float:
 
 def run_one(spec_path: str) -> None:
     """Child process: one (algorithm, seed) run as described by the spec file; writes result.json beside it."""
-    from unittest import mock
-
     import torch
     from trl import ModelConfig
 
@@ -353,9 +351,7 @@ def run_one(spec_path: str) -> None:
     cfg = pipeline.PipelineConfig(**{**spec["pipeline"], "seed": seed, "algorithm": algo, "gold_eval_steps": 0})
     model_args = ModelConfig(**spec["model"])
     cfg.rl = dict(spec["rl"])
-    config_cls, trainer_cls = pipeline.RL_ALGORITHMS[algo]
-    defaults = pipeline.DPO_DEFAULTS if algo == "dpo" else pipeline.RL_DEFAULTS
-    probe = pipeline._stage_args(config_cls, defaults, cfg.rl, folder / "probe", seed, "rl")  # what run_rl will build
+    probe = pipeline.rl_stage_args(cfg, folder / "probe")  # what the RL (or DPO) stage will build
     if algo == "dpo":
         cfg.rl["max_steps"] = spec["budget"] // pairs_seen(probe, 1)
     elif algo == "dapo" and probe.dynamic_sampling:
@@ -376,12 +372,15 @@ def run_one(spec_path: str) -> None:
         )
 
     recorder = _make_recorder(spec, evaluate)
-    registry = dict(pipeline.RL_ALGORITHMS)
-    if algo != "dpo":
-        registry[algo] = (config_cls, _instrumented(trainer_cls, recorder))
-    with mock.patch.dict(pipeline.RL_ALGORITHMS, registry):
+    rm_folder = Path(spec["rm_model"]).parent
+    if algo == "dpo":
+        metrics = pipeline.run_dpo(
+            cfg, model_args, spec["sft_model"], rm_folder.parent / "labels", folder / "rl", callbacks=[recorder]
+        )
+    else:
+        trainer_cls = _instrumented(pipeline.RL_ALGORITHMS[algo][1], recorder)
         metrics = pipeline.run_rl(
-            cfg, model_args, spec["sft_model"], Path(spec["rm_model"]).parent, folder / "rl", callbacks=[recorder]
+            cfg, model_args, spec["sft_model"], rm_folder, folder / "rl", callbacks=[recorder], trainer_cls=trainer_cls
         )
     result = {
         "algorithm": algo, "seed": seed, "fingerprint": spec["fingerprint"], "commit": spec["commit"],

@@ -251,7 +251,7 @@ def run_one(job: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
 
     from trl_ext import DAPOConfig, DAPOTrainer
-    from trl_ext.pipeline import RL_DEFAULTS, _stage_args
+    from trl_ext.pipeline import RL_DEFAULTS, stage_args
 
     s = Setting(**job["setting"])
     workdir, rung, seed = Path(job["workdir"]), job["rung"], job["seed"]
@@ -264,7 +264,7 @@ def run_one(job: dict) -> dict:
         "report_to": [], "disable_tqdm": True, "dynamic_sampling_max_refill_rounds": s.max_refill_rounds,
         "dynamic_sampling_on_cap": "train_on_kept", **rung_overrides(rung),
     }
-    args = _stage_args(DAPOConfig, RL_DEFAULTS, overrides, workdir / "runs" / f"{rung}-s{seed}", seed, "rl")
+    args = stage_args(DAPOConfig, RL_DEFAULTS, overrides, workdir / "runs" / f"{rung}-s{seed}", seed, "rl")
     set_seed(seed)
     sft = job["sft"]
     checker = GroupedChecker(s.num_generations)

@@ -11,7 +11,7 @@ What runs. Each architecture of ``benchmarks/configs/arch/`` (Qwen2.5-0.5B/1.5B/
 weights; see gpu_shapes.py) is trained for ``--steps`` optimizer steps by each trainer, in bf16 + LoRA and in nf4
 4-bit + LoRA (``trl_ext.models.load_causal_lm`` with TRL's ModelConfig, as the pipeline loads), at the recipes'
 settings (the ``rl:``/``rm:`` maps of recipes/configs/qwen2.5-*.yaml over the pipeline's defaults, through the
-pipeline's own ``_stage_args``):
+pipeline's own ``stage_args``):
 
 * ``grpo``: TRL's GRPOTrainer. ``dapo``: trl_ext's DAPOTrainer, dynamic sampling on. ``rloo``: trl_ext's RLOOTrainer.
   All three score with the reward model as a LoRA adapter on the policy's base (``trl_ext.RewardAdapter.shared_base``,
@@ -160,7 +160,7 @@ def _rl_trainer(spec, ctx, settings, model_args, tokenizer, out_dir):
 
     from trl_ext import DAPOConfig, DAPOTrainer, PPOConfig, PPOTrainer, RewardAdapter, RLOOConfig, RLOOTrainer
     from trl_ext.models import load_causal_lm, load_sequence_classifier
-    from trl_ext.pipeline import RL_DEFAULTS, PipelineConfig, _stage_args
+    from trl_ext.pipeline import RL_DEFAULTS, PipelineConfig, stage_args
 
     ckpt, trainer_name = ctx["checkpoints"][spec["arch"]], spec["trainer"]
     rl = settings["rl"]
@@ -169,7 +169,7 @@ def _rl_trainer(spec, ctx, settings, model_args, tokenizer, out_dir):
                "dapo_off": (DAPOConfig, dict(dynamic_sampling=False, overlong_buffer_length=0, epsilon_high=None)),
                "ppo_shared": (PPOConfig, dict(shared_base=True)), "ppo_separate": (PPOConfig, {})}
     config_cls, extra = configs[trainer_name]
-    args = _stage_args(config_cls, RL_DEFAULTS, {**overrides, **extra}, out_dir, 0, "rl")
+    args = stage_args(config_cls, RL_DEFAULTS, {**overrides, **extra}, out_dir, 0, "rl")
     n_prompts = max(64, args.generation_batch_size * (spec["steps"] + 2))
     data = gpu_shapes.prompt_dataset(tokenizer, n_prompts, settings["prompt_tokens"])
     policy, lora = load_causal_lm(model_args), get_peft_config(model_args)
@@ -203,10 +203,10 @@ def _rm_trainer(spec, ctx, settings, model_args, tokenizer, out_dir):
     from trl import RewardConfig, RewardTrainer, get_peft_config
 
     from trl_ext.models import load_sequence_classifier
-    from trl_ext.pipeline import RM_DEFAULTS, _stage_args
+    from trl_ext.pipeline import RM_DEFAULTS, stage_args
 
     overrides = {**settings["rm"], **_bench_args(spec), "num_train_epochs": 1}
-    args = _stage_args(RewardConfig, RM_DEFAULTS, overrides, out_dir, 0, "rm")
+    args = stage_args(RewardConfig, RM_DEFAULTS, overrides, out_dir, 0, "rm")
     pairs = args.per_device_train_batch_size * args.gradient_accumulation_steps * (spec["steps"] + 1)
     data = gpu_shapes.preference_dataset(tokenizer, pairs, args.max_length)
     lora = get_peft_config(model_args)

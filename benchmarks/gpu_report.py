@@ -262,7 +262,7 @@ def _fit_rows(results: list[dict], meta: dict) -> list[str]:
 
 def _settings_rows(results: list[dict], meta: dict) -> list[str]:
     lines = ["## Settings", "", "Each shape trains at its recipe's `rl:` / `rm:` maps over the pipeline's defaults "
-             "(`trl_ext.pipeline._stage_args`); `max_steps` and logging are the kit's. Completions are forced to "
+             "(`trl_ext.pipeline.stage_args`); `max_steps` and logging are the kit's. Completions are forced to "
              "the full `max_completion_length` (`min_new_tokens`); preference pairs have exactly `max_length` tokens.",
              "", "| shape | recipe (RL / PPO) | RL: batch, group, completion tokens, prompt tokens, grad. ckpt | "
              "PPO: batch, group, completion tokens | RM: batch × accumulation, max_length, grad. ckpt | LoRA |",

@@ -142,7 +142,7 @@ def recipe_file(arch: str, trainer: str) -> str:
 def recipe_settings(arch: str, trainer: str, smoke: bool) -> dict:
     """The recipe's ``rl:`` and ``rm:`` maps, LoRA fields and the prompt length for (arch, trainer).
 
-    ``rl``/``rm`` are what the pipeline passes over its own defaults (``trl_ext.pipeline._stage_args``); ``smoke``
+    ``rl``/``rm`` are what the pipeline passes over its own defaults (``trl_ext.pipeline.stage_args``); ``smoke``
     replaces batch, group and lengths with SMOKE_SETTINGS."""
     name = recipe_file(arch, trainer)
     recipe = yaml.safe_load((RECIPE_DIR / name).read_text())

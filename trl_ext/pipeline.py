@@ -63,15 +63,15 @@ logger = logging.getLogger("trl_ext.pipeline")
 
 STAGES = ("sft", "labels", "rm", "rl", "eval")
 EMBEDDED_TASKS = ("addition", "graded")
-# name -> (config class, trainer class); later algorithms register here. "dpo" is the non-RL route on the labels.
+# name -> (config class, trainer class) of the RL stage; later algorithms register here
 RL_ALGORITHMS: dict[str, tuple[type, type]] = {
     "grpo": (GRPOConfig, ResumableGRPOTrainer),  # trl.GRPOTrainer that also checkpoints its generation buffer
     "dapo": (DAPOConfig, DAPOTrainer),
     "rloo": (RLOOConfig, RLOOTrainer),
     "rloo_trl": (trl.RLOOConfig, trl.RLOOTrainer),  # TRL's own RLOO, beside the explicit variant above
     "ppo": (PPOConfig, PPOTrainer),
-    "dpo": (DPOConfig, DPOTrainer),
 }
+ALGORITHMS = sorted([*RL_ALGORITHMS, "dpo"])  # "dpo": no RL, the policy trains on the labels' pairs (run_dpo)
 
 
 class StageMismatchError(RuntimeError):
@@ -121,7 +121,7 @@ class PipelineConfig:
 
     output_dir: str = field(default="runs/tiny", metadata={"help": "Folder that receives one subfolder per stage."})
     seed: int = field(default=0, metadata={"help": "Seed of every stage (data, initialisation, sampling)."})
-    algorithm: str = field(default="grpo", metadata={"help": f"RL algorithm: one of {sorted(RL_ALGORITHMS)}."})
+    algorithm: str = field(default="grpo", metadata={"help": f"RL algorithm: one of {ALGORITHMS}."})
     until: str = field(default="eval", metadata={"help": f"Last stage to run, one of {list(STAGES)}."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub (off: safer)."})
     # -- which stages run (see `stage_plan`) ---------------------------------------------------------------------
@@ -232,9 +232,9 @@ class PipelineConfig:
                 except json.JSONDecodeError as e:
                     raise ValueError(f"--{name} must be a JSON object of {name} config fields: {e}") from None
             setattr(self, name, dict(value or {}))
-        if self.algorithm not in RL_ALGORITHMS:
+        if self.algorithm not in ALGORITHMS:
             raise ValueError(
-                f"algorithm={self.algorithm!r} is unknown; choose one of {sorted(RL_ALGORITHMS)} "
+                f"algorithm={self.algorithm!r} is unknown; choose one of {ALGORITHMS} "
                 "(set `algorithm:` in the YAML or pass --algorithm)."
             )
         if self.until not in STAGES:
@@ -265,7 +265,7 @@ class PipelineConfig:
         if self.reward_funcs and self.algorithm == "dpo":
             raise ValueError(
                 "reward_funcs is set but algorithm='dpo' trains on the labelled pairs and calls no reward function; "
-                f"remove reward_funcs or choose an RL algorithm ({', '.join(a for a in RL_ALGORITHMS if a != 'dpo')})."
+                f"remove reward_funcs or choose an RL algorithm ({', '.join(RL_ALGORITHMS)})."
             )
         if self.start_at not in (None, "sft", "labels", "rl"):
             raise ValueError(f"start_at={self.start_at!r}: choose 'sft', 'labels' or 'rl' (or leave it unset).")
@@ -333,7 +333,7 @@ RL_DEFAULTS = dict(
 )
 
 
-def _stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, seed: int, what: str):
+def stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, seed: int, what: str):
     valid = {f.name for f in fields(config_cls)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
@@ -429,16 +429,14 @@ def preflight(cfg: PipelineConfig, run_dir: Path, stop: int, model_args: ModelCo
     if cfg.prompt_dataset_name and stop >= STAGES.index("rl"):
         rl_prompts(cfg)
     plan = stage_plan(cfg, model_args or ModelConfig())
-    stages = [("sft", SFTConfig, SFT_DEFAULTS), ("rm", _rm_trainer(cfg)[0], RM_DEFAULTS)]
-    if cfg.algorithm == "dpo":
-        stages.append(("rl", DPOConfig, DPO_DEFAULTS))
-    else:
-        stages.append(("rl", RL_ALGORITHMS[cfg.algorithm][0], RL_DEFAULTS))
+    rl_config = DPOConfig if cfg.algorithm == "dpo" else RL_ALGORITHMS[cfg.algorithm][0]
+    rl_defaults = DPO_DEFAULTS if cfg.algorithm == "dpo" else RL_DEFAULTS
+    stages = [("sft", SFTConfig, SFT_DEFAULTS), ("rm", _rm_trainer(cfg)[0], RM_DEFAULTS), ("rl", rl_config, rl_defaults)]
     for name, config_cls, defaults in stages:
         if name not in plan:
             continue
         try:
-            args = _stage_args(config_cls, defaults, getattr(cfg, name), run_dir / name / "checkpoints", cfg.seed, name)
+            args = stage_args(config_cls, defaults, getattr(cfg, name), run_dir / name / "checkpoints", cfg.seed, name)
         except (ValueError, TypeError) as e:
             if str(e).startswith(f"`{name}:`"):
                 raise
@@ -508,7 +506,7 @@ def validate_columns(dataset: Dataset, required: list[str], what: str) -> None:
 
 
 # ---- stage bookkeeping ------------------------------------------------------------------------------------------
-def _fingerprint(payload: dict) -> str:
+def fingerprint(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -531,10 +529,10 @@ def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], di
     """Run ``fn(folder)`` unless the stage is already complete with the same settings; record time and metrics."""
     folder = run_dir / name
     marker = folder / "stage.json"
-    fingerprint = _fingerprint(settings)
+    digest = fingerprint(settings)
     if marker.exists():
         info = json.loads(marker.read_text())
-        if info["fingerprint"] != fingerprint:
+        if info["fingerprint"] != digest:
             changed = _changed_settings(settings, info["settings"])
             raise StageMismatchError(
                 f"stage {name!r} in {folder} was made with other settings (changed: {changed}). Use a new "
@@ -545,7 +543,7 @@ def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], di
     pending = folder / "stage.pending.json"  # what a cut-off run of this stage was started with
     if pending.exists() and (folder / "checkpoints").is_dir():
         started = json.loads(pending.read_text())
-        if started["fingerprint"] != fingerprint:
+        if started["fingerprint"] != digest:
             changed = _changed_settings(settings, started["settings"])
             raise StageMismatchError(
                 f"stage {name!r} in {folder} was cut off while running with other settings (changed: {changed}), so "
@@ -553,13 +551,13 @@ def _run_stage(run_dir: Path, name: str, settings: dict, fn: Callable[[Path], di
                 f"{folder / 'checkpoints'} to start the stage again."
             )
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(pending, {"fingerprint": fingerprint, "settings": _as_recorded(settings)})
+    _write_json_atomic(pending, {"fingerprint": digest, "settings": _as_recorded(settings)})
     logger.info("stage %s: running in %s", name, folder)
     start = time.perf_counter()
     metrics = fn(folder)
     info = {
         "stage": name,
-        "fingerprint": fingerprint,
+        "fingerprint": digest,
         "settings": _as_recorded(settings),
         "wall_time_s": round(time.perf_counter() - start, 2),
         "metrics": metrics,
@@ -667,7 +665,7 @@ def run_sft(cfg: PipelineConfig, model_args: ModelConfig, base: str, folder: Pat
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_args, base, cfg.trust_remote_code)
     model = load_causal_lm(model_args, base, cfg.trust_remote_code)
-    args = _stage_args(SFTConfig, SFT_DEFAULTS, cfg.sft, folder / "checkpoints", cfg.seed, "sft")
+    args = stage_args(SFTConfig, SFT_DEFAULTS, cfg.sft, folder / "checkpoints", cfg.seed, "sft")
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=sft_dataset(cfg), processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
@@ -776,7 +774,7 @@ def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels:
         )
     else:
         train = load_dataset("json", data_files=str(labels / "train.jsonl"), split="train")
-    args = _stage_args(config_cls, RM_DEFAULTS, cfg.rm, folder / "checkpoints", cfg.seed, "rm")
+    args = stage_args(config_cls, RM_DEFAULTS, cfg.rm, folder / "checkpoints", cfg.seed, "rm")
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         peft_config.task_type = "SEQ_CLS"  # keeps the score head trainable (modules_to_save)
@@ -805,33 +803,57 @@ def rl_prompts(cfg: PipelineConfig) -> Dataset:
     return cfg.task.prompt_dataset(cfg.num_rl_prompts, seed=cfg.seed + 2)
 
 
-def run_rl(
-    cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_folder: Path | None, folder: Path, callbacks=None
-) -> dict:
-    """RL from the SFT model against the learned RM, scored through RewardAdapter in micro-batches.
+def rl_stage_args(cfg: PipelineConfig, output_dir: Path):
+    """The TRL config the RL stage trains with: the algorithm's config (DPOConfig for dpo) from the defaults here and
+    the ``rl:`` map."""
+    if cfg.algorithm == "dpo":
+        return stage_args(DPOConfig, DPO_DEFAULTS, cfg.rl, output_dir, cfg.seed, "rl")
+    return stage_args(RL_ALGORITHMS[cfg.algorithm][0], RL_DEFAULTS, cfg.rl, output_dir, cfg.seed, "rl")
 
-    ``rm_folder=None`` is the verifiable-reward route: the rule rewards (``reward_funcs``) alone.
+
+def run_dpo(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels: Path, folder: Path, callbacks=None) -> dict:
+    """The non-RL route: the labeller's pairs (``labels/train.jsonl``) train the policy directly, no RM in the loop."""
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
+    model = load_causal_lm(model_args, sft_model, cfg.trust_remote_code)
+    pairs = load_dataset("json", data_files=str(labels / "train.jsonl"), split="train")
+    trainer = DPOTrainer(
+        model=model, args=rl_stage_args(cfg, folder / "checkpoints"), train_dataset=pairs, processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    metrics = _train(trainer, folder, callbacks)
+    metrics["model"] = _save_model(
+        trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer, trust_remote_code=cfg.trust_remote_code
+    )
+    return metrics
+
+
+def run_rl(
+    cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_folder: Path | None, folder: Path, callbacks=None,
+    trainer_cls: type | None = None,
+) -> dict:
+    """RL from the SFT model: :func:`build_rl_trainer`, then :func:`train_rl`."""
+    trainer = build_rl_trainer(cfg, model_args, sft_model, rm_folder, folder, trainer_cls)
+    return train_rl(trainer, cfg, model_args, sft_model, folder, callbacks)
+
+
+def build_rl_trainer(
+    cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, rm_folder: Path | None, folder: Path,
+    trainer_cls: type | None = None,
+):
+    """The RL stage's trainer, against the learned RM scored through RewardAdapter in micro-batches.
+
+    ``rm_folder=None`` is the verifiable-reward route: the rule rewards (``reward_funcs``) alone. ``trainer_cls``
+    replaces the algorithm's trainer class (a subclass of it, say); it is built with the same arguments.
 
     With ``shared_base_reward`` the policy becomes a PeftModel here and the RM's LoRA adapter (trained on the same SFT
     base) is loaded onto it as a second adapter: one copy of the base weights serves both roles.
     """
     set_seed(cfg.seed)
-    config_cls, trainer_cls = RL_ALGORITHMS[cfg.algorithm]
+    trainer_cls = trainer_cls or RL_ALGORITHMS[cfg.algorithm][1]
     tokenizer = load_tokenizer(model_args, sft_model, cfg.trust_remote_code)
     model = load_causal_lm(model_args, sft_model, cfg.trust_remote_code)
     peft_config = get_peft_config(model_args)
-    if cfg.algorithm == "dpo":  # the non-RL route: the labeller's pairs train the policy directly, no RM in the loop
-        pairs = load_dataset("json", data_files=str(rm_folder.parent / "labels" / "train.jsonl"), split="train")
-        args = _stage_args(DPOConfig, DPO_DEFAULTS, cfg.rl, folder / "checkpoints", cfg.seed, "rl")
-        trainer = DPOTrainer(
-            model=model, args=args, train_dataset=pairs, processing_class=tokenizer, peft_config=peft_config
-        )
-        metrics = _train(trainer, folder, callbacks)
-        metrics["model"] = _save_model(
-        trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer, trust_remote_code=cfg.trust_remote_code
-    )
-        return metrics
-    ppo_shared_base = cfg.algorithm == "ppo" and bool(cfg.rl.get("shared_base"))
     if cfg.shared_base_reward and rm_folder is not None:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -839,28 +861,8 @@ def run_rl(
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         model = get_peft_model(model, peft_config)
         peft_config = None  # the trainer gets the PeftModel as it is
-    extra = {}
-    if rm_folder is None:  # rule rewards only (reward: rules); PPO's critic then starts from the policy
-        reward = None
-    elif ppo_shared_base:  # PPO puts policy, reference, RM and critic on one base and loads the RM adapter itself
-        if not (rm_folder / "adapter").exists():
-            raise ValueError("rl.shared_base=true needs the RM trained as a LoRA adapter: add --use_peft.")
-        reward = str(rm_folder / "adapter")  # no full RM: it would sit in memory beside the adapter, unused
-    elif cfg.shared_base_reward:
-        reward = RewardAdapter.shared_base(
-            model, rm_folder / "adapter", batch_size=cfg.reward_batch_size, name="rm"
-        )
-    else:
-        reward_model = load_sequence_classifier(
-            model_args, str(rm_folder / "model"), num_labels=1, trust_remote_code=cfg.trust_remote_code
-        )
-        reward = RewardAdapter.from_model(
-            reward_model, load_tokenizer(model_args, str(rm_folder / "model"), cfg.trust_remote_code),
-            batch_size=cfg.reward_batch_size, name="rm",
-        )
-        if cfg.algorithm == "ppo":
-            extra["value_model"] = str(rm_folder / "model")  # the critic starts from the RM (InstructGPT)
-    args = _stage_args(config_cls, RL_DEFAULTS, cfg.rl, folder / "checkpoints", cfg.seed, "rl")
+    reward, extra = _rl_reward(cfg, model_args, model, rm_folder)
+    args = rl_stage_args(cfg, folder / "checkpoints")
     reward_funcs = [reward] * (reward is not None) + [
         RewardAdapter.from_function(import_reward_function(spec, field=f"reward_funcs[{i}]"))
         for i, spec in enumerate(cfg.reward_funcs)
@@ -871,6 +873,33 @@ def run_rl(
     )
     disable_bnb_cpu_repack(trainer.model)
     match_trainable_dtype_to_compute(trainer.model, args.bf16)
+    return trainer
+
+
+def _rl_reward(cfg: PipelineConfig, model_args: ModelConfig, model, rm_folder: Path | None) -> tuple[Any, dict]:
+    """The learned RM as the RL stage scores with it (None on the rule-reward route), and the trainer's extra args."""
+    if rm_folder is None:  # rule rewards only (reward: rules); PPO's critic then starts from the policy
+        return None, {}
+    if cfg.algorithm == "ppo" and bool(cfg.rl.get("shared_base")):
+        # PPO puts policy, reference, RM and critic on one base and loads the RM adapter itself
+        if not (rm_folder / "adapter").exists():
+            raise ValueError("rl.shared_base=true needs the RM trained as a LoRA adapter: add --use_peft.")
+        return str(rm_folder / "adapter"), {}  # no full RM: it would sit in memory beside the adapter, unused
+    if cfg.shared_base_reward:
+        return RewardAdapter.shared_base(model, rm_folder / "adapter", batch_size=cfg.reward_batch_size, name="rm"), {}
+    reward_model = load_sequence_classifier(
+        model_args, str(rm_folder / "model"), num_labels=1, trust_remote_code=cfg.trust_remote_code
+    )
+    reward = RewardAdapter.from_model(
+        reward_model, load_tokenizer(model_args, str(rm_folder / "model"), cfg.trust_remote_code),
+        batch_size=cfg.reward_batch_size, name="rm",
+    )
+    # PPO's critic starts from the RM (InstructGPT)
+    return reward, ({"value_model": str(rm_folder / "model")} if cfg.algorithm == "ppo" else {})
+
+
+def train_rl(trainer, cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, folder: Path, callbacks=None) -> dict:
+    """Train the RL stage's trainer (resuming a cut-off run), record the reward curve's ends, save ``folder/model``."""
     metrics = _train(trainer, folder, [*(callbacks or []), *_gold_callback(cfg, sft_model)])
     history = [h for h in trainer.state.log_history if "reward" in h]
     metrics["reward_first"] = history[0]["reward"] if history else None
@@ -882,7 +911,8 @@ def run_rl(
     if cfg.shared_base_reward:  # keep only the policy's adapter in what is saved and merged
         trainer.accelerator.unwrap_model(trainer.model).delete_adapter("reward")
     metrics["model"] = _save_model(
-        trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer, trust_remote_code=cfg.trust_remote_code
+        trainer, folder, sft_model, model_args, AutoModelForCausalLM, tokenizer=trainer.processing_class,
+        trust_remote_code=cfg.trust_remote_code,
     )
     return metrics
 
@@ -1008,7 +1038,7 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
         infos["sft"] = _run_stage(run_dir, "sft", sft_settings, lambda f: run_sft(cfg, model_args, base, f, callbacks))
         sft_model, upstream = str(run_dir / "sft" / "model"), infos["sft"]["fingerprint"]
     else:  # model_name_or_path is the SFT model
-        sft_model, upstream = base, _fingerprint({**common, **task})
+        sft_model, upstream = base, fingerprint({**common, **task})
     if "labels" in plan:
         label_settings = {
             "sft": upstream, "data": cfg.preference_dataset_name,
@@ -1034,9 +1064,11 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
             "data": cfg.prompt_dataset_name, "model": _model_settings(model_args),
             "shared_base_reward": cfg.shared_base_reward, "reward_funcs": cfg.reward_funcs,
         }
-        infos["rl"] = _run_stage(
-            run_dir, "rl", rl_settings, lambda f: run_rl(cfg, model_args, sft_model, rm_folder, f, callbacks)
-        )
+        if cfg.algorithm == "dpo":
+            train = lambda f: run_dpo(cfg, model_args, sft_model, run_dir / "labels", f, callbacks)  # noqa: E731
+        else:
+            train = lambda f: run_rl(cfg, model_args, sft_model, rm_folder, f, callbacks)  # noqa: E731
+        infos["rl"] = _run_stage(run_dir, "rl", rl_settings, train)
     if "eval" in plan:
         models = {"base": base, "sft": sft_model, "rl": str(run_dir / "rl" / "model")}
         if "sft" not in plan:
