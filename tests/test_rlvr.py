@@ -165,6 +165,7 @@ def test_given_sft_model_and_prompt_file_runs_rl_only(rlvr_run, tmp_path):
 # ---- the labels stage (issue 11) ----------------------------------------------------------------------------------
 def test_labels_sample_with_the_configured_length(tmp_path, monkeypatch):
     import trl_ext.pipeline as pipeline
+    import trl_ext.pipeline.labels
     from trl_ext.toy import ensure_tiny_checkpoint
 
     seen = {}
@@ -173,7 +174,7 @@ def test_labels_sample_with_the_configured_length(tmp_path, monkeypatch):
         seen.update(kw, n=len(prompts))
         return [["12", "12 I think", "7", ""] for _ in prompts]  # four grades: every ranking yields pairs
 
-    monkeypatch.setattr(pipeline, "sample_completions", fake_sample)
+    monkeypatch.setattr(trl_ext.pipeline.labels, "sample_completions", fake_sample)  # where the stage looks it up
     cfg = PipelineConfig(output_dir=str(tmp_path), num_label_prompts=8, label_max_new_tokens=5)
     folder = tmp_path / "labels"
     folder.mkdir()

@@ -1,0 +1,293 @@
+"""What a pipeline run is given: ``PipelineConfig``, the stage and algorithm names, each stage's defaults for the
+embedded model, and the TRL config a stage builds from them (:func:`stage_args`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import trl
+from trl import DPOConfig, GRPOConfig
+
+from ..dapo import DAPOConfig, DAPOTrainer
+from ..ppo import PPOConfig, PPOTrainer
+from ..resume import ResumableGRPOTrainer
+from ..rloo import RLOOConfig, RLOOTrainer
+from ..toy import AdditionTask, GradedAdditionTask, Labeller, oracle_correct, sum_correct
+from ..toy.task import ERROR_KINDS
+
+
+STAGES = ("sft", "labels", "rm", "rl", "eval")
+
+
+EMBEDDED_TASKS = ("addition", "graded")
+
+
+# name -> (config class, trainer class) of the RL stage; later algorithms register here
+RL_ALGORITHMS: dict[str, tuple[type, type]] = {
+    "grpo": (GRPOConfig, ResumableGRPOTrainer),  # trl.GRPOTrainer that also checkpoints its generation buffer
+    "dapo": (DAPOConfig, DAPOTrainer),
+    "rloo": (RLOOConfig, RLOOTrainer),
+    "rloo_trl": (trl.RLOOConfig, trl.RLOOTrainer),  # TRL's own RLOO, beside the explicit variant above
+    "ppo": (PPOConfig, PPOTrainer),
+}
+
+
+ALGORITHMS = sorted([*RL_ALGORITHMS, "dpo"])  # "dpo": no RL, the policy trains on the labels' pairs (run_dpo)
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of the whole run. Model settings (path, LoRA, 4-bit) come from TRL's ``ModelConfig`` beside it.
+
+    The ``sft``, ``rm`` and ``rl`` mappings hold any field of the stage's TRL config (``SFTConfig``, ``RewardConfig``,
+    ``GRPOConfig``/the algorithm's config) and override the defaults chosen here for the embedded model.
+    """
+
+    output_dir: str = field(default="runs/tiny", metadata={"help": "Folder that receives one subfolder per stage."})
+    seed: int = field(default=0, metadata={"help": "Seed of every stage (data, initialisation, sampling)."})
+    algorithm: str = field(default="grpo", metadata={"help": f"RL algorithm: one of {ALGORITHMS}."})
+    until: str = field(default="eval", metadata={"help": f"Last stage to run, one of {list(STAGES)}."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub (off: safer)."})
+    # -- which stages run (see `stage_plan`) ---------------------------------------------------------------------
+    start_at: str | None = field(
+        default=None,
+        metadata={
+            "help": "First stage: 'sft', 'labels' or 'rl'. Past 'sft', model_name_or_path is taken as the SFT model. "
+            "Default: 'sft' when there are SFT data (the embedded task's, or sft_dataset_name), else the stage after."
+        },
+    )
+    reward: str | None = field(
+        default=None,
+        metadata={
+            "help": "What RL optimises: 'model' (the learned RM: labels and RM stages run), 'rules' (reward_funcs "
+            "only: no labels, no RM) or 'both' (the RM first, then reward_funcs, weighted by the rl map's "
+            "reward_weights). Default: 'rules' when reward_funcs is set, else 'model'."
+        },
+    )
+    # -- the embedded task --------------------------------------------------------------------------------------
+    task_low: int = field(default=10, metadata={"help": "Smallest operand of the addition task."})
+    task_high: int = field(default=49, metadata={"help": "Largest operand of the addition task."})
+    embedded_task: str = field(
+        default="addition",
+        metadata={
+            "help": "The embedded task: 'addition' (the seed's a+b) or 'graded' (sums of task_operands[i] numbers "
+            "in [task_low, task_high], one difficulty level each; demonstrators slip at task_error_rates[i]; "
+            "checker trl_ext.toy.sum_correct). See trl_ext.toy.graded."
+        },
+    )
+    task_operands: list[int] = field(
+        default_factory=lambda: [2, 3, 4], metadata={"help": "graded task: the number of operands of each level."}
+    )
+    task_error_rates: list[float] = field(
+        default_factory=lambda: [0.1, 0.3, 0.5],
+        metadata={"help": "graded task: the demonstrators' slip rate on each level (replaces demo_error_rate)."},
+    )
+    eval_size: int = field(default=200, metadata={"help": "Held-out (a, b) pairs used only for evaluation."})
+    demo_error_rate: float = field(default=0.5, metadata={"help": "Share of SFT demonstrations that are wrong."})
+    demo_error_kinds: list[str] = field(
+        default_factory=lambda: ["chatter"], metadata={"help": f"Demonstrators' slips, from {list(ERROR_KINDS)}."}
+    )
+    num_sft_examples: int = field(default=8000, metadata={"help": "SFT demonstrations to write."})
+    num_label_prompts: int = field(default=1500, metadata={"help": "Prompts whose K sampled answers get ranked."})
+    num_ranked: int = field(default=4, metadata={"help": "K: answers sampled and ranked per prompt (>= 2)."})
+    labeller_noise: float = field(default=0.1, metadata={"help": "Chance the labeller misjudges one answer."})
+    label_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for the K answers."})
+    label_max_new_tokens: int = field(default=8, metadata={"help": "Longest answer sampled for the labeller."})
+    rm_test_fraction: float = field(default=0.15, metadata={"help": "Share of label prompts held out to test the RM."})
+    rm_loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "'ranking': RankingRewardTrainer on the labeller's whole rankings (one forward pass per answer, "
+            "InstructGPT's loss; the default with the embedded labeller); 'pairwise': TRL's RewardTrainer on every "
+            "pair the rankings imply, as separate rows (the default, and the only choice, with preference_dataset_name)."
+        },
+    )
+    num_rl_prompts: int = field(default=4000, metadata={"help": "Training prompts for the RL stage."})
+    eval_samples: int = field(default=4, metadata={"help": "Sampled answers per eval prompt (besides greedy)."})
+    eval_temperature: float = field(default=1.0, metadata={"help": "Temperature of the sampled evaluation."})
+    reward_batch_size: int = field(default=64, metadata={"help": "Micro-batch size of reward-model scoring."})
+    gold_eval_steps: int = field(
+        default=10,
+        metadata={"help": "RL stage, embedded task: every this many steps GoldRewardCallback logs proxy (RM) vs gold "
+                  "(oracle) reward and KL on the held-out prompts, plotted in report.md. 0: off. Not part of the "
+                  "stage's settings: it does not change what is trained."},
+    )
+    gold_eval_samples: int = field(default=2, metadata={"help": "Sampled answers per held-out prompt for gold_eval_steps."})
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Extra reward functions for RL beside the reward model, by name as in TRL's grpo.py: a TRL "
+            "built-in or a dotted import path ('my_rewards.exact'). Only names written here are imported; weight them "
+            "with the rl map's reward_weights (the reward model comes first)."
+        },
+    )
+    shared_base_reward: bool = field(
+        default=False,
+        metadata={"help": "Train the RM as a LoRA adapter and score with it on the policy's own base (needs use_peft)."},
+    )
+    # -- data from files or a hub, instead of the embedded task ----------------------------------------------------
+    sft_dataset_name: str | None = field(default=None, metadata={"help": "SFT data (prompt/completion or messages)."})
+    preference_dataset_name: str | None = field(
+        default=None, metadata={"help": "Pairs (prompt, chosen, rejected); replaces sampling + labeller."}
+    )
+    prompt_dataset_name: str | None = field(default=None, metadata={"help": "RL prompts (a `prompt` column)."})
+    dataset_split: str = field(default="train", metadata={"help": "Split read from each named dataset."})
+    # -- per-stage TRL configs ---------------------------------------------------------------------------------------
+    sft: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "trl.SFTConfig fields: a YAML map, or a JSON object on the command line."}
+    )
+    rm: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "trl.RewardConfig fields: a YAML map, or a JSON object on the command line."}
+    )
+    rl: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Fields of the RL algorithm's config (DPOConfig for dpo): a YAML map, or a JSON object on the "
+            """command line, e.g. --rl '{"max_steps": 300}'."""
+        },
+    )
+
+    def __post_init__(self):
+        for name in ("sft", "rm", "rl"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"--{name} must be a JSON object of {name} config fields: {e}") from None
+            setattr(self, name, dict(value or {}))
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"algorithm={self.algorithm!r} is unknown; choose one of {ALGORITHMS} "
+                "(set `algorithm:` in the YAML or pass --algorithm)."
+            )
+        if self.until not in STAGES:
+            raise ValueError(f"until={self.until!r} is not a stage; choose one of {list(STAGES)}.")
+        if self.num_ranked < 2:
+            raise ValueError(f"num_ranked={self.num_ranked}: a ranking needs K >= 2 answers per prompt; set num_ranked >= 2.")
+        if self.rm_loss is None:
+            self.rm_loss = "pairwise" if self.preference_dataset_name else "ranking"
+        if self.rm_loss not in ("ranking", "pairwise"):
+            raise ValueError(f"rm_loss={self.rm_loss!r} is unknown; choose 'ranking' or 'pairwise'.")
+        if self.rm_loss == "ranking" and self.preference_dataset_name:
+            raise ValueError(
+                "rm_loss='ranking' needs the labeller's rankings, but preference_dataset_name gives pairs; set "
+                "rm_loss: pairwise (or leave it unset)."
+            )
+        if not 0 < self.rm_test_fraction < 1:
+            raise ValueError(f"rm_test_fraction={self.rm_test_fraction} must be strictly between 0 and 1.")
+        for name in ("num_sft_examples", "num_label_prompts", "num_rl_prompts", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        if self.gold_eval_steps < 0 or self.gold_eval_samples < 1:
+            raise ValueError(
+                f"gold_eval_steps={self.gold_eval_steps} must be >= 0 (0: off) and gold_eval_samples="
+                f"{self.gold_eval_samples} >= 1."
+            )
+        if self.reward_batch_size < 1:
+            raise ValueError(f"reward_batch_size={self.reward_batch_size} must be >= 1.")
+        if self.reward_funcs and self.algorithm == "dpo":
+            raise ValueError(
+                "reward_funcs is set but algorithm='dpo' trains on the labelled pairs and calls no reward function; "
+                f"remove reward_funcs or choose an RL algorithm ({', '.join(RL_ALGORITHMS)})."
+            )
+        if self.start_at not in (None, "sft", "labels", "rl"):
+            raise ValueError(f"start_at={self.start_at!r}: choose 'sft', 'labels' or 'rl' (or leave it unset).")
+        if self.reward not in (None, "model", "rules", "both"):
+            raise ValueError(f"reward={self.reward!r}: choose 'model', 'rules' or 'both' (or leave it unset).")
+        if self.label_max_new_tokens < 1:
+            raise ValueError(f"label_max_new_tokens={self.label_max_new_tokens} must be >= 1.")
+        if self.embedded_task not in EMBEDDED_TASKS:
+            raise ValueError(f"embedded_task={self.embedded_task!r}: choose one of {list(EMBEDDED_TASKS)}.")
+        self.task  # validates the task fields
+        Labeller(self.labeller_noise)
+
+    @property
+    def task(self) -> AdditionTask | GradedAdditionTask:
+        if self.embedded_task == "graded":
+            return GradedAdditionTask(
+                operands=tuple(self.task_operands), low=self.task_low, high=self.task_high, eval_size=self.eval_size,
+                demo_error_rates=tuple(self.task_error_rates), demo_error_kinds=tuple(self.demo_error_kinds),
+            )
+        return AdditionTask(
+            low=self.task_low,
+            high=self.task_high,
+            eval_size=self.eval_size,
+            demo_error_rate=self.demo_error_rate,
+            demo_error_kinds=tuple(self.demo_error_kinds),
+        )
+
+    @property
+    def uses_embedded_task(self) -> bool:
+        return self.sft_dataset_name is None and self.prompt_dataset_name is None
+
+    @property
+    def reward_route(self) -> str:
+        """'model', 'rules' or 'both': ``reward`` as given, or 'rules' when only reward_funcs name a reward."""
+        if self.reward is not None:
+            return self.reward
+        return "rules" if self.reward_funcs else "model"
+
+    @property
+    def oracle(self) -> Callable[..., list[float]]:
+        """The embedded task's checker, a TRL reward function (1.0 right, 0.0 wrong)."""
+        return sum_correct if self.embedded_task == "graded" else oracle_correct
+
+
+_COMMON = dict(
+    report_to=[], logging_steps=10, save_strategy="steps", save_steps=50, save_total_limit=1,
+    gradient_checkpointing=False,  # TRL 1.16 turns it on by default; for small models it only costs time
+)
+
+
+SFT_DEFAULTS = dict(
+    learning_rate=1e-3, num_train_epochs=6, per_device_train_batch_size=64, lr_scheduler_type="cosine",
+    warmup_steps=0.05, max_length=32,
+)
+
+
+RM_DEFAULTS = dict(
+    learning_rate=5e-4, num_train_epochs=2, per_device_train_batch_size=64, per_device_eval_batch_size=256,
+    lr_scheduler_type="cosine", warmup_steps=0.05, max_length=32, eval_strategy="no",
+)
+
+
+DPO_DEFAULTS = dict(
+    learning_rate=2e-4, num_train_epochs=1, per_device_train_batch_size=64, beta=0.1, lr_scheduler_type="cosine",
+    max_length=32,
+)
+
+
+RL_DEFAULTS = dict(
+    learning_rate=5e-6, max_steps=150, per_device_train_batch_size=64, num_generations=8, max_completion_length=8,
+    temperature=1.0, beta=0.0, lr_scheduler_type="constant", logging_steps=10,
+)
+
+
+def stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, seed: int, what: str):
+    valid = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(
+            f"`{what}:` has fields that {config_cls.__name__} does not know: {unknown}. "
+            f"Check their spelling against trl.{config_cls.__name__}."
+        )
+    kwargs = {**_COMMON, **defaults, **overrides, "output_dir": str(output_dir), "seed": seed}
+    if not torch.cuda.is_available():
+        kwargs.setdefault("use_cpu", True)
+        # TRL 1.16 defaults to bf16 autocast, which CPUs without bf16 units emulate ~10x slower than fp32
+        kwargs.setdefault("bf16", False)
+    return config_cls(**kwargs)
+
+
+def rl_stage_args(cfg: PipelineConfig, output_dir: Path):
+    """The TRL config the RL stage trains with: the algorithm's config (DPOConfig for dpo) from the defaults here and
+    the ``rl:`` map."""
+    if cfg.algorithm == "dpo":
+        return stage_args(DPOConfig, DPO_DEFAULTS, cfg.rl, output_dir, cfg.seed, "rl")
+    return stage_args(RL_ALGORITHMS[cfg.algorithm][0], RL_DEFAULTS, cfg.rl, output_dir, cfg.seed, "rl")
