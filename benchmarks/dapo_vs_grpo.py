@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
 from trl_ext import DAPOConfig, DAPOTrainer
+from trl_ext.evaluation import oracle_accuracy, sample_completions
 from trl_ext.toy import AdditionTask, ensure_tiny_checkpoint, oracle_correct
 
 RESULTS = Path(__file__).parent / "results"
@@ -51,18 +52,11 @@ def sft_checkpoint(workdir: Path) -> Path:
     return out
 
 
-@torch.no_grad()
-def oracle_accuracy(model, tokenizer, eval_rows: int) -> float:
-    data = TASK.eval_dataset().select(range(eval_rows))
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in data["prompt"]]
-    tokenizer.padding_side = "left"
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    was_training = model.training
-    model.eval()
-    out = model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    model.train(was_training)
-    completions = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return sum(oracle_correct(data["prompt"], completions)) / len(completions)
+def greedy_accuracy(model, tokenizer, eval_rows: int) -> float:
+    """Greedy oracle accuracy on the first ``eval_rows`` held-out prompts (one answer each, up to 6 tokens)."""
+    prompts = TASK.eval_dataset().select(range(eval_rows))["prompt"]
+    answers = sample_completions(model, tokenizer, prompts, temperature=0.0, max_new_tokens=6)
+    return oracle_accuracy(prompts, answers, oracle_correct)
 
 
 class EvalCallback(TrainerCallback):
@@ -76,7 +70,7 @@ class EvalCallback(TrainerCallback):
         return state.global_step * t.args.generation_batch_size  # one generation batch per step here
 
     def record(self, state):
-        acc = oracle_accuracy(self.trainer.model, self.trainer.processing_class, self.eval_rows)
+        acc = greedy_accuracy(self.trainer.model, self.trainer.processing_class, self.eval_rows)
         self.curve.append((state.global_step, self.generated_completions(state), acc))
 
     def on_train_begin(self, args, state, control, **kwargs):

@@ -72,7 +72,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from .adapters import keep_requires_grad
-from .evaluation import Samples, sample_completions, score_completions
+from .evaluation import Samples, flatten_samples, sample_completions, score_completions
 
 logger = logging.getLogger(__name__)
 
@@ -397,11 +397,7 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
         """Flatten to one row per completion, prompts and dataset columns repeated ``num_samples`` times."""
         data = self.eval_dataset
         k = self.num_samples
-        prompts = [p for p in data["prompt"] for _ in range(k)]
-        conversational = not isinstance(prompts[0], str)
-        completions = [
-            [{"role": "assistant", "content": c}] if conversational else c for cs in samples.texts for c in cs
-        ]
+        prompts, completions = flatten_samples(data["prompt"], samples.texts, as_messages=True)
         completion_ids = [ids for per_prompt in samples.completion_ids for ids in per_prompt]
         columns = {c: [v for v in data[c] for _ in range(k)] for c in data.column_names if c != "prompt"}
         return prompts, completions, completion_ids, columns

@@ -61,18 +61,7 @@ def sample_completions(
         else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {}))
         for p in prompts
     ]
-    do_sample = temperature > 0
-    gen_config = copy.deepcopy(generation_config) if generation_config is not None else GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature if do_sample else None,
-        top_k=0 if do_sample else None,
-        top_p=1.0 if do_sample else None,
-        num_return_sequences=num_samples,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    gen_config.num_return_sequences = num_samples
+    gen_config = _sampling_config(generation_config, tokenizer, num_samples, temperature, max_new_tokens)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
@@ -106,6 +95,24 @@ def sample_completions(
         if generator is not None:
             torch.random.set_rng_state(state)
     return Samples(out, prompt_ids, completion_ids) if return_ids else out
+
+
+def _sampling_config(generation_config, tokenizer, num_samples: int, temperature: float, max_new_tokens: int):
+    """A copy of ``generation_config`` or, without one, pure sampling at ``temperature`` (greedy at 0); either way
+    ``num_samples`` sequences per prompt."""
+    do_sample = temperature > 0
+    gen_config = copy.deepcopy(generation_config) if generation_config is not None else GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_k=0 if do_sample else None,
+        top_p=1.0 if do_sample else None,
+        num_return_sequences=num_samples,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    gen_config.num_return_sequences = num_samples
+    return gen_config
 
 
 def _cut_after_eos(ids: list[int], eos: set[int]) -> list[int]:
@@ -185,16 +192,33 @@ def _score_with_model(model, processing_class, prompts, completions, chat_templa
     return model(**inputs).logits[:, 0].float().tolist()
 
 
+def flatten_samples(
+    prompts: Sequence, samples: Sequence[Sequence[str]], *, as_messages: bool = False
+) -> tuple[list, list]:
+    """One row per (prompt, sampled answer): ``prompts[i]`` repeated once for each of ``samples[i]``.
+
+    With ``as_messages``, an answer to a conversational prompt becomes the assistant turn
+    ``[{"role": "assistant", "content": text}]`` that TRL's reward functions (and :class:`~trl_ext.RewardAdapter`)
+    receive; answers to plain-text prompts stay strings.
+    """
+    flat_prompts = [p for p, cs in zip(prompts, samples, strict=True) for _ in cs]
+    flat = [c for cs in samples for c in cs]
+    if as_messages:
+        flat = [c if isinstance(p, str) else [{"role": "assistant", "content": c}] for p, c in zip(flat_prompts, flat)]
+    return flat_prompts, flat
+
+
+def reward_model_scores(reward_model, prompts: Sequence, samples: Sequence[Sequence[str]]) -> list[float]:
+    """A :class:`~trl_ext.RewardAdapter`'s score for every sampled answer, in :func:`flatten_samples` order."""
+    return list(reward_model.score(*flatten_samples(prompts, samples, as_messages=True)))
+
+
 def oracle_accuracy(
     prompts: Sequence, completions: Sequence[Sequence[str]], oracle: Callable[..., list[float]]
 ) -> float:
     """Mean oracle verdict over every completion of every prompt."""
-    flat_prompts = [p for p, cs in zip(prompts, completions, strict=True) for _ in cs]
-    flat = [c for cs in completions for c in cs]
-    scores = oracle(flat_prompts, flat)
+    scores = oracle(*flatten_samples(prompts, completions))
     return float(sum(scores) / max(len(scores), 1))
-
-
 
 def oracle_accuracy_by_level(
     prompts: Sequence, completions: Sequence[Sequence[str]], oracle: Callable[..., list[float]], levels: Sequence
@@ -218,9 +242,7 @@ def reward_function_means(
     dataset column (``columns``, one value per prompt, e.g. ``solution`` for TRL's ``accuracy_reward``) as a keyword
     argument repeated for each of the prompt's completions. ``None`` scores (TRL's "skip this example") are left out.
     """
-    flat_prompts = [p for p, cs in zip(prompts, completions, strict=True) for _ in cs]
-    flat = [c if isinstance(p, str) else [{"role": "assistant", "content": c}] for p, c in
-            zip(flat_prompts, (c for cs in completions for c in cs))]
+    flat_prompts, flat = flatten_samples(prompts, completions, as_messages=True)
     kwargs = {k: [v for v, cs in zip(values, completions) for _ in cs] for k, values in (columns or {}).items()}
     means = {}
     for name, fn in funcs.items():
