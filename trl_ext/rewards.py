@@ -127,10 +127,12 @@ def _is_conversation(x) -> bool:
     return isinstance(x, list) and (len(x) == 0 or isinstance(x[0], dict))
 
 
-def _completion_text(completion) -> str:
+def completion_text(completion) -> str:
+    """What the model wrote: a string completion as is, or the content of the assistant messages of TRL's
+    conversational form, joined (other roles, e.g. tool results, are not the model's words)."""
     if isinstance(completion, str):
         return completion
-    return "".join(str(m.get("content", "")) for m in completion)
+    return "".join(str(m.get("content") or "") for m in completion if m.get("role", "assistant") == "assistant")
 
 
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -656,7 +658,7 @@ class RewardAdapter:
         n = len(prompts)
         if n == 0:
             return []
-        empty = [not _completion_text(c).strip() for c in completions]
+        empty = [not completion_text(c).strip() for c in completions]
         todo = list(range(n))
         if self.empty_completion_reward is not None:
             todo = [i for i in range(n) if not empty[i]]

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from datasets import Dataset
 
-from .task import ERROR_KINDS, completion_text, demonstrator_mistake, prompt_text
+from ..rewards import completion_text
+from .task import ERROR_KINDS, demonstrator_mistake, prompt_text
 
 _ANSWER = re.compile(r"^\s*(\d+)\s*$")
 

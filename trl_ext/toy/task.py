@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from datasets import Dataset
 
+from ..rewards import completion_text
+
 ERROR_KINDS = ("chatter", "swap", "carry", "slip")
 # What a chatty demonstrator adds after the answer; the task asks for the number alone, so the oracle rejects it.
 CHATTER = (" I think", "?", " or so", "!", " (sure)", ", maybe")
@@ -145,13 +147,6 @@ def demonstrator_mistake(total: int, carry_out: int, kinds: Sequence[str], rng: 
     d = int(digits[i])
     digits[i] = str(d + 1 if d < 9 and (d == 0 or rng.random() < 0.5) else d - 1)
     return "".join(digits)
-
-
-def completion_text(completion) -> str:
-    """Plain text of a completion given as a string or as TRL's conversational list of messages."""
-    if isinstance(completion, str):
-        return completion
-    return "".join(m["content"] for m in completion if m.get("role", "assistant") == "assistant")
 
 
 def prompt_text(prompt) -> str:
