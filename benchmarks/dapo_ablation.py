@@ -600,7 +600,7 @@ def main(argv=None):
     results = Path(a.results) if a.results else RESULTS
     results.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from compare import git_state, machine_info, versions
+    from provenance import git_state, machine_info, versions
 
     import torch
 

@@ -1,4 +1,5 @@
-"""benchmarks/compare.py: the numbers its tables report (hand-computed) and a tiny end-to-end run of the entry point."""
+"""benchmarks/compare.py and its sibling modules: the numbers its tables report (hand-computed) and a tiny end-to-end
+run of the entry point."""
 
 import importlib.util
 import json
@@ -14,60 +15,62 @@ _spec = importlib.util.spec_from_file_location("benchmarks_compare", ROOT / "ben
 compare = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = compare  # dataclasses look their module up while the file executes
 _spec.loader.exec_module(compare)
+import compare_child  # noqa: E402  (compare.py put benchmarks/ on sys.path)
+import compare_stats  # noqa: E402
 
 REFERENCE = {"rm_mean": 0.0, "rm_sd": 2.0, "utility_mean": 2.0, "utility_sd": 0.5}
 
 
 def test_gap_is_zero_when_proxy_and_truth_rise_by_the_same_number_of_sds():
-    g = compare.hacking_gap(rm_score=1.0, utility=2.25, reference=REFERENCE)  # +0.5 sd each
+    g = compare_stats.hacking_gap(rm_score=1.0, utility=2.25, reference=REFERENCE)  # +0.5 sd each
     assert g == pytest.approx({"z_rm": 0.5, "z_utility": 0.5, "gap": 0.0})
 
 
 def test_gap_is_positive_when_the_proxy_rises_and_the_truth_falls():
-    g = compare.hacking_gap(rm_score=1.0, utility=1.75, reference=REFERENCE)
+    g = compare_stats.hacking_gap(rm_score=1.0, utility=1.75, reference=REFERENCE)
     assert g == pytest.approx({"z_rm": 0.5, "z_utility": -0.5, "gap": 1.0})
-    assert compare.hacking_gap(0.0, 2.0, REFERENCE)["gap"] == 0.0  # the SFT model itself
+    assert compare_stats.hacking_gap(0.0, 2.0, REFERENCE)["gap"] == 0.0  # the SFT model itself
 
 
 def test_first_crossing_is_inclusive_and_none_when_never_reached():
     points = [{"step": s, "accuracy": a} for s, a in [(0, 0.40), (10, 0.55), (20, 0.50), (30, 0.70)]]
-    assert compare.first_crossing(points, 0.55)["step"] == 10
-    assert compare.first_crossing(points, 0.60)["step"] == 30
-    assert compare.first_crossing(points, 0.30)["step"] == 0
-    assert compare.first_crossing(points, 0.80) is None
+    assert compare_stats.first_crossing(points, 0.55)["step"] == 10
+    assert compare_stats.first_crossing(points, 0.60)["step"] == 30
+    assert compare_stats.first_crossing(points, 0.30)["step"] == 0
+    assert compare_stats.first_crossing(points, 0.80) is None
 
 
 def test_aggregate_uses_the_sample_sd():
-    assert compare.aggregate([1.0, 2.0, 3.0]) == {"mean": 2.0, "sd": 1.0, "n": 3}
-    assert compare.aggregate([0.5, 0.7]) == pytest.approx({"mean": 0.6, "sd": 0.1414213562, "n": 2})
-    assert compare.aggregate([5.0]) == {"mean": 5.0, "sd": None, "n": 1}
-    assert compare.aggregate([])["n"] == 0
+    assert compare_stats.aggregate([1.0, 2.0, 3.0]) == {"mean": 2.0, "sd": 1.0, "n": 3}
+    assert compare_stats.aggregate([0.5, 0.7]) == pytest.approx({"mean": 0.6, "sd": 0.1414213562, "n": 2})
+    assert compare_stats.aggregate([5.0]) == {"mean": 5.0, "sd": None, "n": 1}
+    assert compare_stats.aggregate([])["n"] == 0
 
 
 def test_clearly_apart_compares_with_two_standard_errors():
     a = {"mean": 0.6, "sd": 0.01, "n": 3}
-    assert compare.clearly_apart(a, {"mean": 0.5, "sd": 0.01, "n": 3})  # 0.1 > 2 * 0.0082
-    assert not compare.clearly_apart(a, {"mean": 0.5, "sd": 0.1, "n": 3})  # 2 * sqrt(0.0101/3) = 0.116
-    assert not compare.clearly_apart(a, {"mean": 0.5, "sd": None, "n": 1})  # one seed orders nothing
+    assert compare_stats.clearly_apart(a, {"mean": 0.5, "sd": 0.01, "n": 3})  # 0.1 > 2 * 0.0082
+    assert not compare_stats.clearly_apart(a, {"mean": 0.5, "sd": 0.1, "n": 3})  # 2 * sqrt(0.0101/3) = 0.116
+    assert not compare_stats.clearly_apart(a, {"mean": 0.5, "sd": None, "n": 1})  # one seed orders nothing
 
 
 def test_mean_curve_per_evaluation_index_over_seeds():
     runs = [{"points": [{"c": 0, "a": 0.4}, {"c": 64, "a": 0.6}]},
             {"points": [{"c": 0, "a": 0.5}, {"c": 64, "a": 0.8}, {"c": 128, "a": 0.9}]}]
-    assert compare.mean_curve(runs, "c", "a") == pytest.approx([(0, 0.45, 0.4, 0.5), (64, 0.7, 0.6, 0.8)])
+    assert compare_stats.mean_curve(runs, "c", "a") == pytest.approx([(0, 0.45, 0.4, 0.5), (64, 0.7, 0.6, 0.8)])
 
 
 def test_completions_per_step_follows_trl_buffering():
     grpo = SimpleNamespace(generation_batch_size=64, gradient_accumulation_steps=1, steps_per_generation=1,
                            num_iterations=1)
     ppo = SimpleNamespace(**{**vars(grpo), "num_iterations": 4})  # 4 PPO epochs: 4 optimizer steps per batch
-    assert compare.completions_per_step(grpo) == 64
-    assert compare.completions_per_step(ppo) == 16
+    assert compare_child.completions_per_step(grpo) == 64
+    assert compare_child.completions_per_step(ppo) == 16
 
 
 def test_eval_subset_is_evenly_spaced():
-    assert compare.eval_subset(list(range(10)), 5) == [0, 2, 4, 6, 8]
-    assert compare.eval_subset(list(range(3)), 5) == [0, 1, 2]
+    assert compare_child.eval_subset(list(range(10)), 5) == [0, 2, 4, 6, 8]
+    assert compare_child.eval_subset(list(range(3)), 5) == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
@@ -140,19 +143,17 @@ def test_tiny_benchmark_writes_every_output_and_respects_the_budget(tmp_path, ca
 
 def test_dpo_pairs_count_every_process():
     args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=2, world_size=2)
-    assert compare.pairs_seen(args, 5) == 5 * 4 * 2 * 2
+    assert compare_child.pairs_seen(args, 5) == 5 * 4 * 2 * 2
 
 
 COUNT_SCRIPT = '''
-import importlib.util, sys
+import sys
 from accelerate import Accelerator
-spec = importlib.util.spec_from_file_location("benchmarks_compare", sys.argv[1])
-compare = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = compare
-spec.loader.exec_module(compare)
+sys.path.insert(0, sys.argv[1])
+import compare_child
 accelerator = Accelerator(cpu=True)
 local = 3 + 2 * accelerator.process_index  # uneven slices, so a doubled local count would not pass by luck
-print(f"RANK {accelerator.process_index} {compare.completions_on_all_processes(local, accelerator)}", flush=True)
+print(f"RANK {accelerator.process_index} {compare_child.completions_on_all_processes(local, accelerator)}", flush=True)
 accelerator.wait_for_everyone()  # leave gloo together: a rank exiting mid-teardown aborts the other ("terminate called")
 import torch.distributed
 torch.distributed.destroy_process_group()
@@ -169,7 +170,7 @@ def test_generated_completions_are_counted_on_all_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-         str(ROOT / "benchmarks" / "compare.py")], capture_output=True, text=True, env=env, timeout=300,
+         str(ROOT / "benchmarks")], capture_output=True, text=True, env=env, timeout=300,
     )
     # the two ranks print to one pipe, so a line may run into the other rank's: match anywhere, not per line
     ranks = sorted(["RANK", r, n] for r, n in re.findall(r"RANK (\d) (\d+)", proc.stdout))
