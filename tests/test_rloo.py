@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 from trl import RLOOConfig as TRLRLOOConfig
 from trl import RLOOTrainer as TRLRLOOTrainer
@@ -161,3 +162,45 @@ def test_token_level_kl_in_the_loss(tmp_path, ckpt, tokenizer):
     assert "kl" in t.state.log_history[0]  # logged by GRPOTrainer's loss, which now carries the KL term
     rewards = list(t._logs["rewards"]["graded"])  # KL not in the reward: pure leave-one-out
     assert advantages() == pytest.approx(hand_leave_one_out(rewards, 4), abs=1e-6)
+
+
+def completion_logps(model, batch):
+    """log p(completion token) under ``model``, (B, T), written out without GRPOTrainer's helpers."""
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    width = batch["completion_ids"].size(1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, -width - 1 : -1].float()
+    return torch.log_softmax(logits, dim=-1).gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_reward_kl_is_taken_against_the_initial_model_and_kept_out_of_the_loss(tmp_path, ckpt, tokenizer, lora):
+    # kl_in='reward': GRPOTrainer's loss coefficient is 0 for the run (no k3 term on top of the reward's KL), and the
+    # reference log-probs are the starting model's (the base with the adapter off under LoRA) after the policy moved
+    args = RLOOConfig(**common(tmp_path, beta=0.05, max_steps=3))
+    peft_config = LoraConfig(r=4, target_modules="all-linear") if lora else None
+    model = AutoModelForCausalLM.from_pretrained(ckpt)
+    t = RLOOTrainer(model, [graded], args=args, train_dataset=AdditionTask().prompt_dataset(32, seed=0),
+                    processing_class=tokenizer, peft_config=peft_config)
+    assert (t.beta, t.reward_kl_coef) == (0.0, 0.05)
+    seen, reference = [], t._reference_logps
+
+    def spy(batch):
+        out = reference(batch)
+        seen.append(({k: batch[k].clone() for k in ("prompt_ids", "prompt_mask", "completion_ids",
+                                                     "completion_mask")}, out.clone()))
+        return out
+
+    t._reference_logps = spy
+    t.train()
+    assert len(seen) == 3
+    initial = AutoModelForCausalLM.from_pretrained(ckpt).eval()
+    for batch, logps in seen:
+        mask = batch["completion_mask"].bool()
+        assert logps[mask] == pytest.approx(completion_logps(initial, batch)[mask], abs=1e-5)
+    last, last_logps = seen[-1]
+    mask = last["completion_mask"].bool()
+    policy = completion_logps(t.model.eval(), last)  # the policy moved, so a reference equal to it would fail above
+    assert (policy[mask] - last_logps[mask]).abs().max() > 1e-3
+    assert all("kl" in h for h in t.state.log_history[:-1])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from trl.trainer.utils import nanstd
+from trl.trainer.utils import nanstd, use_adapter
 
 from .advantages import leave_one_out_advantages
 from .cards import RLOO_PAPER
@@ -103,15 +103,18 @@ class RLOOTrainer(DAPOTrainer):
       minus ``beta`` times the sequence-level KL (first-order estimator ``sum_t log pi_old - log pi_ref``, as
       trl.RLOOTrainer). Dynamic sampling calls this hook for every round and judges the groups on these advantages,
       so it composes unchanged.
-    * ``_compute_loss``: with ``kl_in='reward'`` the KL is already in the advantage, so GRPOTrainer's loss runs with
-      its own per-token KL term switched off; with ``kl_in='loss'`` it is GRPOTrainer's loss as is.
+    * the KL term: with ``kl_in='reward'`` (the default) the KL is a term of the sequence reward, so GRPOTrainer's
+      per-token loss term is off for the whole run: after GRPOTrainer's ``__init__`` has loaded the reference model,
+      its loss coefficient ``beta`` is set to 0 and RLOO's coefficient is kept as ``reward_kl_coef``, and the
+      reference log-probabilities come from ``_reference_logps`` (the reference model, or the base with the LoRA
+      adapter off, as GRPOTrainer takes them). With ``kl_in='loss'`` ``beta`` stays GRPOTrainer's and its k3 term is
+      in the loss as in GRPO.
 
-    Two places touch GRPOTrainer's state because TRL 1.16 offers no seam for them (checked in its source):
+    One place touches GRPOTrainer's state because TRL 1.16 offers no seam for it (checked in its source):
     GRPOTrainer forms its advantages inline in ``_generate_and_score_completions`` and, in the same body, appends them
-    to ``self._logs["advantages"]`` (the completions table), so RLOO's replace that batch's entries there; and
-    ``_compute_loss`` reads ``self.beta`` inline for its k3 term (and its ``kl`` metric), with no argument or input
-    key to switch it off per call, so ``kl_in='reward'`` runs it with ``beta`` set to 0 for the call. The rewards
-    RLOO starts from are the round's record (``self._round_rewards.total``, :class:`trl_ext.advantages.RoundRewards`).
+    to ``self._logs["advantages"]`` (the completions table), so ``_log_advantages`` replaces that batch's entries
+    there with RLOO's. The rewards RLOO starts from are the round's record (``self._round_rewards.total``,
+    :class:`trl_ext.advantages.RoundRewards`).
 
     The loss is GRPOTrainer's clipped token-level objective (``loss_type``), not trl.RLOOTrainer's sequence-level
     ratio, which is what lets clip-higher and the token-level loss apply.
@@ -122,6 +125,14 @@ class RLOOTrainer(DAPOTrainer):
 
     config_class = RLOOConfig
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # GRPOTrainer loaded the reference model because beta != 0; with kl_in='reward' its loss must not add the
+        # k3 term as well, so its coefficient is 0 from here on and RLOO's lives in reward_kl_coef.
+        self.reward_kl_coef = self.beta if self.args.kl_in == "reward" else 0.0
+        if self.reward_kl_coef:
+            self.beta = 0.0
+
     def _generate_round(self, inputs):
         output = super()._generate_round(inputs)
         mode = "train" if self.model.training else "eval"
@@ -129,37 +140,44 @@ class RLOOTrainer(DAPOTrainer):
         rewards = self._round_rewards.total  # (N_global,), NaN where unscorable
         if self.args.reward_clip_range is not None:  # trl.RLOOTrainer: clip the weighted sum, before the KL term
             rewards = rewards.clamp(*self.args.reward_clip_range)
-
-        if self.beta != 0.0 and self.args.kl_in == "reward":
-            if output.get("old_per_token_logps") is None:
-                output["old_per_token_logps"] = self._policy_logps(output)  # the sampling policy's, (B, T)
-            mask = output["completion_mask"]
-            if "tool_mask" in output:
-                mask = mask * output["tool_mask"]
-            per_token_kl = output["old_per_token_logps"] - output["ref_per_token_logps"]  # (B, T)
-            sequence_kl = self.accelerator.gather((per_token_kl * mask).sum(dim=-1))  # (N_global,)
-            rewards = rewards - self.beta * sequence_kl
-            stats = self.accelerator.reduce(torch.stack([(per_token_kl * mask).sum(), mask.sum().float()]), "sum")
-            self._metrics[mode]["kl"].append((stats[0] / stats[1].clamp(min=1.0)).item())
+        if self.reward_kl_coef:
+            rewards = rewards - self.reward_kl_coef * self._sequence_kl(output, mode)
 
         advantages = leave_one_out_advantages(rewards, num_generations)  # (N_global,), 0 where unscorable
         if self.args.normalize_advantages:
             scored = torch.where(torch.isnan(rewards), torch.nan, advantages)
             advantages = torch.nan_to_num((scored - torch.nanmean(scored)) / (nanstd(scored) + 1e-4), nan=0.0)
-
-        logged = self._logs["advantages"]  # GRPOTrainer logged its group-relative ones for this batch: replace them
-        for _ in range(min(advantages.numel(), len(logged))):
-            logged.pop()
-        logged.extend(advantages.tolist())
+        self._log_advantages(advantages)
         rows = process_rows(advantages.numel(), self.accelerator.process_index, self.accelerator.num_processes)
         output["advantages"] = advantages[rows]
         return output
 
-    def _compute_loss(self, model, inputs):
-        if self.beta == 0.0 or self.args.kl_in == "loss":
-            return super()._compute_loss(model, inputs)
-        beta, self.beta = self.beta, 0.0  # the KL is in the advantages already
-        try:
-            return super()._compute_loss(model, inputs)
-        finally:
-            self.beta = beta
+    def _sequence_kl(self, output: dict, mode: str) -> torch.Tensor:
+        """sum_t (log pi_old - log pi_ref) over each completion's tokens, gathered over processes, (N_global,);
+        logs the per-token mean as ``kl``. Stores the sampling policy's log-probs in ``output`` if GRPO did not."""
+        if output.get("old_per_token_logps") is None:
+            output["old_per_token_logps"] = self._policy_logps(output)  # the sampling policy's, (B, T)
+        mask = output["completion_mask"]
+        if "tool_mask" in output:
+            mask = mask * output["tool_mask"]
+        per_token_kl = (output["old_per_token_logps"] - self._reference_logps(output)) * mask  # (B, T)
+        stats = self.accelerator.reduce(torch.stack([per_token_kl.sum(), mask.sum().float()]), "sum")
+        self._metrics[mode]["kl"].append((stats[0] / stats[1].clamp(min=1.0)).item())
+        return self.accelerator.gather(per_token_kl.sum(dim=-1))
+
+    def _reference_logps(self, batch: dict) -> torch.Tensor:
+        """The reference policy's per-token log-probs, taken as GRPOTrainer takes them: its ``ref_model``, or under
+        PEFT the base with the adapter off (the adapter named "ref" when re-training an existing adapter)."""
+        if self.ref_model is not None:
+            return self._policy_logps(batch, self.ref_model)
+        model = self.accelerator.unwrap_model(self.model)
+        with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+            return self._policy_logps(batch)
+
+    def _log_advantages(self, advantages: torch.Tensor) -> None:
+        """GRPOTrainer appended its group-relative advantages of this batch to the completions table: put RLOO's in
+        their place (TRL 1.16 has no seam between forming the advantages and logging them)."""
+        logged = self._logs["advantages"]
+        for _ in range(min(advantages.numel(), len(logged))):
+            logged.pop()
+        logged.extend(advantages.tolist())

@@ -293,11 +293,12 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         )
 
     @torch.no_grad()
-    def _policy_logps(self, batch: dict) -> torch.Tensor:
+    def _policy_logps(self, batch: dict, model=None) -> torch.Tensor:
+        """Per-token log-probabilities of ``batch``'s completions under ``model`` (default: the policy), (B, T)."""
         input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
         attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
         logps, _, _ = self._get_per_token_logps_and_entropies(
-            self.model, input_ids, attention_mask, batch["completion_ids"].size(1),
+            self.model if model is None else model, input_ids, attention_mask, batch["completion_ids"].size(1),
             batch_size=self.args.per_device_train_batch_size,
         )
         return logps
