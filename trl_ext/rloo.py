@@ -4,6 +4,7 @@ sampling, all shared with :mod:`trl_ext.dapo` rather than copied."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -132,6 +133,8 @@ class RLOOTrainer(DAPOTrainer):
         self.reward_kl_coef = self.beta if self.args.kl_in == "reward" else 0.0
         if self.reward_kl_coef:
             self.beta = 0.0
+
+    __init__.__signature__ = inspect.signature(DAPOTrainer.__init__)  # help() and IDEs show the real arguments
 
     def _generate_round(self, inputs):
         output = super()._generate_round(inputs)
