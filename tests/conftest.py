@@ -13,3 +13,11 @@ def ckpt():
 @pytest.fixture(scope="session")
 def tokenizer(ckpt):
     return AutoTokenizer.from_pretrained(ckpt)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tiny():
+    """A tiny random Llama with SmolLM2-135M-Instruct's real tokenizer and chat template (see tests/smollm2.py)."""
+    from smollm2 import ensure_tiny_smollm2
+
+    return ensure_tiny_smollm2()
