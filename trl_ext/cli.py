@@ -138,12 +138,12 @@ def _convert_gguf(argv: list[str]) -> int:
         return int(e.code or 0)
 
     from .commands.common import fail
-    from .gguf import MissingPackageError, convert_gguf
+    from .gguf import convert_gguf
 
     debug = bool(os.environ.get("TRL_EXT_DEBUG"))
     try:
         out = convert_gguf(args.source, args.output_dir)
-    except (MissingPackageError, FileNotFoundError, FileExistsError, ValueError) as e:  # the message names the fix
+    except (ImportError, FileNotFoundError, FileExistsError, ValueError) as e:  # the message names the fix
         if debug:
             raise
         return fail("convert-gguf", str(e), 2)

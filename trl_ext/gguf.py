@@ -64,7 +64,7 @@ def resolve_gguf(source: str) -> Path:
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(
-            f"GGUF file {source!r} {what}. Give the path of a .gguf file, or one of {sorted(KNOWN_FILES)}."
+            f"GGUF file {source!r} {what}. Give the path of a .gguf file, or a known name ({', '.join(KNOWN_FILES)})."
         )
     if path.suffix != ".gguf":
         raise ValueError(f"{source!r} is not a .gguf file; give the path of a GGUF file (e.g. model.Q4_1.gguf).")
