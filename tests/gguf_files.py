@@ -13,7 +13,8 @@ import numpy as np
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # unk, bos, eos (as SmolLM2's file)
 CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 MERGES = ["Ġ t", "h e", "Ġt he"]  # a few, so the file has merges as real ones do
@@ -111,8 +112,8 @@ def write_llama_gguf(path: Path, model) -> Path:
     return path
 
 
-def write_unreadable_gguf(path: Path, architecture: str = "mamba9000") -> Path:
-    """A valid GGUF file of an architecture no transformers reads."""
+def write_header_only_gguf(path: Path, architecture: str = "mamba9000") -> Path:
+    """A valid GGUF file with one zero tensor: by default of an architecture no transformers reads."""
     writer = _start(path, architecture)
     writer.add_block_count(1)
     writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))

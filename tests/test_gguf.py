@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from gguf_files import tiny_llama, write_llama_gguf, write_unreadable_gguf
+from gguf_files import tiny_llama, write_llama_gguf, write_header_only_gguf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import trl_ext.gguf as gguf_module
@@ -103,10 +103,15 @@ def test_an_output_folder_that_holds_a_model_is_left_alone(tiny_gguf, tmp_path):
 
 
 def test_an_architecture_transformers_cannot_read_is_named_with_the_readable_ones(tmp_path):
-    message = error_line(write_unreadable_gguf(tmp_path / "m.gguf"), "--output_dir", tmp_path / "out")
+    message = error_line(write_header_only_gguf(tmp_path / "m.gguf"), "--output_dir", tmp_path / "out")
     assert "'mamba9000' cannot be read" in message
     assert "llama" in message and "qwen2" in message and "general" not in message
     assert not (tmp_path / "out").exists()
+
+
+def test_a_readable_architecture_that_is_not_a_causal_lm_is_refused(tmp_path):
+    message = error_line(write_header_only_gguf(tmp_path / "t5.gguf", "t5"), "--output_dir", tmp_path / "out")
+    assert "'t5' is not a causal language model" in message and "llama" in message
 
 
 def test_usage_errors_and_help():

@@ -109,6 +109,8 @@ def _check_readable(path: Path) -> None:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     arch = gguf_architecture(path)
+    if arch == "unknown":
+        raise ValueError(f"{path.name} names no architecture (no general.architecture field): it is not a model file.")
     fix = (
         f"convert-gguf reads {', '.join(supported_architectures())}. Convert the original checkpoint instead, or "
         "upgrade transformers if a newer one reads it."
