@@ -491,7 +491,7 @@ def test_reward_returning_none_everywhere(tmp_path, ckpt, tokenizer):
     t = trainer(ckpt, tokenizer, args, [always_none])
     with pytest.raises(RuntimeError, match="no finite value.*returned None/NaN"):
         t.train()
-    # without it: the overlong column must not turn unscorable completions into scored ones -> zero advantage
+    # without it: overlong shaping must not turn unscorable completions into scored ones -> zero advantage
     args = config(tmp_path, dynamic_sampling=False, overlong_buffer_length=6)
     t = trainer(ckpt, tokenizer, args, [always_none])
     seen = record_batches(t)
