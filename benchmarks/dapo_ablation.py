@@ -154,10 +154,10 @@ def sft_start(cfg, workdir: Path) -> Path:
 class GroupedChecker:
     """``sum_correct`` as the reward, also counting the groups whose verdicts are all equal (all right / all wrong).
 
-    TRL's ``frac_reward_zero_std`` is the share of zero-advantage groups under the *total* reward; once the soft
-    overlong penalty is added, length alone can separate an all-wrong group, so that share no longer says how often the
-    checker itself gives no signal. This counts that directly, per generation round (refills included). TRL calls a
-    reward function on whole groups, each prompt's ``num_generations`` completions consecutive.
+    TRL's ``frac_reward_zero_std`` is the share of groups whose reward (the reward functions' weighted sum; DAPO's
+    overlong shaping is not part of it) has zero std; the advantages also carry the shaping, so length alone can move
+    an all-wrong group. This counts the checker's all-right / all-wrong groups directly, per generation round (refills
+    included). TRL calls a reward function on whole groups, each prompt's ``num_generations`` completions consecutive.
     """
 
     __name__ = "sum_correct"  # TRL's name for the column: rewards/sum_correct/*
@@ -487,10 +487,10 @@ def write_markdown(meta: dict, summary: dict, runs: list[dict], path: Path):
             lines += ["", f"Dynamic sampling ({name}): generated / kept groups {d['generated_per_kept']:.2f}, refill "
                           f"rounds per rollout {d['refill_rounds_mean']:.2f} (mean), groups padded at the refill cap "
                           f"{d['padded_groups']}."]
-    lines += ["", "Zero-advantage groups (TRL's `frac_reward_zero_std`, on the total reward) and the checker's all-right / "
-                  "all-wrong groups are means over every generation round of the logging step, refills included. "
-                  "With the soft overlong penalty (rungs 4-6) the total reward can vary inside a group whose checker "
-                  "verdicts are all equal, so TRL's share drops below the checker's.",
+    lines += ["", "Zero-std groups (TRL's `frac_reward_zero_std`, on the reward without the overlong shaping) and the "
+                  "checker's all-right / all-wrong groups are means over every generation round of the logging step, "
+                  "refills included. With the soft overlong penalty (rungs 4-6) the advantages can still move inside "
+                  "a group whose checker verdicts are all equal.",
               "", "![accuracy](dapo_ablation.png)", "", "![training](dapo_ablation_training.png)", ""]
     if meta.get("notes"):
         lines += ["## What each rung did", "", meta["notes"], ""]
@@ -551,7 +551,7 @@ def plot(runs: list[dict], seeds: list[int], prefix: Path):
     fig.savefig(f"{prefix}.png", dpi=110)
     plt.close(fig)
 
-    keys = [("entropy", "policy entropy"), ("frac_reward_zero_std", "zero-advantage groups (TRL frac_reward_zero_std)"),
+    keys = [("entropy", "policy entropy"), ("frac_reward_zero_std", "zero-std reward groups (TRL frac_reward_zero_std)"),
             ("checker/frac_groups_constant", "groups all right or all wrong (checker)"),
             ("completions/clipped_ratio", "truncated completions (clipped_ratio)"),
             ("completions/mean_length", "mean length (tokens)"), ("clip_ratio/region_mean", "clip ratio (region)"),

@@ -40,6 +40,16 @@ def test_good_datasets_and_named_eval_sets():
                               "hard": Dataset.from_dict({"text": ["9+9="]})}, "eval_dataset", "T")
 
 
+def test_prompt_is_optional_when_an_environment_gives_it():
+    # TRL 1.16 with environment_factory: reset() may supply the prompt, so a row may carry only `environment`
+    routing = Dataset.from_dict({"environment": ["maze", "chess"]})
+    check_prompt_dataset(routing, "train_dataset", "T", prompt_optional=True)
+    with pytest.raises(ValueError, match="no `prompt` column"):
+        check_prompt_dataset(routing, "train_dataset", "T")
+    with pytest.raises(ValueError, match="row 0 has a `prompt` of type list"):  # a prompt that is there is checked
+        check_prompt_dataset(Dataset.from_dict({"prompt": [[5, 6]]}), "train_dataset", "T", prompt_optional=True)
+
+
 @pytest.mark.parametrize("name", ["train_dataset", "eval_dataset"])
 @pytest.mark.parametrize(
     "trainer_cls, config_cls",

@@ -1,5 +1,6 @@
 """DAPOTrainer on the embedded tiny model: drop-in parity, dynamic sampling outcomes, shaping, LoRA / 4-bit."""
 
+import copy
 import math
 import re
 
@@ -138,9 +139,9 @@ def test_one_reward_tokenizer_for_one_reward_model_as_trl_accepts(tmp_path, ckpt
     from transformers import AutoModelForSequenceClassification
 
     rm = AutoModelForSequenceClassification.from_pretrained(ckpt, num_labels=1)
-    args = config(tmp_path, max_steps=1, dynamic_sampling=False)  # the overlong column is on (buffer 6 // 5 = 1)
+    args = config(tmp_path, max_steps=1, dynamic_sampling=False)  # overlong shaping is on (buffer 6 // 5 = 1)
     t = trainer(ckpt, tokenizer, args, rm, reward_processing_classes=tokenizer)
-    assert t.reward_processing_classes[0] is tokenizer and len(t.reward_processing_classes) == 2
+    assert t.reward_processing_classes == [tokenizer]  # shaping is no reward function: TRL's list, as given
     t.train()
     name = t.reward_func_names[0]
     assert math.isfinite(t.state.log_history[0][f"rewards/{name}/mean"])
@@ -149,15 +150,113 @@ def test_one_reward_tokenizer_for_one_reward_model_as_trl_accepts(tmp_path, ckpt
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(reward_weights=[1.0, 2.0]), r"reward_weights has 2 weights for 1 reward function\(s\)"),
+        (dict(reward_weights=[1.0, 2.0]), r"Number of reward weights \(2\) must match number of reward functions \(1\)"),
         (dict(reward_processing_classes=[None, None]),
-         r"reward_processing_classes has 2 entries for 1 reward function\(s\)"),
+         r"number of reward processing classes \(2\) must match the number of reward functions \(1\)"),
     ],
 )
-def test_reward_lists_are_counted_against_the_users_functions(tmp_path, ckpt, tokenizer, kwargs, match):
+def test_reward_lists_are_counted_by_trl_against_the_users_functions(tmp_path, ckpt, tokenizer, kwargs, match):
     weights = kwargs.pop("reward_weights", None)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match):  # TRL's own check and message: shaping adds no entry
         trainer(ckpt, tokenizer, config(tmp_path, reward_weights=weights), [always_one], **kwargs)
+
+
+def test_the_trainers_reward_lists_are_the_users(tmp_path, ckpt, tokenizer):
+    args = config(tmp_path, reward_weights=[0.7, 0.3])  # overlong shaping on (the default)
+    t = trainer(ckpt, tokenizer, args, [always_one, always_zero])
+    assert t.reward_funcs == [always_one, always_zero]
+    assert t.reward_func_names == ["always_one", "always_zero"] and t.reward_processing_classes == [None, None]
+    assert t.reward_weights.tolist() == pytest.approx([0.7, 0.3]) and args.reward_weights == [0.7, 0.3]
+
+
+@pytest.mark.parametrize("reward_funcs", [None, []])
+def test_no_reward_source_is_trls_error(tmp_path, ckpt, tokenizer, reward_funcs):
+    with pytest.raises(ValueError, match="No reward source provided"):  # shaping is not a reward source
+        trainer(ckpt, tokenizer, config(tmp_path), reward_funcs)
+
+
+def length_fraction(prompts, completion_ids, **kwargs):
+    """|y| / 6: varies with the length, so reward_std is not 0 and the shaping (|y| / 6 too) is checkable."""
+    return [len(ids) / 6 for ids in completion_ids]
+
+
+def test_logged_reward_is_trls_with_shaping_on(tmp_path, ckpt, tokenizer):
+    # the issue's case: two reward functions weighted 0.7 / 0.3; overlong shaping over the whole length
+    # (L_cache = L_max = 6: penalty -|y| / 6), so it would change every logged number if it leaked into them
+    seen = []
+
+    def recorded(prompts, completion_ids, **kwargs):
+        values = length_fraction(prompts, completion_ids)
+        seen.append(values)
+        return values
+
+    recorded.__name__ = "length_fraction"
+    common = dict(reward_weights=[0.7, 0.3], max_steps=2)
+    grpo = trainer(ckpt, tokenizer, config(tmp_path, cls=GRPOConfig, **common), [always_one, length_fraction],
+                   cls=GRPOTrainer)
+    grpo.train()
+    dapo = trainer(ckpt, tokenizer, config(tmp_path, dynamic_sampling=False, overlong_buffer_length=6, **common),
+                   [always_one, recorded])
+    dapo.train()
+    assert len(seen) == 2
+    logs = [h for h in dapo.state.log_history if "reward" in h]
+    for h, fraction in zip(logs, seen, strict=True):  # TRL's formula, by hand: mean and (n - 1) std of 0.7 + 0.3 f
+        total = [0.7 * 1.0 + 0.3 * f for f in fraction]
+        mean = sum(total) / len(total)
+        assert h["reward"] == pytest.approx(mean, abs=1e-6)
+        assert h["reward_std"] == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in total) / (len(total) - 1)),
+                                                abs=1e-6)
+        assert h["rewards/always_one/mean"] == 1.0
+        assert h["rewards/length_fraction/mean"] == pytest.approx(sum(fraction) / len(fraction), abs=1e-6)
+        # the shaping beside it, under its own name: -|y| / 6 = -f
+        assert h["shaping/overlong/mean"] == pytest.approx(-sum(fraction) / len(fraction), abs=1e-6)
+        assert not any("overlong" in k for k in h if k.startswith("rewards/"))
+    # step 1 generates from the same weights and seed as GRPO: the same completions, the same logged numbers
+    first = next(h for h in grpo.state.log_history if "reward" in h)
+    for key in ("reward", "reward_std", "rewards/always_one/mean", "rewards/length_fraction/mean",
+                "rewards/length_fraction/std", "frac_reward_zero_std"):
+        assert logs[0][key] == pytest.approx(first[key], abs=1e-6), key
+
+
+class Counter:
+    """A TRL environment (``environment_factory``) that owns the reward: 1 per rollout."""
+
+    def reset(self, **kwargs):
+        return "Say something."
+
+    def get_reward(self):
+        return 1.0
+
+
+def test_an_environment_owns_the_reward_and_the_prompts(tmp_path, ckpt, tokenizer, monkeypatch):
+    # TRL 1.16: rows may carry only `environment` (reset() gives the prompt) and get_reward() is the reward source;
+    # it needs a tool-calling chat template, so the toy tokenizer gets TRL's Qwen3 one
+    import pathlib
+
+    import trl
+    from datasets import Dataset
+
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = (pathlib.Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text()
+    args = config(tmp_path, max_steps=1, dynamic_sampling=False, overlong_buffer_length=6)
+    t = DAPOTrainer(AutoModelForCausalLM.from_pretrained(ckpt), None, args=args, processing_class=tok,
+                    train_dataset=Dataset.from_dict({"environment": ["counter"] * 8}),
+                    environment_factory={"counter": Counter})
+    assert t.reward_func_names == ["Counter"]  # the environment's reward, no built-in column before it
+    t.train()
+    h = t.state.log_history[0]
+    assert h["reward"] == 1.0 and h["rewards/Counter/mean"] == 1.0
+    assert h["shaping/overlong/mean"] == pytest.approx(-h["completions/mean_length"] / 6, abs=1e-5)
+
+
+def test_all_none_rewards_give_trls_warning(tmp_path, ckpt, tokenizer, caplog):
+    args = config(tmp_path, dynamic_sampling=False, max_steps=1)  # overlong shaping on: it must not hide the None
+    t = trainer(ckpt, tokenizer, args, [always_none])
+    with caplog.at_level("WARNING", logger="trl.trainer.grpo_trainer"):
+        t.train()
+    assert any("All reward functions returned None for the following kwargs" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_same_losses_as_grpo_with_dynamic_sampling_off(tmp_path, ckpt, tokenizer):
@@ -392,7 +491,7 @@ def test_reward_returning_none_everywhere(tmp_path, ckpt, tokenizer):
     t = trainer(ckpt, tokenizer, args, [always_none])
     with pytest.raises(RuntimeError, match="no finite value.*returned None/NaN"):
         t.train()
-    # without it: the overlong column must not turn unscorable completions into scored ones -> zero advantage
+    # without it: overlong shaping must not turn unscorable completions into scored ones -> zero advantage
     args = config(tmp_path, dynamic_sampling=False, overlong_buffer_length=6)
     t = trainer(ckpt, tokenizer, args, [always_none])
     seen = record_batches(t)
@@ -416,14 +515,31 @@ def test_dataset_smaller_than_one_refill_wraps_around(tmp_path, ckpt, tokenizer)
     assert sum(logged(t, "dynamic_sampling/refill_rounds")) >= 1
 
 
-def test_overlong_penalty_is_a_logged_reward_column(tmp_path, ckpt, tokenizer):
+def test_overlong_shaping_is_logged_beside_the_reward_and_reaches_the_advantages(tmp_path, ckpt, tokenizer):
     # buffer == max_completion_length: penalty = -|y| / 6 for every completion, so its mean is -mean_length / 6
     args = config(tmp_path, dynamic_sampling=False, overlong_buffer_length=6)
     t = trainer(ckpt, tokenizer, args, [always_one])
+    seen, generate = [], t._generate_and_score_completions  # the generation batch, groups still consecutive
+
+    def spy(inputs):
+        seen.append(generate(inputs))
+        return seen[-1]
+
+    t._generate_and_score_completions = spy
     t.train()
     for h in t.state.log_history[:-1]:
-        assert h["rewards/overlong_penalty/mean"] == pytest.approx(-h["completions/mean_length"] / 6, abs=1e-5)
-        assert h["reward"] == pytest.approx(1.0 + h["rewards/overlong_penalty/mean"], abs=1e-5)
+        assert h["shaping/overlong/mean"] == pytest.approx(-h["completions/mean_length"] / 6, abs=1e-5)
+        assert h["reward"] == 1.0 and h["reward_std"] == 0.0  # the user's reward, as GRPOTrainer logs it
+    # every group is solved (reward 1), so GRPO's advantages would be 0; the shaped reward 1 - |y| / 6 moves them:
+    # A = (s - mean_group) / (std_group + 1e-4), |y| counted from the completion mask (EOS included)
+    assert len(seen) == 2
+    for batch in seen:
+        shaped = (1.0 - batch["completion_mask"].sum(dim=1).float() / 6).view(-1, G)  # (groups, G)
+        expected = (shaped - shaped.mean(dim=1, keepdim=True)) / (shaped.std(dim=1, keepdim=True) + 1e-4)
+        assert torch.allclose(batch["advantages"], expected.view(-1), atol=1e-5)
+    assert any(b["advantages"].abs().max() > 0.5 for b in seen)  # lengths varied in some group
+    table = t._logs["advantages"]  # the completions table shows the advantages the loss saw
+    assert torch.allclose(torch.tensor(list(table)[-8:]), seen[-1]["advantages"], atol=1e-6)
 
 
 def test_overlong_filtering_is_trls_mask_truncated_completions(tmp_path, ckpt, tokenizer):

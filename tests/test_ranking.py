@@ -230,7 +230,6 @@ def test_4bit_lora_on_this_cpu(tmp_path, ckpt, tokenizer):
         (["a", "b", "c"], [[0], [3], [1, 2]], "row 1: `ranking` .* index 3, out of range for K=3"),
         (["a", "b", "c"], [[0], [1, 0], [2]], "row 1: .* lists completion 0 twice"),
         (["a", "b", "c"], [[0], [1]], r"row 1: .* completion\(s\) \[2\] in no tier"),
-        (["a", "b", "c"], [[0, 1, 2]], "row 1: .* 1 tier: all completions are tied"),
         (["a"], [[0]], "row 1: `completions` has K=1 answers; a ranking needs K >= 2"),
         (["a", "b"], [[0], []], "row 1: .* empty tier"),
     ],
@@ -240,6 +239,24 @@ def test_bad_rankings_fail_at_construction_naming_the_row(tmp_path, ckpt, tokeni
     ds = Dataset.from_list([good, {"prompt": "2+2=", "completions": completions, "ranking": ranking}])
     with pytest.raises(ValueError, match=message):
         RankingRewardTrainer(_rm(ckpt), _args(tmp_path), train_dataset=ds, processing_class=tokenizer)
+
+
+def test_all_tied_rows_are_skipped_with_one_warning_that_counts_them(tmp_path, ckpt, tokenizer, caplog):
+    ranked = {"prompt": "1+1=", "completions": ["2", "3"], "ranking": [[0], [1]]}
+    tied = {"prompt": "2+2=", "completions": ["4", "four", "5", "6"], "ranking": [[0, 1, 2, 3]]}
+    ds = Dataset.from_list([tied, ranked, tied, ranked, ranked])
+    with caplog.at_level("WARNING", logger="trl_ext.ranking"):
+        trainer = RankingRewardTrainer(_rm(ckpt), _args(tmp_path, max_steps=1), train_dataset=ds,
+                                       processing_class=tokenizer)
+    warnings = [r.getMessage() for r in caplog.records if "tied" in r.getMessage()]
+    assert warnings == ["train dataset: 2 of 5 rankings have all answers tied (a single tier) and imply no pair; "
+                        "they were skipped."]
+    assert len(trainer.train_dataset) == 3 and all(len(r) == 2 for r in trainer.train_dataset["ranking"])
+    trainer.train()  # every batch implies pairs: the loss is finite
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+    with pytest.raises(ValueError, match=r"train dataset: all 2 rankings have a single tier .* implies no pair"):
+        RankingRewardTrainer(_rm(ckpt), _args(tmp_path), train_dataset=Dataset.from_list([tied, tied]),
+                             processing_class=tokenizer)
 
 
 def test_a_flat_ranking_is_not_tiers(tmp_path, ckpt, tokenizer):

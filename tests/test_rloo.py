@@ -150,9 +150,22 @@ def test_composes_with_dapo_options(tmp_path, ckpt, tokenizer):
     before = [p.detach().clone() for p in t.model.parameters()]
     t.train()
     assert t.dynamic_sampling_totals["trained"] == 4
-    assert "rewards/overlong_penalty/mean" in t.state.log_history[0]
+    assert "shaping/overlong/mean" in t.state.log_history[0]  # beside the reward, not a reward function
+    assert t.reward_func_names == ["informative_if_even"]
     assert all(math.isfinite(h["loss"]) for h in t.state.log_history[:-1])
     assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
+
+
+def test_evaluation_on_one_completion_per_prompt(tmp_path, ckpt, tokenizer):
+    # num_generations_eval=1 is TRL's way to evaluate on one sample per prompt: no baseline is needed there
+    args = RLOOConfig(**common(tmp_path, num_generations_eval=1, per_device_eval_batch_size=4, beta=0.05))
+    t = RLOOTrainer(AutoModelForCausalLM.from_pretrained(ckpt), [graded], args=args,
+                    train_dataset=AdditionTask().prompt_dataset(16, seed=0),
+                    eval_dataset=AdditionTask().prompt_dataset(8, seed=1), processing_class=tokenizer)
+    metrics = t.evaluate()
+    assert math.isfinite(metrics["eval_reward"])
+    assert metrics["eval_loss"] == 0.0  # one completion per prompt: advantage 0 (trl.RLOOTrainer's rule too)
+    assert list(t._logs["advantages"])[-8:] == [0.0] * 8
 
 
 def test_token_level_kl_in_the_loss(tmp_path, ckpt, tokenizer):

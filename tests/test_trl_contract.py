@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext import DAPOConfig, DAPOTrainer, PPOTrainer, RLOOConfig, RLOOTrainer
+from trl_ext.advantages import group_relative_advantages
 from trl_ext.resume import ResumableGRPOTrainer
 from trl_ext.groups import PAD_RULES, RECOMPUTED_KEYS
 from trl_ext.toy import AdditionTask
@@ -124,6 +125,38 @@ def test_generation_output_keys_are_the_ones_dynamic_sampling_pools(tmp_path, ck
                  "epsilon_high", "use_vllm", "vllm_importance_sampling_correction"):
         assert hasattr(t, name), f"GRPOTrainer no longer has {name!r}, which trl_ext reads"
     assert {"advantages", "rewards", "prompt", "completion"} <= set(t._logs)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"scale_rewards": "batch"}, {"scale_rewards": "none"}, {"multi_objective_aggregation": "normalize_then_sum"}],
+    ids=["group", "batch", "none", "normalize_then_sum"],
+)
+def test_grpo_advantages_are_the_formula_trl_ext_applies_to_shaped_rewards(tmp_path, ckpt, tokenizer, overrides):
+    # DAPO forms GRPO's advantages itself when overlong shaping moves the reward (GRPOTrainer forms them inline):
+    # on the user's rewards alone that formula must give exactly what GRPOTrainer gave
+    def graded(prompts, **kwargs):
+        return [0.5 * (i % 3) for i in range(len(prompts))]
+
+    def sometimes_none(prompts, **kwargs):
+        return [None if i % 4 == 1 else float(i % 2) for i in range(len(prompts))]
+
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=4, report_to="none", use_cpu=True, bf16=False, reward_weights=[0.7, 0.3],
+                      **overrides)
+    data = AdditionTask().prompt_dataset(8, seed=0)
+    t = GRPOTrainer(AutoModelForCausalLM.from_pretrained(ckpt), [graded, sometimes_none], args=args,
+                    train_dataset=data, processing_class=tokenizer)
+    scored, calculate = [], t._calculate_rewards
+    t._calculate_rewards = lambda *a: scored.append(calculate(*a)) or scored[-1]
+    t.model.train()
+    output = t._generate_and_score_completions([data[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)])
+    ours = group_relative_advantages(scored[0], t.reward_weights, 4, t.scale_rewards, t.multi_objective_aggregation)
+    assert torch.equal(ours, output["advantages"]), (
+        f"GRPOTrainer's advantages ({output['advantages'].tolist()}) are no longer "
+        f"trl_ext.advantages.group_relative_advantages ({ours.tolist()}): read the new formula in "
+        "_generate_and_score_completions and update that function (DAPO's shaped advantages use it)."
+    )
 
 
 # keys GRPO adds only for images / multimodal models: dynamic sampling refuses them with a message (text only)

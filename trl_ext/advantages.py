@@ -1,6 +1,6 @@
 """Advantage estimators as pure tensor functions: no model, no trainer state, tested with hand-computed numbers.
 
-The group estimator (RLOO) takes rewards grouped as ``G`` consecutive entries per prompt; PPO's functions take per-token
+The group estimators (GRPO, RLOO) take rewards grouped as ``G`` consecutive entries per prompt; PPO's functions take per-token
 rewards and values. Each function is self-contained, so estimators can be added or changed independently.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from trl.trainer.utils import nanstd
 
 # ---- rewards -> one scalar per completion ---------------------------------------------------------------------------
 
@@ -30,12 +31,63 @@ class RoundRewards:
     """One generation round's rewards over all processes' rows (TRL's global layout), formed once in the trainer's
     ``_calculate_rewards`` and read from there by the advantage estimators and dynamic sampling."""
 
-    per_func: torch.Tensor  # (N, F), NaN where a function returned None
-    total: torch.Tensor  # (N,) weighted_reward(per_func, weights): NaN when unscorable
+    per_func: torch.Tensor  # (N, F) the reward functions' own scores (as TRL logs them), NaN where one returned None
+    total: torch.Tensor  # (N,) weighted_reward(per_func, weights), TRL's logged `reward`: NaN when unscorable
     signal: torch.Tensor | None = None  # (N,) what dynamic sampling requires to vary inside a group (DAPO)
+    shaping: torch.Tensor | None = None  # (N,) added to the total for the advantages only (DAPO's overlong term)
+
+    @property
+    def shaped_total(self) -> torch.Tensor:
+        """(N,) what the advantages are computed from: the total plus the shaping (NaN stays NaN: unscorable)."""
+        return self.total if self.shaping is None else self.total + self.shaping
 
 
-# ---- group baseline: RLOO (GRPO's group-relative one is TRL's own, inside GRPOTrainer) ----------------------
+# ---- group baselines: GRPO's group-relative one and RLOO's leave-one-out ------------------------------------------
+
+
+def group_relative_advantages(
+    rewards_per_func: torch.Tensor,
+    weights: torch.Tensor,
+    num_generations: int,
+    scale_rewards: str = "group",
+    aggregation: str = "sum_then_normalize",
+) -> torch.Tensor:
+    """GRPO's advantages (arXiv 2402.03300, Section 4.1.2) as ``trl.GRPOTrainer`` 1.16 forms them, ``(N,)``.
+
+    ``rewards_per_func`` is ``(N, F)`` grouped as ``G`` consecutive rows per prompt, NaN where a function returned
+    None. ``"sum_then_normalize"``: ``A = (r - mean_group(r)) / (std + 1e-4)`` of the weighted sum ``r``, std over the
+    group, the batch, or none (``scale_rewards``); ``"normalize_then_sum"``: each column normalised in its group, the
+    weighted sum normalised over the batch. Unscorable rows (every function None) get 0; with ``G = 1`` (evaluation)
+    a completion has no group to compare with: std 0, advantage 0. ``tests/test_trl_contract.py`` checks this
+    against the installed GRPOTrainer's own advantages, so a TRL change fails there.
+    """
+    G, device = num_generations, rewards_per_func.device
+    weights = weights.to(device)
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)  # (N,)
+    if aggregation == "sum_then_normalize":
+        rewards = weighted_reward(rewards_per_func, weights)  # (N,)
+        mean = torch.nanmean(rewards.view(-1, G), dim=1).repeat_interleave(G)  # (N,)
+        if scale_rewards == "batch":
+            std = nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+        elif scale_rewards in ("group", "none"):
+            std = nanstd(rewards.view(-1, G), dim=1).repeat_interleave(G) if G > 1 else torch.zeros_like(rewards)
+        else:
+            raise ValueError(f"scale_rewards={scale_rewards!r}: use 'group', 'batch' or 'none'.")
+        advantages = rewards - mean
+        if scale_rewards != "none":
+            advantages = advantages / (std + 1e-4)
+    elif aggregation == "normalize_then_sum":
+        grouped = rewards_per_func.view(-1, G, rewards_per_func.size(1))  # (P, G, F)
+        mean_k = torch.nanmean(grouped, dim=1, keepdim=True)  # (P, 1, F)
+        std_k = nanstd(grouped, dim=1, keepdim=True) if G > 1 else torch.zeros_like(mean_k)
+        normalised = ((grouped - mean_k) / (std_k + 1e-4)).view(-1, rewards_per_func.size(1))  # (N, F)
+        rewards = (normalised * weights.unsqueeze(0)).nansum(dim=1)  # (N,)
+        rewards[unscorable] = torch.nan
+        std = nanstd(rewards) if rewards.numel() > 1 else torch.zeros((), device=device)
+        advantages = (rewards - torch.nanmean(rewards)) / (std + 1e-4)
+    else:
+        raise ValueError(f"aggregation={aggregation!r}: use 'sum_then_normalize' or 'normalize_then_sum'.")
+    return torch.nan_to_num(advantages, nan=0.0)
 
 
 def leave_one_out_advantages(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
@@ -43,10 +95,11 @@ def leave_one_out_advantages(rewards: torch.Tensor, num_generations: int) -> tor
 
     Equivalently ``A_i = k / (k - 1) * (r_i - mean(group))``. ``rewards`` is ``(num_prompts * G,)``. NaN rewards
     (unscorable completions) are left out of their siblings' baselines; an unscorable completion, or the only
-    scorable one of its group (no other sample to compare with), gets advantage 0.
+    scorable one of its group (no other sample to compare with), gets advantage 0; so with ``k = 1`` (evaluation on
+    one completion per prompt, ``num_generations_eval=1``) every advantage is 0, as in ``trl.RLOOTrainer``.
     """
-    if num_generations < 2:
-        raise ValueError(f"leave-one-out needs num_generations >= 2, got {num_generations}.")
+    if num_generations < 1:
+        raise ValueError(f"leave-one-out needs num_generations >= 1, got {num_generations}.")
     grouped = rewards.view(-1, num_generations)  # (P, k)
     valid = ~torch.isnan(grouped)
     others = valid.sum(dim=1, keepdim=True) - 1  # scorable siblings of each sample, (P, 1)

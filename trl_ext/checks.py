@@ -29,22 +29,26 @@ def _columns(dataset) -> list[str] | None:
     return list(first) if isinstance(first, Mapping) else None
 
 
-def check_prompt_dataset(dataset, name: str, trainer: str) -> None:
+def check_prompt_dataset(dataset, name: str, trainer: str, prompt_optional: bool = False) -> None:
     """Raise a ValueError naming ``name`` unless ``dataset`` rows have a usable ``prompt``.
 
     ``dataset`` may be None, a dataset, or (for eval) a dict of named datasets. A prompt is a string or a list of
     chat messages (``{"role", "content"}`` dicts); other columns are passed to the reward functions as keyword
-    arguments.
+    arguments. ``prompt_optional``: the trainer has an ``environment_factory``, whose ``reset()`` may supply the
+    prompt (TRL 1.16 then reads rows such as ``{"environment": "maze"}`` without one); a ``prompt`` column, where
+    there is one, is still checked.
     """
     if dataset is None:
         return
     if isinstance(dataset, Mapping):  # dict / DatasetDict of named eval datasets
         for key, value in dataset.items():
-            check_prompt_dataset(value, f"{name}[{key!r}]", trainer)
+            check_prompt_dataset(value, f"{name}[{key!r}]", trainer, prompt_optional)
         return
     columns = _columns(dataset)
     if columns is None:
         return  # an iterable whose first row cannot be peeked at without consuming it: TRL will say at step 1
+    if "prompt" not in columns and prompt_optional:
+        return
     if "prompt" not in columns:
         if any(c in columns for c in PRETOKENIZED):
             raise ValueError(

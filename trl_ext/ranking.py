@@ -134,7 +134,8 @@ def plackett_luce_loss(rewards: torch.Tensor, group: torch.Tensor, tier: torch.T
 
 # ---- data -----------------------------------------------------------------------------------------------------------
 def check_ranking(ranking: Any, num_completions: int, row: int) -> None:
-    """Raise a ValueError naming ``row`` if ``ranking`` is not a partition of range(K) into two tiers or more."""
+    """Raise a ValueError naming ``row`` if ``ranking`` is not a partition of range(K) into tiers. A single tier (all
+    answers tied) is a valid ranking that implies no pair: the trainer skips such rows (:func:`implies_a_pair`)."""
     where = f"row {row}: "
     if num_completions < 2:
         raise ValueError(f"{where}`completions` has K={num_completions} answers; a ranking needs K >= 2. Drop the row.")
@@ -162,11 +163,11 @@ def check_ranking(ranking: Any, num_completions: int, row: int) -> None:
             f"{where}`ranking` {ranking} puts completion(s) {missing} in no tier; every one of the K={num_completions} "
             "completions must be in exactly one tier (tied answers share a tier)."
         )
-    if len(ranking) < 2:
-        raise ValueError(
-            f"{where}`ranking` {ranking} has {len(ranking)} tier: all completions are tied and imply no pair. Drop the "
-            "row or rank the answers."
-        )
+
+
+def implies_a_pair(example: dict) -> bool:
+    """Whether a row's ranking has two tiers or more; a row whose answers are all tied gives the loss nothing."""
+    return len(example["ranking"]) >= 2
 
 
 def _is_messages(value: Any) -> bool:
@@ -230,8 +231,9 @@ class RankingRewardTrainer(RewardTrainer):
     (K answers, plain strings or conversations, K may differ between rows) and ``ranking`` (tiers of completion indices,
     best first; tied answers share a tier and form no pair), e.g. ``{"prompt": "2+2=", "completions": ["4", "5",
     "four"], "ranking": [[0, 2], [1]]}``. A batch of ``per_device_train_batch_size`` rows runs sum_b K_b sequences.
-    Rankings are checked when the trainer is built (an error names the row); a row with any sequence longer than
-    ``max_length`` is dropped, as TRL drops a pair.
+    Rankings are checked when the trainer is built (an error names the row); a row whose answers are all tied (one
+    tier: no pair) or with any sequence longer than ``max_length`` is dropped with a warning that counts them, as TRL
+    drops a pair over ``max_length``.
 
     Tokenisation is TRL's: ``trl.data_utils._tokenize`` on prompt + completion (the chat template for conversations,
     with the row's ``tools`` and ``chat_template_kwargs``) and EOS appended to plain-text completions, as
@@ -283,6 +285,7 @@ class RankingRewardTrainer(RewardTrainer):
                     _tokenize_row, fn_kwargs={"processing_class": processing_class}, with_indices=True,
                     remove_columns=["completions"], **map_kwargs,
                 )
+            dataset = _skip_tied_rows(dataset, dataset_name, map_kwargs)  # after the checks, which an iterable reads
             if args.max_length is not None:
                 before = len(dataset) if isinstance(dataset, Dataset) else None
                 dataset = dataset.filter(
@@ -336,6 +339,26 @@ _MIXED = (
     "row {index}: `prompt` and `completions` must be all plain strings or all conversations (lists of "
     "{{'role', 'content'}} messages); this row mixes them."
 )
+
+
+def _skip_tied_rows(dataset, dataset_name: str, map_kwargs: dict):
+    """Drop the rows whose answers are all tied (one tier: no pair), with one warning that counts them, as TRL drops
+    pairs over ``max_length``; refuse a dataset with no row left. An IterableDataset is filtered as it is read."""
+    if not isinstance(dataset, Dataset):
+        return dataset.filter(implies_a_pair)
+    before = len(dataset)
+    dataset = dataset.filter(implies_a_pair, **map_kwargs)
+    if len(dataset) == 0:
+        raise ValueError(
+            f"{dataset_name} dataset: all {before} rankings have a single tier (every answer tied), which implies no "
+            "pair to train on. Rank the answers into two tiers or more (best first), e.g. [[0], [1, 2]]."
+        )
+    if len(dataset) < before:
+        logger.warning(
+            "%s dataset: %d of %d rankings have all answers tied (a single tier) and imply no pair; they were skipped.",
+            dataset_name, before - len(dataset), before,
+        )
+    return dataset
 
 
 def _tokenize_row(example: dict, index: int, processing_class) -> dict:

@@ -13,7 +13,6 @@ from trl.trainer.utils import nanstd, use_adapter
 from .advantages import leave_one_out_advantages
 from .cards import RLOO_PAPER
 from .dapo import DAPOConfig, DAPOTrainer
-from .groups import process_rows
 
 KL_CHOICES = ("reward", "loss")
 
@@ -99,11 +98,12 @@ class RLOOTrainer(DAPOTrainer):
 
     Hooks overridden (on top of DAPOTrainer's):
 
-    * ``_generate_round``: after GRPOTrainer's generation and scoring, replaces the group-relative advantages with
-      :func:`trl_ext.advantages.leave_one_out_advantages` of the weighted reward (clipped to ``reward_clip_range``)
-      minus ``beta`` times the sequence-level KL (first-order estimator ``sum_t log pi_old - log pi_ref``, as
-      trl.RLOOTrainer). Dynamic sampling calls this hook for every round and judges the groups on these advantages,
-      so it composes unchanged.
+    * ``_round_advantages`` (DAPOTrainer's seam, called after GRPOTrainer's generation and scoring): replaces the
+      group-relative advantages with :func:`trl_ext.advantages.leave_one_out_advantages` of the weighted reward plus
+      the overlong shaping when it is on (clipped to ``reward_clip_range``) minus ``beta`` times the sequence-level
+      KL (first-order estimator ``sum_t log pi_old - log pi_ref``, as trl.RLOOTrainer). Dynamic sampling calls this
+      hook for every round and judges the groups on these advantages, so it composes unchanged. Evaluating on one
+      completion per prompt (``num_generations_eval=1``) gives advantage 0, as in trl.RLOOTrainer.
     * the KL term: with ``kl_in='reward'`` (the default) the KL is a term of the sequence reward, so GRPOTrainer's
       per-token loss term is off for the whole run: after GRPOTrainer's ``__init__`` has loaded the reference model,
       its loss coefficient ``beta`` is set to 0 and RLOO's coefficient is kept as ``reward_kl_coef``, and the
@@ -111,11 +111,9 @@ class RLOOTrainer(DAPOTrainer):
       adapter off, as GRPOTrainer takes them). With ``kl_in='loss'`` ``beta`` stays GRPOTrainer's and its k3 term is
       in the loss as in GRPO.
 
-    One place touches GRPOTrainer's state because TRL 1.16 offers no seam for it (checked in its source):
-    GRPOTrainer forms its advantages inline in ``_generate_and_score_completions`` and, in the same body, appends them
-    to ``self._logs["advantages"]`` (the completions table), so ``_log_advantages`` replaces that batch's entries
-    there with RLOO's. The rewards RLOO starts from are the round's record (``self._round_rewards.total``,
-    :class:`trl_ext.advantages.RoundRewards`).
+    The rewards RLOO starts from are the round's record (``self._round_rewards.shaped_total``,
+    :class:`trl_ext.advantages.RoundRewards`); the completions table shows RLOO's advantages (DAPOTrainer's
+    ``_log_advantages``).
 
     The loss is GRPOTrainer's clipped token-level objective (``loss_type``), not trl.RLOOTrainer's sequence-level
     ratio, which is what lets clip-higher and the token-level loss apply.
@@ -136,24 +134,18 @@ class RLOOTrainer(DAPOTrainer):
 
     __init__.__signature__ = inspect.signature(DAPOTrainer.__init__)  # help() and IDEs show the real arguments
 
-    def _generate_round(self, inputs):
-        output = super()._generate_round(inputs)
-        mode = "train" if self.model.training else "eval"
-        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        rewards = self._round_rewards.total  # (N_global,), NaN where unscorable
+    def _round_advantages(self, output: dict, rewards, num_generations: int, mode: str) -> torch.Tensor:
+        total = rewards.shaped_total  # (N_global,), NaN where unscorable
         if self.args.reward_clip_range is not None:  # trl.RLOOTrainer: clip the weighted sum, before the KL term
-            rewards = rewards.clamp(*self.args.reward_clip_range)
+            total = total.clamp(*self.args.reward_clip_range)
         if self.reward_kl_coef:
-            rewards = rewards - self.reward_kl_coef * self._sequence_kl(output, mode)
+            total = total - self.reward_kl_coef * self._sequence_kl(output, mode)
 
-        advantages = leave_one_out_advantages(rewards, num_generations)  # (N_global,), 0 where unscorable
+        advantages = leave_one_out_advantages(total, num_generations)  # (N_global,), 0 where unscorable
         if self.args.normalize_advantages:
-            scored = torch.where(torch.isnan(rewards), torch.nan, advantages)
+            scored = torch.where(torch.isnan(total), torch.nan, advantages)
             advantages = torch.nan_to_num((scored - torch.nanmean(scored)) / (nanstd(scored) + 1e-4), nan=0.0)
-        self._log_advantages(advantages)
-        rows = process_rows(advantages.numel(), self.accelerator.process_index, self.accelerator.num_processes)
-        output["advantages"] = advantages[rows]
-        return output
+        return advantages
 
     def _sequence_kl(self, output: dict, mode: str) -> torch.Tensor:
         """sum_t (log pi_old - log pi_ref) over each completion's tokens, gathered over processes, (N_global,);
@@ -176,11 +168,3 @@ class RLOOTrainer(DAPOTrainer):
         model = self.accelerator.unwrap_model(self.model)
         with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
             return self._policy_logps(batch)
-
-    def _log_advantages(self, advantages: torch.Tensor) -> None:
-        """GRPOTrainer appended its group-relative advantages of this batch to the completions table: put RLOO's in
-        their place (TRL 1.16 has no seam between forming the advantages and logging them)."""
-        logged = self._logs["advantages"]
-        for _ in range(min(advantages.numel(), len(logged))):
-            logged.pop()
-        logged.extend(advantages.tolist())

@@ -1,13 +1,15 @@
 """Reward post-processing: DAPO's soft overlong punishment (arXiv 2503.14476, Section 3.4, Eq. 13).
 
-The penalty is a pure function of completion lengths; :class:`OverlongPenalty` wraps it as a TRL reward function so
-that it is added to the total reward with weight 1, logged as ``rewards/overlong_penalty/*`` like any other reward,
-and, being its own column, can be left out of the dynamic-sampling signal.
+Shaping is applied to the rewards after the reward functions have scored a round, not as one more reward function:
+the user's ``reward_funcs``, ``reward_weights``, the logged ``reward`` and TRL's checks all keep TRL's meaning, and the
+term reaches only the advantages (``rewards -> shaping -> dynamic sampling -> advantages``). The trainer logs it
+beside the reward as ``shaping/overlong/*``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -36,20 +38,28 @@ def soft_overlong_penalty(
     return penalty * penalty_factor
 
 
-class OverlongPenalty:
-    """TRL reward function computing :func:`soft_overlong_penalty` from the ``completion_ids`` TRL passes in.
+@dataclass(frozen=True)
+class OverlongShaping:
+    """:func:`soft_overlong_penalty` of each completion's length, as DAPOTrainer adds it to the reward.
 
-    ``completion_ids`` are cut after the first EOS (which counts as a token), so a completion that hit the limit has
-    exactly ``max_completion_length`` tokens and gets ``-penalty_factor``.
+    ``completion_ids`` are the token lists TRL hands its reward functions, cut after the first EOS (which counts as a
+    token), so a completion that hit the limit has exactly ``max_completion_length`` tokens and gets
+    ``-penalty_factor``.
     """
 
-    __name__ = "overlong_penalty"  # the column name in TRL's rewards/<name>/* metrics
+    max_length: int
+    buffer_length: int
+    penalty_factor: float = 1.0
+    name = "overlong"  # logged as shaping/overlong/*
 
-    def __init__(self, max_length: int, buffer_length: int, penalty_factor: float = 1.0):
-        self.max_length = max_length
-        self.buffer_length = buffer_length
-        self.penalty_factor = penalty_factor
+    @classmethod
+    def from_config(cls, args) -> OverlongShaping | None:
+        """From a DAPOConfig's ``max_completion_length``, ``overlong_buffer_length`` and ``overlong_penalty_factor``;
+        None when either of the last two is 0 (shaping off)."""
+        if not (args.overlong_buffer_length > 0 and args.overlong_penalty_factor > 0):
+            return None
+        return cls(args.max_completion_length, args.overlong_buffer_length, args.overlong_penalty_factor)
 
-    def __call__(self, prompts, completions, completion_ids, **kwargs) -> list[float]:
+    def __call__(self, completion_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         lengths = [len(ids) for ids in completion_ids]
-        return soft_overlong_penalty(lengths, self.max_length, self.buffer_length, self.penalty_factor).tolist()
+        return soft_overlong_penalty(lengths, self.max_length, self.buffer_length, self.penalty_factor)  # (N,)

@@ -2,9 +2,10 @@
 dynamic sampling that refills, carries its surplus and stays consistent across processes.
 
 Layout: ``config.py`` (DAPOConfig: the paper's defaults and the fields TRL lacks), ``trainer.py`` (DAPOTrainer, the
-hooks it overrides, read in the order a step runs them), ``reward_columns.py`` (the user's reward lists checked, the
-overlong column, each round's total and signal), ``step.py`` (the model-free pieces of a dynamic-sampling step: the
-refill order, gathering, what the rounds found, the filler, the totals and metrics, the generation budget).
+hooks it overrides, read in the order a step runs them), ``reward_columns.py`` (each round's record: the reward
+columns, the overlong shaping beside them, the total and the signal), ``step.py`` (the model-free pieces of a
+dynamic-sampling step: the refill order, gathering, what the rounds found, the filler, the totals and metrics, the
+generation budget).
 """
 
 from .config import ON_CAP_CHOICES, DAPOConfig

@@ -41,7 +41,9 @@ class DAPOConfig(GRPOConfig):
         default=None,
         metadata={
             "help": "L_cache of the soft overlong punishment (DAPO Eq. 13); the hard limit L_max is "
-            "max_completion_length. None: max_completion_length // 5 (the paper's 4096 of 20480). 0 disables it."
+            "max_completion_length. None: max_completion_length // 5 (the paper's 4096 of 20480). 0 disables it. "
+            "The penalty is added to the reward for the advantages only and logged as shaping/overlong/*; the "
+            "logged reward stays the weighted sum of reward_funcs, as in GRPOTrainer."
         },
     )
     overlong_penalty_factor: float = field(
@@ -61,9 +63,9 @@ class DAPOConfig(GRPOConfig):
     dynamic_sampling_signal: str = field(
         default="reward",
         metadata={
-            "help": "What must vary inside a group: 'reward' (the weighted total of the given reward functions, "
-            "without the built-in overlong term) or the name of one reward function (e.g. 'accuracy', verl's acc), "
-            "so that a shaping term cannot make a solved group look informative."
+            "help": "What must vary inside a group: 'reward' (the weighted total of the given reward functions as "
+            "GRPOTrainer logs it, without the overlong shaping) or the name of one reward function (e.g. "
+            "'accuracy', verl's acc), so that a shaping term cannot make a solved group look informative."
         },
     )
     dynamic_sampling_tolerance: float = field(

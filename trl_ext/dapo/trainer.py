@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 
 import torch
 from tqdm.auto import tqdm
 from trl import GRPOTrainer
-from trl.trainer.utils import get_config_model_id
+from trl.trainer.utils import get_config_model_id, nanstd
 
-from ..advantages import RoundRewards
+from ..advantages import RoundRewards, group_relative_advantages
 from ..cards import DAPO_PAPER, ModelCardMixin
 from ..checks import check_prompt_dataset
 from ..groups import GroupPool, describe_uninformative, informative_groups, moving_groups, process_rows, rows_of_groups
 from ..groups import select_rows
 from ..models import disable_bnb_cpu_repack
 from ..resume import GenerationStateMixin
+from ..shaping import OverlongShaping
 from .config import DAPOConfig
-from .reward_columns import append_overlong_column, check_reward_lists, mask_unscored_overlong, round_rewards
-from .reward_columns import signal_column
+from .reward_columns import round_rewards, shaped_columns, signal_column
 from .step import CAP_FIXES, GenerationBudget, StepRecord, check_refillable, gather_output, generated_completions
 from .step import masked_filler, record_step, refill_order, refill_rounds_allowed, store_behaviour_logps
 
@@ -36,20 +35,23 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     """Decoupled Clip and Dynamic sAmpling Policy Optimization (DAPO, https://huggingface.co/papers/2503.14476).
 
     Clip-higher and the token-level loss are TRL knobs that :class:`DAPOConfig` sets; the loss is TRL's, untouched.
-    Overlong shaping is one more reward function (:class:`trl_ext.shaping.OverlongPenalty`, weight 1) appended to
-    ``reward_funcs``. Hooks overridden:
+    Overlong shaping (:class:`trl_ext.shaping.OverlongShaping`) post-processes the rewards after the reward functions
+    have scored them; it is not a reward function, so ``reward_funcs``, ``reward_weights``, the logged ``reward`` and
+    TRL's checks are the user's, and it is logged beside them as ``shaping/overlong/*``. Hooks overridden:
 
-    * ``_calculate_rewards``: calls the parent, then makes the overlong column NaN where every other reward function
-      returned None (so shaping alone cannot make an unscorable completion look scored), and records the round's
-      rewards once, for the gathered batch: per function, the weighted total and the dynamic sampling signal
-      (``self._round_rewards``, a :class:`trl_ext.advantages.RoundRewards`; subclasses read it, e.g. RLOO's total).
+    * ``_calculate_rewards``: calls the parent (the user's reward functions, TRL's warnings), computes the shaping
+      from the completion lengths, and records the round's rewards once, for the gathered batch: per function, the
+      weighted total, the shaping and the dynamic sampling signal (``self._round_rewards``, a
+      :class:`trl_ext.advantages.RoundRewards`; subclasses read it, e.g. RLOO's shaped total).
     * ``_generate_and_score_completions`` (train mode, dynamic sampling on): calls the parent once per round --
       first on the dataloader's batch, then on fresh prompts from the training data -- gathers each round's output
       from all ranks, keeps the groups whose signal varies and whose advantages are not all zero, and stops when
       the pool holds ``generation_batch_size // num_generations`` groups. Every rank holds the same pool and trains
       on its own contiguous slice, so the per-rank batch size is exactly TRL's. Informative surplus stays in the
-      pool for at most ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, the
-      one place a subclass (e.g. :class:`trl_ext.RLOOTrainer`) replaces the advantages, so it inherits all of the
+      pool for at most ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, where
+      ``_round_advantages`` replaces GRPO's advantages with those of the shaped reward (GRPO's own formula,
+      :func:`trl_ext.advantages.group_relative_advantages`; left as GRPO formed them when shaping moved no reward);
+      a subclass (e.g. :class:`trl_ext.RLOOTrainer`) overrides ``_round_advantages`` and inherits all of the
       above. With ``max_generated_completions`` each step's refills are capped to the rest of that budget and a
       callback (:class:`trl_ext.dapo.step.GenerationBudget`) stops training before a step it could not pay for.
     * ``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler`` (through
@@ -60,6 +62,11 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
       holds global rows and is the same on every rank; each rank saves and restores its own copy.
     * ``create_model_card`` (through :class:`trl_ext.cards.ModelCardMixin`): the card names DAPO, cites its paper
       and trl_ext.
+
+    One place touches GRPOTrainer's state because TRL 1.16 offers no seam for it: GRPOTrainer forms its advantages
+    inline in ``_generate_and_score_completions`` and, in the same body, appends them to ``self._logs["advantages"]``
+    (the completions table), so ``_log_advantages`` puts the replaced ones there instead. Its metrics (``reward``,
+    ``rewards/<name>/*``, ``frac_reward_zero_std``) are left as GRPOTrainer logs them: the user's rewards.
     """
 
     _tag_names = ["trl", "dapo", "trl_ext"]
@@ -79,15 +86,10 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         **kwargs,
     ):
         args = self._checked_args(model, args)
-        check_prompt_dataset(train_dataset, "train_dataset", type(self).__name__)
-        check_prompt_dataset(eval_dataset, "eval_dataset", type(self).__name__)
-        if reward_funcs is None:
-            reward_funcs = []
-        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-        reward_processing_classes = check_reward_lists(args, reward_funcs, reward_processing_classes)
-        args = copy.copy(args)  # reward_weights may grow by the overlong column; leave the caller's config alone
-        self._overlong_index, reward_processing_classes = append_overlong_column(args, reward_funcs,
-                                                                              reward_processing_classes)
+        # with an environment_factory the environment's reset() may supply the prompt (TRL 1.16)
+        prompt_optional = kwargs.get("environment_factory") is not None
+        check_prompt_dataset(train_dataset, "train_dataset", type(self).__name__, prompt_optional)
+        check_prompt_dataset(eval_dataset, "eval_dataset", type(self).__name__, prompt_optional)
         if args.dynamic_sampling:
             check_refillable(train_dataset)
         super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -95,6 +97,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                          **kwargs)
         disable_bnb_cpu_repack(self.model)  # no-op unless 4-bit on CPU; see trl_ext.models
         self._signal_index = signal_column(args.dynamic_sampling_signal, self.reward_func_names)
+        self._overlong = OverlongShaping.from_config(args)  # None when off
         self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
         self._init_dynamic_sampling_state()
         if args.max_generated_completions is not None:
@@ -138,9 +141,13 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     # ---- rewards ---------------------------------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
-        mask_unscored_overlong(rewards_per_func, self._overlong_index)
+        shaping = None
+        if self._overlong is not None:
+            local = self._overlong(completion_ids_list).to(rewards_per_func.device)  # (N_local,)
+            self._log_completion_extra(f"shaping/{self._overlong.name}", local.tolist())  # the completions table
+            shaping = self.accelerator.gather(local)  # (N,), the rows in rewards_per_func's (TRL's global) order
         weights = self.reward_weights.to(rewards_per_func.device)
-        self._round_rewards = round_rewards(rewards_per_func, weights, self._overlong_index, self._signal_index)
+        self._round_rewards = round_rewards(rewards_per_func, weights, shaping, self._signal_index)
         return rewards_per_func
 
     # ---- dynamic sampling ------------------------------------------------------------------------------------------
@@ -150,8 +157,39 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         return self._dynamic_sampling_step(inputs)
 
     def _generate_round(self, inputs):
-        """One pass of GRPOTrainer's generation and scoring; the place where a subclass changes the advantages."""
-        return super()._generate_and_score_completions(inputs)
+        """One pass of GRPOTrainer's generation and scoring, then the advantages that reach the loss: GRPO's, or
+        ``_round_advantages``'s where it gives any; logs the shaping."""
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        rewards = self._round_rewards
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        if rewards.shaping is not None:
+            self._metrics[mode][f"shaping/{self._overlong.name}/mean"].append(torch.nanmean(rewards.shaping).item())
+            self._metrics[mode][f"shaping/{self._overlong.name}/std"].append(nanstd(rewards.shaping).item())
+        advantages = self._round_advantages(output, rewards, num_generations, mode)  # (N_global,) or None
+        if advantages is not None:
+            self._log_advantages(advantages)
+            rows = process_rows(advantages.numel(), self.accelerator.process_index, self.accelerator.num_processes)
+            output["advantages"] = advantages[rows]
+        return output
+
+    def _round_advantages(self, output: dict, rewards: RoundRewards, num_generations: int,
+                          mode: str) -> torch.Tensor | None:
+        """GRPO's group-relative advantages of the shaped reward, (N_global,); None where shaping moved no reward,
+        leaving GRPOTrainer's own (the same numbers). The place where a subclass forms its own advantages."""
+        if rewards.shaping is None or not rewards.shaping.nan_to_num(0.0).any():
+            return None
+        per_func, weights = shaped_columns(rewards, self.reward_weights)  # (N, F + 1), (F + 1,)
+        return group_relative_advantages(per_func, weights, num_generations, self.scale_rewards,
+                                         self.multi_objective_aggregation)
+
+    def _log_advantages(self, advantages: torch.Tensor) -> None:
+        """GRPOTrainer appended its advantages of this batch to the completions table: put the ones that reach the
+        loss in their place (TRL 1.16 has no seam between forming the advantages and logging them)."""
+        logged = self._logs["advantages"]
+        for _ in range(min(advantages.numel(), len(logged))):
+            logged.pop()
+        logged.extend(advantages.tolist())
 
     def _dynamic_sampling_step(self, inputs):
         """One generation batch of informative groups: draw rounds until the pool holds enough, handle the cap,

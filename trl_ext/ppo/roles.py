@@ -52,7 +52,7 @@ def check_roles(args, model, reward_funcs, value_model, ref_model, peft_config, 
             "folder) or reward callable(s) f(prompts, completions, **kw) -> list[float]."
         )
     for dataset, name in zip(datasets, ("train_dataset", "eval_dataset")):
-        check_prompt_dataset(dataset, name, "PPOTrainer")
+        check_prompt_dataset(dataset, name, "PPOTrainer", kwargs.get("environment_factory") is not None)
     if optimizers[0] is not None:
         raise ValueError(
             "PPOTrainer builds its own optimizer so that the critic's parameters are in it (see create_optimizer); "
