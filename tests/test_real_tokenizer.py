@@ -1,0 +1,226 @@
+"""Every command and trainer on a real chat tokenizer: SmolLM2-135M-Instruct's (49k BPE, ChatML, ``<|im_end|>`` is
+EOS *and* pad, the template injects a default system prompt), carried by a tiny random Llama (``smollm2_tiny``).
+
+The toy's character tokenizer hides what a real one shows: pad == eos, a system prompt the user never wrote, BPE
+merges at the prompt/completion seam, completions that never stop, an RM whose tokenizer is not the policy's.
+"""
+
+import json
+import logging
+import sys
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import AutoPeftModelForCausalLM, LoraConfig, PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from trl_ext import DAPOConfig, DAPOTrainer, GoldRewardCallback, RankingRewardTrainer, RewardAdapter
+from trl_ext.cli import main
+from trl_ext.ranking import RankingRewardConfig
+
+PAIRS = [(a, b) for a in range(10, 20) for b in range(1, 4)]  # 30 small additions
+SYSTEM = "You are a helpful AI assistant named SmolLM"  # what SmolLM2's template writes when no system turn is given
+
+# each call's completions, kept so a test can check what TRL handed the reward function
+REWARDS_PY = '''
+SEEN = []
+
+def length(completions, prompts, **kwargs):
+    SEEN.append((prompts, completions))
+    return [float(len(c[0]["content"] if isinstance(c, list) else c)) for c in completions]
+'''
+FAST = ["--max_steps", "2", "--report_to", "none", "--logging_steps", "1", "--save_strategy", "no"]
+LORA = ["--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj"]
+RL = [*FAST, *LORA, "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "6",
+      "--learning_rate", "1e-2"]
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+def assistant(text):
+    return [{"role": "assistant", "content": text}]
+
+
+@pytest.fixture(scope="module")
+def smol_tok(smollm2_tiny):
+    return AutoTokenizer.from_pretrained(smollm2_tiny)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("smol_data")
+
+    def write(name, rows):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write("sft.jsonl", [{"messages": user(f"{a}+{b}") + assistant(str(a + b))} for a, b in PAIRS])
+    write("prompts.jsonl", [{"prompt": user(f"{a}+{b}")} for a, b in PAIRS])
+    write("pairs.jsonl", [{"prompt": user(f"{a}+{b}"), "chosen": assistant(str(a + b)),
+                           "rejected": assistant(f"{a + b + 1} I think")} for a, b in PAIRS])
+    (folder / "my_rewards.py").write_text(REWARDS_PY)
+    return folder
+
+
+@pytest.fixture
+def in_data(data, monkeypatch):
+    monkeypatch.chdir(data)
+    sys.modules.pop("my_rewards", None)  # a fresh SEEN per test
+    return data
+
+
+def run(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def lora_moved(folder) -> bool:
+    """lora_B starts at zero: any non-zero lora_B weight in the saved adapter means the step trained it."""
+    weights = load_file(folder / "adapter_model.safetensors")
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    return bool(lora_b) and any(v.abs().sum() > 0 for v in lora_b)
+
+
+# ---- the commands, LoRA, conversational rows ------------------------------------------------------------------------
+def test_sft_dpo_rm_commands(in_data, smollm2_tiny, tmp_path):
+    for name, dataset in (("sft", "sft.jsonl"), ("dpo", "pairs.jsonl"), ("rm", "pairs.jsonl")):
+        out = tmp_path / name
+        assert run(name, "--model_name_or_path", smollm2_tiny, "--dataset_name", dataset, "--output_dir", out,
+                   "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", *FAST, *LORA) == 0, name
+        assert lora_moved(out), name
+    AutoPeftModelForCausalLM.from_pretrained(tmp_path / "sft")
+    rm = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(smollm2_tiny, num_labels=1),
+                                   tmp_path / "rm")
+    assert rm.config.num_labels == 1
+
+
+@pytest.mark.parametrize("name", ["grpo", "dapo", "rloo", "ppo"])
+def test_rl_commands(name, in_data, smollm2_tiny, tmp_path):
+    extra = ["--reward_model_name_or_path", smollm2_tiny] if name == "ppo" else []  # PPO's critic from the RM
+    assert run(name, "--model_name_or_path", smollm2_tiny, "--dataset_name", "prompts.jsonl", "--reward_funcs",
+               "my_rewards.length", "--output_dir", tmp_path, *extra, *RL) == 0
+    AutoPeftModelForCausalLM.from_pretrained(tmp_path)
+    assert lora_moved(tmp_path)
+    prompts, completions = sys.modules["my_rewards"].SEEN[0]
+    # conversational prompts -> conversational completions: one assistant message, its text without <|im_end|>
+    assert all(isinstance(p, list) and p[0]["role"] == "user" for p in prompts)
+    assert all(isinstance(c, list) and [m["role"] for m in c] == ["assistant"] for c in completions)
+    assert not any("<|im_end|>" in c[0]["content"] for c in completions)
+
+
+# ---- inside a DAPOTrainer step ----------------------------------------------------------------------------------------
+EOS_BIAS = {"sequence_bias": [[[2], 10.0]]}  # a random model rarely says <|im_end|> (id 2); +10 makes it ~1 in 3
+
+
+def dapo_args(tmp_path, **overrides):
+    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2,
+                max_completion_length=6, max_steps=1, learning_rate=1e-2, logging_steps=1, report_to="none",
+                save_strategy="no", seed=0, use_cpu=True, bf16=False, disable_tqdm=True)
+    return DAPOConfig(**{**base, **overrides})
+
+
+def prompts_dataset(n=8, system=False):
+    head = [{"role": "system", "content": "Add."}] if system else []
+    return Dataset.from_list([{"prompt": head + user(f"{a}+{b}")} for a, b in PAIRS[:n]])
+
+
+def length_reward(completions, **kwargs):
+    return [float(len(c[0]["content"] if isinstance(c, list) else c)) for c in completions]
+
+
+def capture(obj, name, store):
+    """Wrap the bound method ``obj.name`` to record (args, kwargs, result) of every call."""
+    original = getattr(obj, name)
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        store.append((args, kwargs, result))
+        return result
+
+    setattr(obj, name, spy)
+
+
+def test_completions_stop_at_im_end_and_the_eos_is_in_the_loss(tmp_path, smollm2_tiny, smol_tok):
+    """pad == eos == <|im_end|>: the completion mask must end AT the first <|im_end|> (TRL masks from lengths, not
+    from ``ids != pad``), on the rows that reach the loss after dynamic sampling pooled and re-padded them."""
+    trainer = DAPOTrainer(
+        lm(smollm2_tiny), reward_funcs=[length_reward], train_dataset=prompts_dataset(),
+        args=dapo_args(tmp_path, generation_kwargs=EOS_BIAS, max_steps=2), processing_class=smol_tok,
+    )
+    losses = []
+    capture(trainer, "_compute_loss", losses)
+    trainer.train()
+    eos, stopped = smol_tok.eos_token_id, 0
+    assert smol_tok.pad_token_id == eos
+    for args, _, _ in losses:
+        inputs = args[1]
+        for ids, mask in zip(inputs["completion_ids"].tolist(), inputs["completion_mask"].tolist()):
+            length = int(sum(mask))
+            assert mask == [1] * length + [0] * (len(mask) - length)
+            first_eos = ids.index(eos) if eos in ids else None
+            if first_eos is not None and first_eos < length:
+                stopped += 1
+                assert length == first_eos + 1  # the <|im_end|> itself is trained on, nothing after it
+            else:
+                assert length == 6  # never stopped: cut at max_completion_length
+    assert stopped > 0 and losses
+
+
+def lm(path):
+    return AutoModelForCausalLM.from_pretrained(path)
+
+
+def rm_from(path):
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+
+
+@pytest.mark.parametrize("policy_side", ["toy", "smollm2"])
+def test_reward_model_with_the_other_tokenizer_sees_its_own_chat_template(policy_side, tmp_path, ckpt, tokenizer,
+                                                                          smollm2_tiny, smol_tok):
+    """Policy and RM tokenize differently: the RM must get prompt + completion re-rendered in ITS template (for
+    SmolLM2: its system prompt, the completion's turn closed by <|im_end|>\\n) and nothing of the policy's EOS."""
+    policy, policy_tok, rm_path, rm_tok = (ckpt, tokenizer, smollm2_tiny, smol_tok) if policy_side == "toy" else (
+        smollm2_tiny, smol_tok, ckpt, tokenizer)
+    rm = rm_from(rm_path)
+    seen_ids, calls = [], []
+    rm.register_forward_pre_hook(
+        lambda module, args, kwargs: seen_ids.extend(
+            [row[m.bool()].tolist() for row, m in zip(kwargs["input_ids"], kwargs["attention_mask"])]),
+        with_kwargs=True)
+    adapter = RewardAdapter.from_model(rm, rm_tok, batch_size=3)
+    capture(adapter, "_source", calls)
+    trainer = DAPOTrainer(lm(policy), reward_funcs=[adapter, length_reward], train_dataset=prompts_dataset(),
+                          args=dapo_args(tmp_path, dynamic_sampling=False), processing_class=policy_tok)
+    trainer.train()
+    (prompts, completions, *_), _, _ = calls[0]
+    expected = [rm_tok.apply_chat_template(p + c, tokenize=True, return_dict=True)["input_ids"]
+                for p, c in zip(prompts, completions)]
+    assert sorted(map(tuple, seen_ids[: len(expected)])) == sorted(map(tuple, expected))
+    policy_eos = policy_tok.eos_token
+    for p, c in zip(prompts, completions):
+        assert isinstance(c, list) and c[0]["role"] == "assistant" and policy_eos not in c[0]["content"]
+    if policy_side == "toy":  # the RM is SmolLM2's: its system prompt, the answer's turn closed by <|im_end|>\n
+        for ids, c in zip(expected, completions):
+            text = rm_tok.decode(ids)
+            assert text.startswith(f"<|im_start|>system\n{SYSTEM}")
+            assert text.endswith(f"<|im_start|>assistant\n{c[0]['content']}<|im_end|>\n")
+
+
+def test_rm_side_truncation_cuts_the_prompt_and_keeps_the_completion(smollm2_tiny, smol_tok):
+    """The system prompt SmolLM2's template injects makes every RM input ~20 tokens longer than what the user wrote;
+    cutting to max_length must take tokens from the prompt's side and keep the whole rendered completion."""
+    rm = rm_from(smollm2_tiny)
+    seen = []
+    rm.register_forward_pre_hook(lambda m, a, kw: seen.extend(kw["input_ids"].tolist()), with_kwargs=True)
+    prompt, completion = user("12+3"), assistant("The answer is 15.")
+    full = smol_tok.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)["input_ids"]
+    head = smol_tok.apply_chat_template(prompt, tokenize=True, return_dict=True, add_generation_prompt=True)
+    tail = full[len(head["input_ids"]):]  # the completion's tokens: "The answer is 15.<|im_end|>\n"
+    limit = len(tail) + 6
+    adapter = RewardAdapter.from_model(rm, smol_tok, max_length=limit)
+    adapter.score([prompt], [completion])
+    (ids,) = seen
+    assert len(ids) == limit and ids[-len(tail):] == tail and ids == full[-limit:]
+    assert adapter.stats["prompt_truncated"] == 1 and adapter.stats["completion_truncated"] == 0
