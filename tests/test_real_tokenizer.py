@@ -224,3 +224,36 @@ def test_rm_side_truncation_cuts_the_prompt_and_keeps_the_completion(smollm2_tin
     (ids,) = seen
     assert len(ids) == limit and ids[-len(tail):] == tail and ids == full[-limit:]
     assert adapter.stats["prompt_truncated"] == 1 and adapter.stats["completion_truncated"] == 0
+
+
+# ---- bad input: a chat model given plain-string prompts ---------------------------------------------------------------
+def test_plain_string_prompts_to_a_chat_model_warn_once_and_train_on_the_raw_text(tmp_path, smollm2_tiny, smol_tok,
+                                                                                    caplog, monkeypatch):
+    """TRL trains on plain strings without the chat template (a drop-in must too), so this is a one-time warning that
+    says what the model sees and how to pass messages; strings already rendered with the template pass silently."""
+    from trl_ext import checks
+
+    monkeypatch.setattr(checks, "_warned_plain_prompts", set())
+    plain = Dataset.from_list([{"prompt": f"{a}+{b}="} for a, b in PAIRS[:8]])
+    with caplog.at_level(logging.WARNING, logger="trl_ext.checks"):
+        trainer = DAPOTrainer(lm(smollm2_tiny), reward_funcs=[length_reward], train_dataset=plain,
+                              args=dapo_args(tmp_path, dynamic_sampling=False), processing_class=smol_tok)
+        DAPOTrainer(lm(smollm2_tiny), reward_funcs=[length_reward], train_dataset=plain,
+                    args=dapo_args(tmp_path, dynamic_sampling=False), processing_class=smol_tok)
+    warnings = [r.getMessage() for r in caplog.records if "plain-string prompts" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "'10+1='" in warnings[0] and "{'role': 'user', 'content': row['prompt']}" in warnings[0]
+    # what happens: the model is given the raw text, no system prompt, no <|im_start|>user ... <|im_start|>assistant
+    calls = []
+    capture(trainer, "_generate", calls)
+    trainer.train()
+    prompt_ids = calls[0][2][0]
+    assert prompt_ids and all(smol_tok.decode(ids) in plain["prompt"] for ids in prompt_ids)
+
+    caplog.clear()
+    rendered = Dataset.from_list([{"prompt": smol_tok.apply_chat_template(user("1+2"), tokenize=False,
+                                                                          add_generation_prompt=True)}])
+    assert not checks.warn_plain_prompts_for_chat_model(rendered, smol_tok, "train_dataset", "DAPOTrainer")
+    monkeypatch.setattr(checks, "_warned_plain_prompts", set())
+    assert not checks.warn_plain_prompts_for_chat_model(prompts_dataset(), smol_tok, "train_dataset", "DAPOTrainer")
+    assert checks.warn_plain_prompts_for_chat_model(plain, smol_tok, "train_dataset", "DAPOTrainer")

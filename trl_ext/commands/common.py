@@ -360,6 +360,10 @@ def build_rl_trainer(trainer_cls, script_args, training_args, model_args, datase
         peft_config=peft_config_for(model_args), **kwargs,
     )
     prepare(trainer)
+    from ..checks import warn_plain_prompts_for_chat_model  # trl_ext's trainers warn themselves; TRL's GRPO does not
+
+    warn_plain_prompts_for_chat_model(train, tokenizer, f"--dataset_name={script_args.dataset_name!r}",
+                                      type(trainer).__name__)
     return trainer
 
 

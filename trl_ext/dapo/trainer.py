@@ -13,7 +13,7 @@ from trl.trainer.utils import get_config_model_id
 
 from ..advantages import RoundRewards
 from ..cards import DAPO_PAPER, ModelCardMixin
-from ..checks import check_prompt_dataset
+from ..checks import check_prompt_dataset, warn_plain_prompts_for_chat_model
 from ..groups import GroupPool, describe_uninformative, informative_groups, moving_groups, process_rows, rows_of_groups
 from ..groups import select_rows
 from ..models import disable_bnb_cpu_repack
@@ -94,6 +94,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                          processing_class=processing_class, reward_processing_classes=reward_processing_classes,
                          **kwargs)
         disable_bnb_cpu_repack(self.model)  # no-op unless 4-bit on CPU; see trl_ext.models
+        warn_plain_prompts_for_chat_model(train_dataset, self._tokenizer, "train_dataset", type(self).__name__)
         self._signal_index = signal_column(args.dynamic_sampling_signal, self.reward_func_names)
         self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
         self._init_dynamic_sampling_state()
