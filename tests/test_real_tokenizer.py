@@ -257,3 +257,133 @@ def test_plain_string_prompts_to_a_chat_model_warn_once_and_train_on_the_raw_tex
     monkeypatch.setattr(checks, "_warned_plain_prompts", set())
     assert not checks.warn_plain_prompts_for_chat_model(prompts_dataset(), smol_tok, "train_dataset", "DAPOTrainer")
     assert checks.warn_plain_prompts_for_chat_model(plain, smol_tok, "train_dataset", "DAPOTrainer")
+
+
+# ---- 4-bit + LoRA, SFT's labels, ranking RM, gold callback ------------------------------------------------------------
+def test_dapo_4bit_lora_command(in_data, smollm2_tiny, tmp_path, monkeypatch):
+    """QLoRA on these AVX512-BF16 CPUs goes through trl_ext.models.disable_bnb_cpu_repack: the step must train the
+    LoRA weights (a repacked 4-bit layer gives them no gradient) on the 4-bit layers."""
+    import bitsandbytes as bnb
+
+    from trl_ext.commands import common
+
+    seen = {}
+    prepare = common.prepare
+
+    def spy(trainer):
+        layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        seen["4bit"] = len(layers)
+        seen["repack"] = {m.support_avx512bf16_for_cpu for m in layers}
+        return prepare(trainer)
+
+    monkeypatch.setattr(common, "prepare", spy)
+    assert run("dapo", "--model_name_or_path", smollm2_tiny, "--dataset_name", "prompts.jsonl", "--reward_funcs",
+               "my_rewards.length", "--output_dir", tmp_path, "--load_in_4bit", *RL) == 0
+    assert seen["4bit"] > 0
+    assert lora_moved(tmp_path)
+    AutoPeftModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_sft_trains_on_the_im_end_that_is_also_the_pad_token(smollm2_tiny, smol_tok, tmp_path):
+    """pad == eos: the <|im_end|> that closes the assistant turn must keep its label (a collator that masks
+    ``ids == pad`` would drop it, and the model would never learn to stop)."""
+    from trl import SFTConfig, SFTTrainer
+
+    rows = Dataset.from_list([{"prompt": user("12+3"), "completion": assistant("15")},
+                              {"prompt": user("10+1"), "completion": assistant("The answer is 11")}])
+    trainer = SFTTrainer(lm(smollm2_tiny), args=SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False,
+                                                          report_to="none"),
+                         train_dataset=rows, processing_class=smol_tok)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    eos = smol_tok.eos_token_id
+    for ids, labels, mask in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
+                                 batch["attention_mask"].tolist()):
+        length = sum(mask)
+        trained = [i for i, label in enumerate(labels) if label != -100]
+        assert labels[trained[0]:trained[-1] + 1] == ids[trained[0]:trained[-1] + 1]
+        assert eos in [ids[i] for i in trained]  # the turn's <|im_end|> is learned
+        assert all(label == -100 for label in labels[length:])  # the padding (also <|im_end|>) is not
+
+
+def test_ranking_reward_trainer_on_the_chat_template(smollm2_tiny, smol_tok, tmp_path):
+    rows = [{"prompt": user(f"{a}+{b}"), "completions": [assistant(str(a + b)), assistant(f"{a + b + 1}"),
+                                                       assistant("I do not know")], "ranking": [[0], [1, 2]]}
+            for a, b in PAIRS[:8]]
+    model = rm_from(smollm2_tiny)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = RankingRewardConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2,
+                               learning_rate=1e-2, use_cpu=True, bf16=False, report_to="none", save_strategy="no")
+    trainer = RankingRewardTrainer(model, args, train_dataset=Dataset.from_list(rows), processing_class=smol_tok,
+                                   peft_config=LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"]))
+    row = trainer.train_dataset[0]
+    for ids, completion in zip(row["completion_ids"], rows[0]["completions"]):
+        text = smol_tok.decode(ids)
+        assert text.startswith(f"<|im_start|>system\n{SYSTEM}")
+        assert text.endswith(f"<|im_start|>assistant\n{completion[0]['content']}<|im_end|>\n")
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    assert batch["input_ids"].shape[0] == 6 and batch["group"].tolist() == [0, 0, 0, 1, 1, 1]
+    trainer.train()
+    trainer.save_model(tmp_path / "rm")
+    assert lora_moved(tmp_path / "rm")
+    head = load_file(tmp_path / "rm" / "adapter_model.safetensors")
+    score = next(v for k, v in head.items() if k.endswith("score.weight"))
+    assert not torch.equal(score, before["score.weight"])  # the head trains with the LoRA (SEQ_CLS modules_to_save)
+    scores = RewardAdapter.from_model(tmp_path / "rm").score([user("12+3")] * 2, [assistant("15"), assistant("16")])
+    assert all(isinstance(s, float) for s in scores)
+
+
+def test_gold_reward_callback_on_a_lora_dapo_run(smollm2_tiny, smol_tok, tmp_path):
+    """The callback samples with the trainer's generation config: its samples stop at <|im_end|> (kept, as TRL keeps
+    it), its gold function gets conversational completions, and the KL is over the completion tokens, EOS included."""
+    gold_calls = []
+
+    def gold(prompts, completions, **kwargs):
+        gold_calls.append(completions)
+        return [float(len(c[0]["content"])) for c in completions]
+
+    cb = GoldRewardCallback(gold=gold, eval_dataset=prompts_dataset(4, system=True), eval_steps=1, num_samples=2)
+    kl_samples = []
+    original_kl = cb._kl
+    cb._kl = lambda samples: kl_samples.append(samples) or original_kl(samples)
+    trainer = DAPOTrainer(lm(smollm2_tiny), reward_funcs=[length_reward], train_dataset=prompts_dataset(),
+                          args=dapo_args(tmp_path, generation_kwargs=EOS_BIAS, max_steps=2), processing_class=smol_tok,
+                          peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]), callbacks=[cb])
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "gold/reward" in h]
+    assert [h["step"] for h in logs] == [0, 1, 2]
+    assert logs[0]["gold/kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B = 0 at the start: policy == reference
+    assert all(isinstance(c, list) and c[0]["role"] == "assistant" for call in gold_calls for c in call)
+    eos, stopped = smol_tok.eos_token_id, 0
+    samples = kl_samples[-1]
+    for prompt_ids in samples.prompt_ids:  # the given system turn replaces the default one
+        assert smol_tok.decode(prompt_ids).startswith("<|im_start|>system\nAdd.<|im_end|>")
+    for ids in (ids for per_prompt in samples.completion_ids for ids in per_prompt):
+        if eos in ids:
+            stopped += 1
+            assert ids.index(eos) == len(ids) - 1
+        else:
+            assert len(ids) == 6
+    assert stopped > 0
+    assert not any("<|im_end|>" in t for texts in samples.texts for t in texts)
+
+
+def test_ppo_command_with_a_reward_model_of_another_tokenizer(in_data, ckpt, smollm2_tiny, tmp_path, monkeypatch):
+    """The command's critic defaults to the reward model, but a critic reads the policy's token ids: an RM with
+    another tokenizer (RewardAdapter scores it fine) must leave the critic to the policy's checkpoint, not fail."""
+    from trl_ext.commands import common
+
+    seen = {}
+    prepare = common.prepare
+
+    def spy(trainer):
+        critic = trainer.accelerator.unwrap_model(trainer.critic)
+        seen["critic_vocab"] = critic.model.get_input_embeddings().num_embeddings
+        return prepare(trainer)
+
+    monkeypatch.setattr(common, "prepare", spy)
+    (in_data / "toy_prompts.jsonl").write_text("".join(
+        json.dumps({"prompt": user(f"{a}+{b}")}) + "\n" for a, b in PAIRS[:8]))
+    assert run("ppo", "--model_name_or_path", ckpt, "--dataset_name", "toy_prompts.jsonl",
+               "--reward_model_name_or_path", smollm2_tiny, "--output_dir", tmp_path, *RL) == 0
+    assert seen["critic_vocab"] == len(AutoTokenizer.from_pretrained(ckpt))
+    assert lora_moved(tmp_path)
