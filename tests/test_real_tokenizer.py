@@ -91,9 +91,13 @@ def test_sft_dpo_rm_commands(in_data, smollm2_tiny, tmp_path):
                    "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", *FAST, *LORA) == 0, name
         assert lora_moved(out), name
     AutoPeftModelForCausalLM.from_pretrained(tmp_path / "sft")
-    rm = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(smollm2_tiny, num_labels=1),
-                                   tmp_path / "rm")
-    assert rm.config.num_labels == 1
+    # the RM LoRA scores the same on its own base and on a policy's (shared base): both read the score at the last
+    # token that is not pad, and pad == <|im_end|> here, so that is the "\n" after the answer's <|im_end|>
+    prompts, completions = [user("12+3"), user("10+1")], [assistant("15"), assistant("The answer is 11")]
+    alone = RewardAdapter.from_model(tmp_path / "rm").score(prompts, completions)
+    policy = PeftModel.from_pretrained(lm(smollm2_tiny), tmp_path / "sft")
+    shared = RewardAdapter.shared_base(policy, tmp_path / "rm").score(prompts, completions)
+    assert shared == pytest.approx(alone, abs=1e-5) and alone[0] != pytest.approx(alone[1], abs=1e-6)
 
 
 @pytest.mark.parametrize("name", ["grpo", "dapo", "rloo", "ppo"])
@@ -279,7 +283,7 @@ def test_dapo_4bit_lora_command(in_data, smollm2_tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "prepare", spy)
     assert run("dapo", "--model_name_or_path", smollm2_tiny, "--dataset_name", "prompts.jsonl", "--reward_funcs",
                "my_rewards.length", "--output_dir", tmp_path, "--load_in_4bit", *RL) == 0
-    assert seen["4bit"] > 0
+    assert seen["4bit"] > 0 and seen["repack"] == {False}
     assert lora_moved(tmp_path)
     AutoPeftModelForCausalLM.from_pretrained(tmp_path)
 
