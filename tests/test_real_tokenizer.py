@@ -309,6 +309,23 @@ def test_sft_trains_on_the_im_end_that_is_also_the_pad_token(smollm2_tiny, smol_
         assert all(label == -100 for label in labels[length:])  # the padding (also <|im_end|>) is not
 
 
+def test_dpo_scores_the_im_end_that_is_also_the_pad_token(smollm2_tiny, smol_tok, tmp_path):
+    from trl import DPOConfig, DPOTrainer
+
+    rows = Dataset.from_list([{"prompt": user("12+3"), "chosen": assistant("15"),
+                               "rejected": assistant("The answer is 16")}] * 2)
+    trainer = DPOTrainer(lm(smollm2_tiny), args=DPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False,
+                                                          report_to="none"),
+                         train_dataset=rows, processing_class=smol_tok)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    end = smol_tok.encode("<|im_end|>\n")
+    for ids, mask in zip(batch["input_ids"].tolist(), batch["completion_mask"].tolist()):
+        scored = [t for t, m in zip(ids, mask) if m]
+        assert scored[-2:] == end  # chosen and rejected both end with their turn's <|im_end|>\n, in the loss
+        last = max(i for i, m in enumerate(mask) if m)
+        assert all(t == smol_tok.pad_token_id for t in ids[last + 1:])  # padding with the same id stays out
+
+
 def test_ranking_reward_trainer_on_the_chat_template(smollm2_tiny, smol_tok, tmp_path):
     rows = [{"prompt": user(f"{a}+{b}"), "completions": [assistant(str(a + b)), assistant(f"{a + b + 1}"),
                                                        assistant("I do not know")], "ranking": [[0], [1, 2]]}
