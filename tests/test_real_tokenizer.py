@@ -408,3 +408,16 @@ def test_ppo_command_with_a_reward_model_of_another_tokenizer(in_data, ckpt, smo
                "--reward_model_name_or_path", smollm2_tiny, "--output_dir", tmp_path, *RL) == 0
     assert seen["critic_vocab"] == len(AutoTokenizer.from_pretrained(ckpt))
     assert lora_moved(tmp_path)
+
+
+def test_trl_grpo_command_warns_about_plain_string_prompts_too(in_data, smollm2_tiny, tmp_path, caplog, monkeypatch):
+    """TRL's own GRPOTrainer does not warn; the command does, once, naming the dataset."""
+    from trl_ext import checks
+
+    monkeypatch.setattr(checks, "_warned_plain_prompts", set())
+    (in_data / "plain.jsonl").write_text("".join(json.dumps({"prompt": f"{a}+{b}="}) + "\n" for a, b in PAIRS[:8]))
+    with caplog.at_level(logging.WARNING, logger="trl_ext.checks"):
+        assert run("grpo", "--model_name_or_path", smollm2_tiny, "--dataset_name", "plain.jsonl", "--reward_funcs",
+                   "my_rewards.length", "--output_dir", tmp_path, *RL) == 0
+    warnings = [r.getMessage() for r in caplog.records if "plain-string prompts" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("ResumableGRPOTrainer: --dataset_name='plain.jsonl'")
