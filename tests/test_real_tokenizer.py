@@ -421,3 +421,27 @@ def test_trl_grpo_command_warns_about_plain_string_prompts_too(in_data, smollm2_
                    "my_rewards.length", "--output_dir", tmp_path, *RL) == 0
     warnings = [r.getMessage() for r in caplog.records if "plain-string prompts" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith("ResumableGRPOTrainer: --dataset_name='plain.jsonl'")
+
+
+def test_ppo_missing_eos_penalty_sees_the_im_end_that_is_also_pad(smollm2_tiny, smol_tok, tmp_path):
+    """PPO's ``missing_eos_penalty`` hits exactly the completions that did not stop: with pad == eos the padding after
+    a short completion is <|im_end|> too, so the EOS flag must come from the last unmasked token, not from the row."""
+    from trl_ext import PPOConfig, PPOTrainer
+
+    args = PPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_completion_length=6, max_steps=1,
+                     learning_rate=1e-3, report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
+                     missing_eos_penalty=100.0, generation_kwargs=EOS_BIAS, disable_tqdm=True)
+    trainer = PPOTrainer(lm(smollm2_tiny), [length_reward], args=args, train_dataset=prompts_dataset(),
+                         processing_class=smol_tok, peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    calls = []
+    capture(trainer, "_scores", calls)
+    trainer.train()
+    eos, stopped = smol_tok.eos_token_id, 0
+    for (output,), _, (scores, contains_eos) in calls:
+        total = trainer._round_rewards.total  # (N,): the weighted reward before the penalty
+        for i, (ids, mask) in enumerate(zip(output["completion_ids"].tolist(), output["completion_mask"].tolist())):
+            ended = eos in ids[: int(sum(mask))]
+            stopped += ended
+            assert bool(contains_eos[i]) == ended
+            assert float(scores[i]) == pytest.approx(float(total[i]) - (0.0 if ended else 100.0))
+    assert 0 < stopped < 4 * len(calls)
