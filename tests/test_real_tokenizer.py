@@ -1,8 +1,9 @@
 """Every command and trainer on a real chat tokenizer: SmolLM2-135M-Instruct's (49k BPE, ChatML, ``<|im_end|>`` is
 EOS *and* pad, the template injects a default system prompt), carried by a tiny random Llama (``smollm2_tiny``).
 
-The toy's character tokenizer hides what a real one shows: pad == eos, a system prompt the user never wrote, BPE
-merges at the prompt/completion seam, completions that never stop, an RM whose tokenizer is not the policy's.
+The toy's character tokenizer hides what a real one shows: pad == eos, a system prompt the user never wrote, a BOS
+that is really a turn marker, completions that never stop, an RM whose tokenizer is not the policy's. Each command
+runs 2 LoRA steps on conversational rows and must save an adapter that loads and whose lora_B moved.
 """
 
 import json
@@ -74,6 +75,14 @@ def in_data(data, monkeypatch):
 
 def run(*argv) -> int:
     return main([str(a) for a in argv])
+
+
+def lm(path):
+    return AutoModelForCausalLM.from_pretrained(path)
+
+
+def rm_from(path):
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
 
 
 def lora_moved(folder) -> bool:
@@ -172,14 +181,6 @@ def test_completions_stop_at_im_end_and_the_eos_is_in_the_loss(tmp_path, smollm2
             else:
                 assert length == 6  # never stopped: cut at max_completion_length
     assert stopped > 0 and losses
-
-
-def lm(path):
-    return AutoModelForCausalLM.from_pretrained(path)
-
-
-def rm_from(path):
-    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
 
 
 @pytest.mark.parametrize("policy_side", ["toy", "smollm2"])
@@ -351,13 +352,19 @@ def test_ranking_reward_trainer_on_the_chat_template(smollm2_tiny, smol_tok, tmp
     head = load_file(tmp_path / "rm" / "adapter_model.safetensors")
     score = next(v for k, v in head.items() if k.endswith("score.weight"))
     assert not torch.equal(score, before["score.weight"])  # the head trains with the LoRA (SEQ_CLS modules_to_save)
-    scores = RewardAdapter.from_model(tmp_path / "rm").score([user("12+3")] * 2, [assistant("15"), assistant("16")])
-    assert all(isinstance(s, float) for s in scores)
+    # what was saved is what trained: the folder scores (through RewardAdapter) as the trainer's model does
+    ids = smol_tok.apply_chat_template(user("12+3") + assistant("15"), tokenize=True, return_dict=True)["input_ids"]
+    trainer.model.eval()
+    with torch.no_grad():
+        trained = trainer.model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+    (saved,) = RewardAdapter.from_model(tmp_path / "rm").score([user("12+3")], [assistant("15")])
+    assert saved == pytest.approx(trained, abs=1e-5)
 
 
 def test_gold_reward_callback_on_a_lora_dapo_run(smollm2_tiny, smol_tok, tmp_path):
-    """The callback samples with the trainer's generation config: its samples stop at <|im_end|> (kept, as TRL keeps
-    it), its gold function gets conversational completions, and the KL is over the completion tokens, EOS included."""
+    """The callback samples with the trainer's generation config: its samples stop at <|im_end|> (kept in the ids the
+    KL is computed on, as TRL keeps it; stripped from the text), and its gold function gets conversational
+    completions of prompts whose own system turn replaces the template's default one."""
     gold_calls = []
 
     def gold(prompts, completions, **kwargs):
