@@ -37,7 +37,8 @@ class PPOScriptArguments(RewardScriptArguments):
         metadata={
             "help": "Critic: a sequence-classification checkpoint using the policy's tokenizer (PPOTrainer's "
             "value_model). Default: the reward model when exactly one full reward model is given and it uses the "
-            "policy's tokenizer, else the policy's checkpoint with a fresh value head. Not used with --shared_base (the critic is a LoRA adapter then)."
+            "policy's tokenizer, else the policy's checkpoint with a fresh value head. Not used with --shared_base "
+            "(the critic is a LoRA adapter then)."
         },
     )
 
