@@ -2,12 +2,16 @@
 
 GRPOTrainer (and so every trainer here) reads the ``prompt`` column of each row only when it generates, at the first
 step; a dataset without one passes construction and then fails with a bare ``KeyError: 'prompt'``. The check here
-names the dataset, the columns it has and the fix.
+names the dataset, the columns it has and the fix. A chat model given plain-string prompts is legal in TRL but rarely
+meant: that gets a one-time warning (:func:`warn_plain_prompts_for_chat_model`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+
+logger = logging.getLogger(__name__)
 
 PRETOKENIZED = ("input_ids", "attention_mask", "prompt_ids", "prompt_input_ids")
 
@@ -71,3 +75,37 @@ def check_prompt_dataset(dataset, name: str, trainer: str, prompt_optional: bool
                 f"{trainer}: {name} row 0 has a `prompt` of type {type(prompt).__name__} ({str(prompt)[:60]}); a prompt "
                 "is a string or a list of chat messages [{'role': 'user', 'content': ...}]."
             )
+
+
+_warned_plain_prompts: set[str] = set()
+
+
+def warn_plain_prompts_for_chat_model(dataset, tokenizer, name: str, trainer: str) -> bool:
+    """Warn once per tokenizer when a chat model (its tokenizer has a chat template) gets plain-string prompts.
+
+    TRL applies the chat template to conversational prompts only; a string goes to the model as raw text (no system
+    prompt, no user turn, no assistant header), so an instruct model continues the text rather than answering it.
+    That is a warning, not an error: TRL trains on plain strings (a base model, a completion-style task, prompts the
+    user rendered with the template already), and a drop-in must not refuse what TRL trains. Strings that contain one
+    of the tokenizer's special tokens are taken as rendered already and pass silently. Returns whether it warned.
+    """
+    if dataset is None or isinstance(dataset, Mapping) or getattr(tokenizer, "chat_template", None) is None:
+        return False
+    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")) or len(dataset) == 0:
+        return False
+    prompt = dataset[0].get("prompt") if isinstance(dataset[0], Mapping) else None
+    if not isinstance(prompt, str) or any(t and t in prompt for t in getattr(tokenizer, "all_special_tokens", [])):
+        return False
+    key = str(getattr(tokenizer, "name_or_path", "") or id(tokenizer))
+    if key in _warned_plain_prompts:
+        return False
+    _warned_plain_prompts.add(key)
+    logger.warning(
+        "%s: %s has plain-string prompts (row 0: %r), but the tokenizer %r has a chat template. TRL does not apply "
+        "the template to strings: the model sees the raw text, without its system prompt, user turn and assistant "
+        "header. To train the chat model as it is used, give each prompt as messages: "
+        "dataset.map(lambda row: {'prompt': [{'role': 'user', 'content': row['prompt']}]}). If the prompts are "
+        "meant as raw text (a base model, a completion task), ignore this.",
+        trainer, name, prompt[:60], key,
+    )
+    return True

@@ -197,8 +197,9 @@ class RMTokenizer:
     """Turns (prompt, completion) pairs into the reward model's token ids, truncating from the prompt side.
 
     ``max_length``: longest sequence the RM is given. A longer one loses tokens from the start of the prompt (after
-    a leading BOS, which is kept); if the completion alone does not fit, ``completion_overflow`` decides: ``"error"``
-    raises, ``"truncate"`` keeps the last ``max_length`` tokens (BOS kept) and counts it as a truncated completion.
+    a leading BOS, which is kept: see :func:`_starts_with_bos`); if the completion alone does not fit,
+    ``completion_overflow`` decides: ``"error"`` raises, ``"truncate"`` keeps the last ``max_length`` tokens (BOS
+    kept) and counts it as a truncated completion.
     Every truncation is counted and logged; none is silent.
     """
 
@@ -261,7 +262,7 @@ class RMTokenizer:
             ids = list(ids)
             if limit is not None and len(ids) > limit:
                 n_prompt = self._prompt_length(ids, prompts[row], conversational)
-                keep = 1 if bos is not None and ids and ids[0] == bos else 0  # a leading BOS stays
+                keep = 1 if _starts_with_bos(ids, bos) else 0
                 excess = len(ids) - limit
                 if excess <= n_prompt - keep:
                     ids = ids[:keep] + ids[keep + excess :]
@@ -278,6 +279,13 @@ class RMTokenizer:
                     out.completion_truncated += 1
             out.input_ids.append(ids)
         return out
+
+
+def _starts_with_bos(ids: list[int], bos: int | None) -> bool:
+    """Whether ``ids[0]`` is a start-of-sequence marker that a prompt-side cut must keep: the tokenizer's BOS, found
+    nowhere else in the sequence. Some chat tokenizers name their turn marker as BOS (SmolLM2: ``<|im_start|>``, which
+    opens every turn); keeping it would glue a turn opener with no role onto the middle of the cut system prompt."""
+    return bos is not None and bool(ids) and ids[0] == bos and bos not in ids[1:]
 
 
 def micro_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -310,6 +310,13 @@ def load_policy(model_args: ModelConfig, training_args, auto: str = "causal_lm")
     return model, tokenizer
 
 
+def warn_plain_prompts(train, tokenizer, script_args, trainer: str) -> None:
+    """One warning when a chat model gets plain-string prompts (see trl_ext.checks): TRL trains on them as raw text."""
+    from ..checks import warn_plain_prompts_for_chat_model
+
+    warn_plain_prompts_for_chat_model(train, tokenizer, f"--dataset_name={script_args.dataset_name!r}", trainer)
+
+
 def check_policy_path(model_args: ModelConfig) -> None:
     """``--model_name_or_path`` must be a full checkpoint or a hub id; a LoRA adapter folder is refused with the fix."""
     from ..models import check_model_path
@@ -360,6 +367,7 @@ def build_rl_trainer(trainer_cls, script_args, training_args, model_args, datase
         peft_config=peft_config_for(model_args), **kwargs,
     )
     prepare(trainer)
+    warn_plain_prompts(train, tokenizer, script_args, type(trainer).__name__)  # trl_ext's trainers warned already
     return trainer
 
 

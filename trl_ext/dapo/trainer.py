@@ -12,7 +12,7 @@ from trl.trainer.utils import get_config_model_id, nanstd
 
 from ..advantages import RoundRewards, group_relative_advantages
 from ..cards import DAPO_PAPER, ModelCardMixin
-from ..checks import check_prompt_dataset
+from ..checks import check_prompt_dataset, warn_plain_prompts_for_chat_model
 from ..groups import GroupPool, describe_uninformative, informative_groups, moving_groups, process_rows, rows_of_groups
 from ..groups import select_rows
 from ..models import disable_bnb_cpu_repack
@@ -96,6 +96,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                          processing_class=processing_class, reward_processing_classes=reward_processing_classes,
                          **kwargs)
         disable_bnb_cpu_repack(self.model)  # no-op unless 4-bit on CPU; see trl_ext.models
+        warn_plain_prompts_for_chat_model(train_dataset, self._tokenizer, "train_dataset", type(self).__name__)
         self._signal_index = signal_column(args.dynamic_sampling_signal, self.reward_func_names)
         self._overlong = OverlongShaping.from_config(args)  # None when off
         self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards

@@ -14,6 +14,7 @@ from trl.trainer.utils import disable_dropout_in_model, get_config_model_id
 from ..adapters import keep_requires_grad
 from ..advantages import RoundRewards, gae, token_rewards, weighted_reward, whiten
 from ..cards import INSTRUCTGPT_PAPER, PPO_PAPER, ModelCardMixin
+from ..checks import warn_plain_prompts_for_chat_model
 from ..resume import GenerationStateMixin
 from . import porting
 from .config import AdaptiveKLController, PPOConfig
@@ -100,6 +101,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             processing_class=processing_class, reward_processing_classes=reward_processing_classes,
             callbacks=callbacks, optimizers=optimizers, peft_config=peft_config, **kwargs,
         )
+        warn_plain_prompts_for_chat_model(train_dataset, self._tokenizer, "train_dataset", "PPOTrainer")
         self.kl_coef = args.kl_coef
         self.kl_ctl = AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon) if args.kl_target else None
         self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
