@@ -216,6 +216,28 @@ def load_tokenizer(model_args: ModelConfig, name: str | None = None, trust_remot
     return tokenizer
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX), so bf16 autocast is a speed-up
+    rather than the ~10x slower emulation older CPUs fall back to."""
+    is_avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return bool(is_avx512_bf16() or is_amx())
+
+
+def cpu_training_defaults() -> dict:
+    """The training-argument defaults trl_ext picks on a machine without CUDA (a flag or YAML value still wins).
+
+    * ``use_cpu=True``: transformers otherwise looks for an accelerator;
+    * ``bf16``: on where the CPU has bf16 units (see :func:`cpu_has_native_bf16`), off elsewhere. TRL's configs default
+      to bf16, which transformers refuses on a CPU it thinks cannot do it and which older CPUs emulate slowly. On a
+      LoRA step of SmolLM2-135M it halves the forward + backward (benchmarks/results/cpu_step.md); the weights and
+      optimizer stay fp32, only the matmuls run in bf16 (autocast), and the loss moves within bf16 rounding;
+    * ``gradient_checkpointing=False``: TRL 1.16 turns it on to save accelerator memory; on a CPU with a small model
+      it only recomputes every forward (one more forward per step) to save memory that is not short.
+    """
+    return dict(use_cpu=True, bf16=cpu_has_native_bf16(), gradient_checkpointing=False)
+
+
 def match_trainable_dtype_to_compute(model: torch.nn.Module, bf16: bool) -> int:
     """Cast a quantized model's trainable parameters back to fp32 when training does not autocast to bf16.
 

@@ -100,17 +100,19 @@ class CommandParser(TrlParser):
 def make_parser(name: str, config_cls, intro: str, script_cls=ScriptArguments) -> CommandParser:
     """The parser of ``trl-ext NAME``: (script arguments, the algorithm's config, ModelConfig, DatasetMixtureConfig).
 
-    One default differs from TRL's scripts, on machines without CUDA only: ``use_cpu=True, bf16=False`` (as the
-    pipeline does). TRL's configs default to bf16, which transformers refuses without a GPU ("Your setup doesn't
-    support bf16/gpu"), so `trl sft` fails on a CPU unless both flags are given. A YAML or flag value still wins.
+    Defaults differ from TRL's scripts on machines without CUDA only: :func:`trl_ext.models.cpu_training_defaults`
+    (``use_cpu=True``; ``bf16`` only where the CPU has bf16 units; no gradient checkpointing). A YAML or flag value
+    still wins.
     """
     import torch
+
+    from ..models import cpu_training_defaults
 
     parser = CommandParser(
         (script_cls, config_cls, ModelConfig, DatasetMixtureConfig), intro=intro, prog=f"trl-ext {name}"
     )
     if not torch.cuda.is_available():
-        parser.set_defaults(use_cpu=True, bf16=False)
+        parser.set_defaults(**cpu_training_defaults())
     return parser
 
 
