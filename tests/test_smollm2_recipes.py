@@ -1,0 +1,36 @@
+"""benchmarks/smollm2_recipes.py's summary: means, sds and the gain-versus-spread verdict on hand-written runs."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import smollm2_recipes  # noqa: E402
+
+
+def _run(seed, before, after):
+    models = {"given": {"oracle_accuracy_greedy": before[0], "oracle_accuracy_sampled": before[1]},
+              "rl": {"oracle_accuracy_greedy": after[0], "oracle_accuracy_sampled": after[1]}}
+    return {"recipe": "rlvr", "seed": seed, "models": models, "stage_wall_s": {"rl": 100.0 + seed, "eval": 50.0},
+            "git": {"commit": "abc", "dirty": False}, "machine": {"cpu": "x", "cores": 2}}
+
+
+def test_summary_means_sds_and_verdict():
+    runs = [_run(0, (0.30, 0.10), (0.50, 0.12)), _run(1, (0.40, 0.10), (0.60, 0.10)), _run(2, (0.35, 0.10), (0.55, 0.08))]
+    summary = smollm2_recipes.summarise(runs)["rlvr"]
+    greedy = summary["metrics"]["oracle_accuracy_greedy"]
+    assert summary["start_model"] == "given" and summary["seeds"] == [0, 1, 2]
+    assert greedy["before_mean"] == pytest.approx(0.35) and greedy["after_mean"] == pytest.approx(0.55)
+    assert greedy["before_sd"] == pytest.approx(0.05) and greedy["gain_mean"] == pytest.approx(0.20)
+    assert greedy["gain_exceeds_spread"]  # 0.20 > 0.05
+    sampled = summary["metrics"]["oracle_accuracy_sampled"]
+    assert sampled["gain_mean"] == pytest.approx(0.0) and not sampled["gain_exceeds_spread"]
+    assert summary["total_wall_s"]["per_seed"] == [150.0, 151.0, 152.0]
+    assert "| greedy | 0.350 +- 0.050 | 0.550 +- 0.050 | +0.200" in smollm2_recipes.markdown(
+        {"argv": [], "runs": runs, "summary": smollm2_recipes.summarise(runs)})
+
+
+def test_one_seed_never_claims_a_gain_over_the_spread():
+    greedy = smollm2_recipes.summarise([_run(0, (0.1, 0.1), (0.9, 0.9))])["rlvr"]["metrics"]["oracle_accuracy_greedy"]
+    assert not greedy["gain_exceeds_spread"]
