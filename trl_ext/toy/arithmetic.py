@@ -101,22 +101,26 @@ class ArithmeticTask:
 
     def train_problems(self, n: int, seed: int) -> list[tuple[int, tuple[int, ...]]]:
         """``n`` seeded training problems, levels in turn, none of them held out."""
-        held_out = set(self.eval_problems())
+        # by the question asked, not the level: "3 + 4" is held out of add_to20 when add_1digit holds it out
+        held_out = {(self._op(level), terms) for level, terms in self.eval_problems()}
         rng = random.Random(seed)
         problems = []
         for i in range(n):
             level = i % len(self.levels)
             terms = self._draw(level, rng)
-            while (level, terms) in held_out:
+            while (self._op(level), terms) in held_out:
                 terms = self._draw(level, rng)
             problems.append((level, terms))
         return problems
 
+    def _op(self, level: int) -> str:
+        return LEVELS[self.levels[level]][0]
+
     def question(self, level: int, terms: Sequence[int]) -> str:
-        return "What is " + _OPS[LEVELS[self.levels[level]][0]].join(str(t) for t in terms) + "? " + INSTRUCTION
+        return "What is " + _OPS[self._op(level)].join(str(t) for t in terms) + "? " + INSTRUCTION
 
     def answer(self, level: int, terms: Sequence[int]) -> int:
-        return solve(LEVELS[self.levels[level]][0], terms)
+        return solve(self._op(level), terms)
 
     def messages(self, level: int, terms: Sequence[int]) -> list[dict]:
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
@@ -132,8 +136,7 @@ class ArithmeticTask:
         if kind == "chatter":  # the right number, said too much
             return rng.choice(CHATTER).format(right)
         if kind == "operation" and len(terms) == 2:  # + for x, x for +, + for -: the other common confusion
-            op = LEVELS[self.levels[level]][0]
-            wrong = solve({"add": "mul", "sub": "add", "mul": "add"}[op], terms)
+            wrong = solve({"add": "mul", "sub": "add", "mul": "add"}[self._op(level)], terms)
             if wrong != right:
                 return str(wrong)
         if kind == "carry" and right >= 10:
