@@ -228,6 +228,9 @@ class PipelineConfig:
             raise ValueError(f"embedded_task={self.embedded_task!r}: choose one of {list(EMBEDDED_TASKS)}.")
         self._arithmetic = None
         if self.embedded_task == "arithmetic":  # built once: it validates its fields and serves every stage
+            unknown = [name for name in self.arithmetic_levels if name not in LEVELS]
+            if unknown or not self.arithmetic_levels:
+                raise ValueError(f"arithmetic_levels={self.arithmetic_levels}: each must be one of {list(LEVELS)}.")
             self._arithmetic = ArithmeticTask(
                 levels=tuple(self.arithmetic_levels), eval_per_level=self.eval_size // max(len(self.arithmetic_levels), 1),
                 demo_error_rates=tuple(self.arithmetic_error_rates), system_prompt=self.arithmetic_system_prompt or None,
