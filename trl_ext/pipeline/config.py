@@ -3,6 +3,7 @@ embedded model, and the TRL config a stage builds from them (:func:`stage_args`)
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -226,23 +227,20 @@ class PipelineConfig:
             raise ValueError(f"label_max_new_tokens={self.label_max_new_tokens} must be >= 1.")
         if self.embedded_task not in EMBEDDED_TASKS:
             raise ValueError(f"embedded_task={self.embedded_task!r}: choose one of {list(EMBEDDED_TASKS)}.")
-        self._arithmetic = None
-        if self.embedded_task == "arithmetic":  # built once: it validates its fields and serves every stage
+        if self.embedded_task == "arithmetic":
             unknown = [name for name in self.arithmetic_levels if name not in LEVELS]
             if unknown or not self.arithmetic_levels:
                 raise ValueError(f"arithmetic_levels={self.arithmetic_levels}: each must be one of {list(LEVELS)}.")
-            self._arithmetic = ArithmeticTask(
-                levels=tuple(self.arithmetic_levels), eval_per_level=self.eval_size // max(len(self.arithmetic_levels), 1),
-                demo_error_rates=tuple(self.arithmetic_error_rates), system_prompt=self.arithmetic_system_prompt or None,
-            )
-        else:
-            self.task  # validates the task fields
+        self.task  # validates the task fields
         Labeller(self.labeller_noise)
 
     @property
     def task(self) -> AdditionTask | GradedAdditionTask | ArithmeticTask:
-        if self._arithmetic is not None:
-            return self._arithmetic
+        if self.embedded_task == "arithmetic":
+            return _arithmetic_task(
+                tuple(self.arithmetic_levels), self.eval_size // len(self.arithmetic_levels),
+                tuple(self.arithmetic_error_rates), self.arithmetic_system_prompt or None,
+            )
         if self.embedded_task == "graded":
             return GradedAdditionTask(
                 operands=tuple(self.task_operands), low=self.task_low, high=self.task_high, eval_size=self.eval_size,
@@ -277,6 +275,13 @@ class PipelineConfig:
         """The embedded task's labeller: the toy's own grades, or the arithmetic task's utility."""
         utility = arithmetic_utility if self.embedded_task == "arithmetic" else None
         return Labeller(self.labeller_noise, utility=utility)
+
+
+@functools.lru_cache(maxsize=8)
+def _arithmetic_task(levels, eval_per_level, demo_error_rates, system_prompt) -> ArithmeticTask:
+    """One task object per setting: built (and validated) once, then shared by every stage that asks."""
+    return ArithmeticTask(levels=levels, eval_per_level=eval_per_level, demo_error_rates=demo_error_rates,
+                          system_prompt=system_prompt)
 
 
 _COMMON = dict(
