@@ -3,8 +3,9 @@ the share of sampled groups that are all right / all wrong (the groups that give
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/task_levels.py --model /work/models/smollm2-135m-instruct
 
-Every level of :data:`trl_ext.toy.arithmetic.LEVELS` is measured on its held-out problems, once with the task's short
-system message and once with none (SmolLM2's template then injects its own default). Writes
+Every level of :data:`trl_ext.toy.arithmetic.LEVELS` is measured on its held-out problems with the task's short
+system message, and ``--compare_levels`` again with none (SmolLM2's template then injects its own default, ~30 tokens
+more per prompt). Writes
 ``benchmarks/results/task_levels.{json,md}``. The checker is :func:`trl_ext.toy.arithmetic.arithmetic_correct`.
 """
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import git_state, machine_info, versions  # noqa: E402
 
 from trl_ext.evaluation import flatten_samples, sample_completions  # noqa: E402
-from trl_ext.toy.arithmetic import LEVELS, SHORT_SYSTEM_PROMPT, ArithmeticTask, arithmetic_correct  # noqa: E402
+from trl_ext.toy.arithmetic import LEVELS, SHORT_SYSTEM_PROMPT, ArithmeticTask, arithmetic_correct, level_size  # noqa: E402
 
 
 def measure_level(model, tokenizer, task: ArithmeticTask, args) -> dict:
@@ -63,17 +64,17 @@ def format_md(result: dict) -> str:
         f"Command: `{result['command']}`  ", f"Commit: {result['git']['commit']} (dirty: {result['git']['dirty']})  ",
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; torch {result['versions']['torch']}, "
         f"threads {torch.get_num_threads()}, bf16 autocast {result['bf16']}  ",
-        f"{result['per_level']} held-out prompts per level, greedy and {result['samples']} samples at temperature 1, "
+        f"{result['per_level']} held-out prompts per level (fewer where that is over half the level), greedy and {result['samples']} samples at temperature 1, "
         f"max_new_tokens {result['max_new_tokens']}; checker `arithmetic_correct` (final number). "
         f"All right / all wrong: share of {result['samples']}-sample groups. Wall {result['wall_s']:.0f} s.", "",
     ]
     for variant, rows in result["variants"].items():
         lines += [f"## System message: {variant}", "",
-                  "| level | prompt tokens | greedy acc. | sampled acc. | all right | all wrong | sampled tokens | hit limit |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| level | prompts | prompt tokens | greedy acc. | sampled acc. | all right | all wrong | sampled tokens | hit limit |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, r in rows.items():
             lines.append(
-                f"| {name} | {r['prompt_tokens']:.1f} | {r['greedy_accuracy']:.2f} | {r['sampled_accuracy']:.3f} | "
+                f"| {name} | {r['prompts']} | {r['prompt_tokens']:.1f} | {r['greedy_accuracy']:.2f} | {r['sampled_accuracy']:.3f} | "
                 f"{r['all_right']:.2f} | {r['all_wrong']:.2f} | {r['sampled_tokens']:.1f} | {r['sampled_hit_limit']:.2f} |"
             )
         lines.append("")
@@ -90,12 +91,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="/work/models/smollm2-135m-instruct")
     parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS))
-    parser.add_argument("--per_level", type=int, default=50)
+    parser.add_argument("--per_level", type=int, default=40, help="held-out prompts per level (at most half of it)")
     parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--max_new_tokens", type=int, default=24)
+    parser.add_argument("--max_new_tokens", type=int, default=16, help="the recipes' max_completion_length")
     parser.add_argument("--batch_size", type=int, default=64, help="prompts per generate() call")
     parser.add_argument("--variants", nargs="+", default=["short", "none"], choices=["short", "none"],
                         help=f"short: the task's system message {SHORT_SYSTEM_PROMPT!r}; none: the template's default")
+    parser.add_argument("--compare_levels", nargs="+", default=["add_1digit", "add_to20", "mul_1digit"],
+                        choices=list(LEVELS), help="the levels measured again without a system message (time)")
     parser.add_argument("--no_bf16", action="store_true", help="fp32 instead of bf16 autocast")
     parser.add_argument("--results_dir", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args(argv)
@@ -109,9 +112,10 @@ def main(argv=None):
         for variant in args.variants:
             system = SHORT_SYSTEM_PROMPT if variant == "short" else None
             rows = {}
-            for name in args.levels:
-                task = ArithmeticTask(levels=(name,), eval_per_level=args.per_level, demo_error_rates=(0.0,),
-                                      system_prompt=system)
+            for name in args.levels if variant == args.variants[0] else args.compare_levels:
+                # a level holds out at most half its problems (mul_1digit has 64)
+                task = ArithmeticTask(levels=(name,), eval_per_level=min(args.per_level, level_size(name) // 2),
+                                      demo_error_rates=(0.0,), system_prompt=system)
                 rows[name] = measure_level(model, tokenizer, task, args)
                 print(variant, name, {k: v for k, v in rows[name].items() if k != "examples"}, flush=True)
             variants[f"{SHORT_SYSTEM_PROMPT!r}" if system else "none (template default)"] = rows
