@@ -11,7 +11,7 @@ from trl_ext.pipeline import PipelineConfig, run_pipeline, stage_defaults
 from trl_ext.pipeline.config import SFT_DEFAULTS, label_max_new_tokens, rl_max_completion_length, rl_stage_args
 from trl_ext.pipeline.sft import check_completions_fit
 from trl_ext.toy import ArithmeticTask, Labeller, arithmetic_correct, arithmetic_utility
-from trl_ext.toy.arithmetic import LEVELS, NO_NUMBER, RIGHT, RIGHT_CHATTY, WRONG
+from trl_ext.toy.arithmetic import LEVELS, NO_NUMBER, RIGHT, RIGHT_CHATTY, SHORT_SYSTEM_PROMPT, WRONG
 
 CHECKER = "trl_ext.toy.arithmetic_correct"
 
@@ -65,10 +65,11 @@ _QUESTION = re.compile(r"^What is (\d+(?: [-+*] \d+)+)\? Answer with the number 
 @pytest.mark.parametrize("name", list(LEVELS))
 def test_each_levels_problems_are_what_the_level_says(name):
     op, ranges = LEVELS[name]
-    task = ArithmeticTask(levels=(name,), eval_per_level=20, demo_error_rates=(0.0,))
+    task = ArithmeticTask(levels=(name,), eval_per_level=20, demo_error_rates=(0.0,), system_prompt=SHORT_SYSTEM_PROMPT)
+    assert [m["role"] for m in ArithmeticTask().eval_dataset()[0]["prompt"]] == ["user"]  # default: no system message
     for data in (task.eval_dataset(), task.prompt_dataset(60, seed=1)):
         for prompt, answer, level in zip(data["prompt"], data["answer"], data["level"]):
-            assert level == 0 and prompt[0] == {"role": "system", "content": task.system_prompt}
+            assert level == 0 and prompt[0] == {"role": "system", "content": SHORT_SYSTEM_PROMPT}
             expression = _QUESTION.match(prompt[-1]["content"]).group(1)
             terms = [int(t) for t in re.split(r" [-+*] ", expression)]
             assert len(terms) == len(ranges) and all(lo <= t <= hi for t, (lo, hi) in zip(terms, ranges))
@@ -131,7 +132,7 @@ def test_sft_rows_whose_prompt_fills_max_length_are_refused(smollm2_tiny):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tiny)
-    data = ArithmeticTask(system_prompt=None).sft_dataset(8, seed=0)  # SmolLM2's template adds its default system prompt
+    data = ArithmeticTask().sft_dataset(8, seed=0)  # no system message: SmolLM2's template adds its default one
     with pytest.raises(ValueError, match=r"SFT: 8 of 8 rows have a prompt of >= max_length=32 tokens.*Raise the `sft:`"):
         check_completions_fit(data, tokenizer, 32)
     check_completions_fit(data, tokenizer, 128)

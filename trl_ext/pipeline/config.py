@@ -19,7 +19,7 @@ from ..ppo import PPOConfig, PPOTrainer
 from ..resume import ResumableGRPOTrainer
 from ..rloo import RLOOConfig, RLOOTrainer
 from ..toy import AdditionTask, ArithmeticTask, GradedAdditionTask, Labeller, oracle_correct, sum_correct
-from ..toy.arithmetic import DEFAULT_ERROR_RATES, DEFAULT_LEVELS, LEVELS, SHORT_SYSTEM_PROMPT
+from ..toy.arithmetic import DEFAULT_ERROR_RATES, DEFAULT_LEVELS, LEVELS
 from ..toy.arithmetic import arithmetic_correct, arithmetic_utility
 from ..toy.model import is_embedded_checkpoint
 from ..toy.task import ERROR_KINDS
@@ -101,9 +101,10 @@ class PipelineConfig:
         metadata={"help": "arithmetic task: the demonstrators' slip rate on each level (one per level)."},
     )
     arithmetic_system_prompt: str = field(
-        default=SHORT_SYSTEM_PROMPT,
-        metadata={"help": "arithmetic task: the system message of every prompt; '' sends none (a chat template may "
-                  "then add its own default, e.g. SmolLM2's ~30 tokens)."},
+        default="",
+        metadata={"help": "arithmetic task: the system message of every prompt; '' (default) sends none, and a chat "
+                  "template may add its own (SmolLM2's costs ~10 tokens more than 'You are a helpful assistant.', "
+                  "and the base model answers better with it: benchmarks/results/task_levels.md)."},
     )
     eval_size: int = field(default=200, metadata={"help": "Held-out (a, b) pairs used only for evaluation."})
     demo_error_rate: float = field(default=0.5, metadata={"help": "Share of SFT demonstrations that are wrong."})

@@ -2,13 +2,17 @@
 
 The embedded toy tasks (:mod:`trl_ext.toy.task`, :mod:`trl_ext.toy.graded`) speak a private language ("27+15") that
 only the embedded tiny model learns. This task asks a pretrained chat model, in words, what it can partly do
-("What is 7 plus 12?"), at levels chosen by measuring SmolLM2-135M-Instruct's base weights
-(``benchmarks/task_levels.py``, ``benchmarks/results/task_levels.md``): from sums it nearly always gets right to
-problems it nearly never does, so groups of sampled answers are all right, all wrong and mixed, and the mix moves as
-the policy learns.
+("What is 7 + 12?"), at levels chosen by measuring SmolLM2-135M-Instruct's base weights
+(``benchmarks/task_levels.py``, ``benchmarks/results/task_levels.md``): the default levels run from single-digit sums
+(answered right more often than not) to two-digit sums (almost never), so groups of sampled answers are all wrong or
+mixed, and the mix moves as the policy learns. No level is solved reliably by the base model at temperature 1: it
+chats, and the checker reads the last number it wrote.
 
-* **Prompts** are conversational (``[{"role": "system", ...}, {"role": "user", ...}]``); the short system message
-  replaces the ~30-token default system prompt SmolLM2's template injects when none is given (it costs every step).
+* **Prompts** are conversational (``[{"role": "system", ...}, {"role": "user", ...}]``) and end with "Answer with the
+  number only.": the base model answers a bare "What is 7 plus 12?" at length and rarely right. ``system_prompt``:
+  None (the default) sends no system message, and SmolLM2's template then injects its own default one; a short one
+  (:data:`SHORT_SYSTEM_PROMPT`) saves ~10 prompt tokens per row on every step but, measured on the base weights,
+  lowers greedy accuracy (sampled accuracy hardly moves): see ``benchmarks/results/task_levels.md``.
   Rows carry ``answer`` (the number, as text) and ``level`` columns.
 * **Held-out evaluation**: ``eval_per_level`` distinct problems per level, fixed by the task's shape alone (never by a
   run's seed); training prompts are seeded draws that never hit a held-out problem.
@@ -16,7 +20,8 @@ the policy learns.
   (a carry forgotten, a digit off by one, an operation confused, chatter around the right number).
 * **The checker** :func:`arithmetic_correct` is a TRL reward function reading the *final* number of the completion
   against the ``answer`` column ("7 + 12 = 19" is right); :func:`arithmetic_utility` grades for a labeller: right and
-  concise > right but chatty > wrong > no number.
+  concise > right but chatty > wrong > no number. A regular expression reads the number: the answers are bare integers,
+  which need none of math-verify's LaTeX parsing (the optional ``math`` extra, not installed where this was built).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class ArithmeticTask:
     levels: tuple[str, ...] = DEFAULT_LEVELS
     eval_per_level: int = 50
     demo_error_rates: tuple[float, ...] = DEFAULT_ERROR_RATES
-    system_prompt: str | None = SHORT_SYSTEM_PROMPT
+    system_prompt: str | None = None
 
     def __post_init__(self):
         unknown = [name for name in self.levels if name not in LEVELS]
