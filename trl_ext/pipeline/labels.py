@@ -38,8 +38,6 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
         model.to("cuda")
     data = cfg.task.prompt_dataset(cfg.num_label_prompts, seed=cfg.seed + 1)
     prompts = data["prompt"]
-    # the expected answers, for a labeller whose utility reads them (the toy's parses the prompt)
-    expected = data["answer"] if cfg.embedded_task == "arithmetic" else [None] * len(prompts)
     answers = sample_completions(
         model, tokenizer, prompts, num_samples=cfg.num_ranked, temperature=cfg.label_temperature,
         max_new_tokens=label_max_new_tokens(cfg, uses_embedded_model(model_args)), seed=cfg.seed,
@@ -50,7 +48,8 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
     n_test = num_test_prompts(cfg, len(prompts))
     rows = {"train": [], "test": []}
     with open(folder / "rankings.jsonl.tmp", "w") as rankings:
-        for i, (prompt, ks, answer) in enumerate(zip(prompts, answers, expected, strict=True)):
+        # the expected answer goes to a labeller whose utility reads it (the toy's parses the prompt instead)
+        for i, (prompt, ks, answer) in enumerate(zip(prompts, answers, data["answer"], strict=True)):
             tiers = labeller.rank(prompt, ks, rng, answer=answer)
             rankings.write(json.dumps({"prompt": prompt, "answers": ks, "ranking": tiers}) + "\n")
             split = "test" if i < n_test else "train"
