@@ -38,8 +38,8 @@ def check_completions_fit(data, tokenizer, max_length: int | None) -> None:
         raise ValueError(
             f"SFT: {len(cut)} of {len(prompts)} rows have a prompt of >= max_length={max_length} tokens (the longest "
             f"{max(lengths)}, row {cut[0]} first), so truncation would leave no completion to learn from. Raise the "
-            f"`sft:` map's max_length above {max(lengths)} (e.g. sft: {{max_length: {max(lengths) + 64}}}), or "
-            "shorten the prompts (a short system message replaces a chat template's default one)."
+            f"`sft:` map's max_length above {max(lengths)} plus the longest completion (TRL's default is 1024), or "
+            "shorten the prompts (a chat template may add a default system prompt to every row).",
         )
 
 
