@@ -223,6 +223,21 @@ def labels_without_pairs(ctx):
     return cli_error(ctx, *tiny_data(ctx), "--sft_dataset_name", sft)
 
 
+def arithmetic_level(ctx):
+    return cli_error(ctx, "--output_dir", ctx.run, "--embedded_task", "arithmetic", "--arithmetic_levels", "add_huge")
+
+
+def sft_prompt_fills_max_length(ctx):
+    # the embedded model's SFT max_length (32 tokens, one per character) is shorter than an arithmetic question
+    return cli_error(ctx, *tiny_data(ctx), "--embedded_task", "arithmetic", "--until", "sft", fresh=False)
+
+
+def checker_without_answer(ctx):
+    from trl_ext.toy import arithmetic_correct
+
+    return api_error(lambda: arithmetic_correct(["What is 1 + 2?"], ["3"]))
+
+
 def graded_with_rm(ctx):
     return cli_error(ctx, "--output_dir", ctx.run, "--embedded_task", "graded")
 
@@ -542,6 +557,11 @@ CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
     ("until-before-start", "route", "`until: sft` with `start_at: rl`", until_before_start),
     ("labels-no-pairs", "route", "own SFT data, RM route, no `preference_dataset_name`", labels_without_pairs),
     ("graded-with-rm", "route", "`embedded_task: graded` with the RM route (it has no labeller)", graded_with_rm),
+    ("arithmetic-level", "config", "`--arithmetic_levels` naming a level the task does not have", arithmetic_level),
+    ("sft-prompt-too-long", "dataset", "SFT prompts as long as the SFT `max_length` (nothing left to learn)",
+     sft_prompt_fills_max_length),
+    ("checker-no-answer", "reward function", "`arithmetic_correct` on a prompt dataset without an `answer` column",
+     checker_without_answer),
     ("model-missing", "model", "`model_name_or_path` that does not exist", model_missing),
     ("model-no-config", "model", "a folder of weights without `config.json`", model_without_config),
     ("pickled-code", "model", "`pytorch_model.bin` whose pickle would run code", pickled_code),

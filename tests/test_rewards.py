@@ -116,7 +116,7 @@ def test_rm_from_a_saved_folder_and_a_missing_one(toy_rm, toy_tokenizer, tmp_pat
     adapter = RewardAdapter.from_model(tmp_path / "rm", batch_size=4)
     expected = [own_forward(toy_rm, chat_ids(toy_tokenizer, p, c)) for p, c in zip(PROMPTS, COMPLETIONS)]
     assert_close(adapter.score(PROMPTS, COMPLETIONS), expected)
-    assert adapter.__name__ == "rm_rm"
+    assert adapter.__name__ == "rm"  # a folder named rm logs as rewards/rm/..., not rm_rm
     with pytest.raises(FileNotFoundError, match="reward model='/nowhere/rm' does not exist"):
         RewardAdapter.from_model("/nowhere/rm")
 

@@ -154,7 +154,7 @@ def test_given_sft_model_and_prompt_file_runs_rl_only(rlvr_run, tmp_path):
     for stage in ("base", "sft", "labels", "rm"):
         assert not (tmp_path / "run" / stage).exists(), stage
     assert (tmp_path / "run/rl/model/model.safetensors").exists()
-    assert set(report["models"]) == {"sft", "rl"} and set(report["wall_time_s"]) == {"rl", "eval"}
+    assert set(report["models"]) == {"given", "rl"} and set(report["wall_time_s"]) == {"rl", "eval"}  # no SFT ran
     # named data: no embedded oracle; the reward function's mean is the held-out measure
     assert "oracle_accuracy_greedy" not in report["models"]["rl"]
     assert 0.0 <= report["models"]["rl"]["reward_funcs_greedy"][CHECKER] <= 1.0

@@ -214,22 +214,29 @@ def reward_model_scores(reward_model, prompts: Sequence, samples: Sequence[Seque
 
 
 def oracle_accuracy(
-    prompts: Sequence, completions: Sequence[Sequence[str]], oracle: Callable[..., list[float]]
+    prompts: Sequence, completions: Sequence[Sequence[str]], oracle: Callable[..., list[float]],
+    columns: dict[str, Sequence] | None = None,
 ) -> float:
-    """Mean oracle verdict over every completion of every prompt."""
-    scores = oracle(*flatten_samples(prompts, completions))
+    """Mean oracle verdict over every completion of every prompt. ``columns`` (one value per prompt, e.g. the
+    ``answer`` a checker reads) are passed as keywords, repeated for each of the prompt's completions, as TRL does."""
+    kwargs = {k: [v for v, cs in zip(values, completions, strict=True) for _ in cs] for k, values in (columns or {}).items()}
+    scores = oracle(*flatten_samples(prompts, completions), **kwargs)
     return float(sum(scores) / max(len(scores), 1))
 
 def oracle_accuracy_by_level(
-    prompts: Sequence, completions: Sequence[Sequence[str]], oracle: Callable[..., list[float]], levels: Sequence
+    prompts: Sequence, completions: Sequence[Sequence[str]], oracle: Callable[..., list[float]], levels: Sequence,
+    columns: dict[str, Sequence] | None = None,
 ) -> dict[str, float]:
     """:func:`oracle_accuracy` within each difficulty level (``levels[i]`` is prompt ``i``'s), keyed by the level."""
     by_level: dict = {}
-    for prompt, cs, level in zip(prompts, completions, levels, strict=True):
-        by_level.setdefault(level, ([], []))
-        by_level[level][0].append(prompt)
-        by_level[level][1].append(cs)
-    return {str(level): oracle_accuracy(ps, cs, oracle) for level, (ps, cs) in sorted(by_level.items())}
+    for i, level in enumerate(levels):
+        by_level.setdefault(level, []).append(i)
+    columns = columns or {}
+    return {
+        str(level): oracle_accuracy([prompts[i] for i in rows], [completions[i] for i in rows], oracle,
+                                    {k: [v[i] for i in rows] for k, v in columns.items()})
+        for level, rows in sorted(by_level.items())
+    }
 
 
 def reward_function_means(

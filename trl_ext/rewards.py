@@ -30,7 +30,7 @@ Example (the RL stage with a trained RM and a rule; the shared-base variant trai
 
     rm = RewardAdapter.from_model("out/rm", batch_size=16)                 # RewardTrainer's output folder
     reward = RewardAdapter.mixture([rm, oracle_correct], weights=[1.0, 0.5])
-    GRPOTrainer(model=policy, reward_funcs=[reward], ...)                  # logs rewards/mix_rm_rm_oracle_correct/...
+    GRPOTrainer(model=policy, reward_funcs=[reward], ...)                  # logs rewards/mix_rm_oracle_correct/...
 
     # shared base: RewardTrainer(model=AutoModelForSequenceClassification.from_pretrained(base, num_labels=1),
     #     peft_config=LoraConfig(task_type="SEQ_CLS", ...)).save_model("out/rm_lora"); then, on the policy's base:
@@ -460,6 +460,13 @@ class _MixtureSource:
         return out
 
 
+def _rm_name(path) -> str:
+    """The name TRL logs a reward model under (``rewards/<name>/mean``): its folder's name, marked ``rm_`` unless the
+    name already says so (a folder ``rm`` logs as ``rm``, not ``rm_rm``; ``out/rm_lora`` as ``rm_lora``)."""
+    folder = Path(str(path).rstrip("/")).name
+    return folder if folder == "rm" or folder.startswith(("rm_", "rm-")) else f"rm_{folder}"
+
+
 # ---- the public class ------------------------------------------------------------------------------------------------
 class RewardAdapter:
     """A reward callable for ``reward_funcs`` of any trainer here and of TRL's GRPO/RLOO. Build it with a ``from_*``
@@ -558,7 +565,7 @@ class RewardAdapter:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1.")
         if isinstance(model, (str, os.PathLike)):
-            name = name or "rm_" + Path(str(model).rstrip("/")).name
+            name = name or _rm_name(model)
             model, source_path = _load_reward_model(model, dict(model_kwargs or {}))
             if tokenizer is None:
                 tokenizer = AutoTokenizer.from_pretrained(source_path)
@@ -569,7 +576,7 @@ class RewardAdapter:
             if not model_id:
                 raise ValueError("from_model: pass tokenizer= (the model's config does not say where it was loaded from).")
             tokenizer = AutoTokenizer.from_pretrained(model_id)
-        name = name or ("rm_" + Path(str(model_id).rstrip("/")).name if model_id else "reward_model")
+        name = name or (_rm_name(model_id) if model_id else "reward_model")
         rm_tokenizer = RMTokenizer(
             tokenizer,
             max_length=_max_length(tokenizer, model.config, max_length),
@@ -621,7 +628,7 @@ class RewardAdapter:
             has_tok = (path / "tokenizer_config.json").exists()
             base_name = policy.peft_config[adapter_name].base_model_name_or_path
             tokenizer = AutoTokenizer.from_pretrained(str(path) if has_tok else base_name)
-        name = name or f"rm_{adapter_name}"
+        name = name or _rm_name(adapter_name)
         rm_tokenizer = RMTokenizer(
             tokenizer,
             max_length=_max_length(tokenizer, policy.config, max_length),

@@ -30,7 +30,8 @@ The package, one idea per module::
 from .bookkeeping import StageInterrupted, StageMismatchError, fingerprint
 from .config import (
     ALGORITHMS, DPO_DEFAULTS, EMBEDDED_TASKS, RL_ALGORITHMS, RL_DEFAULTS, RM_DEFAULTS, SFT_DEFAULTS, STAGES,
-    PipelineConfig, rl_stage_args, stage_args,
+    PipelineConfig, label_max_new_tokens, rl_max_completion_length, rl_stage_args, stage_args, stage_defaults,
+    uses_embedded_model,
 )
 from .data import (
     eval_dataset, eval_prompts, load_named_dataset, preference_dataset, rl_prompts, sft_dataset, validate_columns,
@@ -48,7 +49,8 @@ from .sft import resolve_base, run_sft
 __all__ = [
     "ALGORITHMS", "DPO_DEFAULTS", "EMBEDDED_TASKS", "RL_ALGORITHMS", "RL_DEFAULTS", "RM_DEFAULTS", "SFT_DEFAULTS",
     "STAGES", "PipelineConfig", "StageInterrupted", "StageMismatchError", "build_report", "build_rl_trainer",
-    "eval_dataset", "eval_prompts", "fingerprint", "format_figures", "format_report", "load_named_dataset",
+    "eval_dataset", "eval_prompts", "fingerprint", "format_figures", "format_report", "label_max_new_tokens",
+    "load_named_dataset", "rl_max_completion_length", "stage_defaults", "uses_embedded_model",
     "preference_dataset", "preflight", "resolve_base", "rl_prompts", "rl_stage_args", "run_dpo", "run_eval",
     "run_labels", "run_pipeline", "run_rl", "run_rm", "run_sft", "sft_dataset", "stage_args", "stage_plan",
     "train_rl", "validate_columns",

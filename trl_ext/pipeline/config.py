@@ -3,6 +3,7 @@ embedded model, and the TRL config a stage builds from them (:func:`stage_args`)
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -17,14 +18,17 @@ from ..dapo import DAPOConfig, DAPOTrainer
 from ..ppo import PPOConfig, PPOTrainer
 from ..resume import ResumableGRPOTrainer
 from ..rloo import RLOOConfig, RLOOTrainer
-from ..toy import AdditionTask, GradedAdditionTask, Labeller, oracle_correct, sum_correct
+from ..toy import AdditionTask, ArithmeticTask, GradedAdditionTask, Labeller, oracle_correct, sum_correct
+from ..toy.arithmetic import DEFAULT_ERROR_RATES, DEFAULT_LEVELS, LEVELS
+from ..toy.arithmetic import arithmetic_correct, arithmetic_utility
+from ..toy.model import is_embedded_checkpoint
 from ..toy.task import ERROR_KINDS
 
 
 STAGES = ("sft", "labels", "rm", "rl", "eval")
 
 
-EMBEDDED_TASKS = ("addition", "graded")
+EMBEDDED_TASKS = ("addition", "graded", "arithmetic")
 
 
 # name -> (config class, trainer class) of the RL stage; later algorithms register here
@@ -75,9 +79,10 @@ class PipelineConfig:
     embedded_task: str = field(
         default="addition",
         metadata={
-            "help": "The embedded task: 'addition' (the seed's a+b) or 'graded' (sums of task_operands[i] numbers "
+            "help": "The embedded task: 'addition' (the seed's a+b), 'graded' (sums of task_operands[i] numbers "
             "in [task_low, task_high], one difficulty level each; demonstrators slip at task_error_rates[i]; "
-            "checker trl_ext.toy.sum_correct). See trl_ext.toy.graded."
+            "checker trl_ext.toy.sum_correct; see trl_ext.toy.graded) or 'arithmetic' (questions for a real chat "
+            "model at the arithmetic_levels; checker trl_ext.toy.arithmetic_correct; see trl_ext.toy.arithmetic)."
         },
     )
     task_operands: list[int] = field(
@@ -86,6 +91,20 @@ class PipelineConfig:
     task_error_rates: list[float] = field(
         default_factory=lambda: [0.1, 0.3, 0.5],
         metadata={"help": "graded task: the demonstrators' slip rate on each level (replaces demo_error_rate)."},
+    )
+    arithmetic_levels: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LEVELS),
+        metadata={"help": f"arithmetic task: its difficulty levels, from {list(LEVELS)}."},
+    )
+    arithmetic_error_rates: list[float] = field(
+        default_factory=lambda: list(DEFAULT_ERROR_RATES),
+        metadata={"help": "arithmetic task: the demonstrators' slip rate on each level (one per level)."},
+    )
+    arithmetic_system_prompt: str = field(
+        default="",
+        metadata={"help": "arithmetic task: the system message of every prompt; '' (default) sends none, and a chat "
+                  "template may add its own (SmolLM2's costs ~10 tokens more than 'You are a helpful assistant.', "
+                  "and the base model answers better with it: benchmarks/results/task_levels.md)."},
     )
     eval_size: int = field(default=200, metadata={"help": "Held-out (a, b) pairs used only for evaluation."})
     demo_error_rate: float = field(default=0.5, metadata={"help": "Share of SFT demonstrations that are wrong."})
@@ -97,7 +116,12 @@ class PipelineConfig:
     num_ranked: int = field(default=4, metadata={"help": "K: answers sampled and ranked per prompt (>= 2)."})
     labeller_noise: float = field(default=0.1, metadata={"help": "Chance the labeller misjudges one answer."})
     label_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for the K answers."})
-    label_max_new_tokens: int = field(default=8, metadata={"help": "Longest answer sampled for the labeller."})
+    label_max_new_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Longest answer sampled for the labeller. Default: 8 with the embedded model; with "
+                  "model_name_or_path, the RL stage's max_completion_length (the RM then scores answers as long as "
+                  "the ones RL will sample)."},
+    )
     rm_test_fraction: float = field(default=0.15, metadata={"help": "Share of label prompts held out to test the RM."})
     rm_loss: str | None = field(
         default=None,
@@ -200,15 +224,24 @@ class PipelineConfig:
             raise ValueError(f"start_at={self.start_at!r}: choose 'sft', 'labels' or 'rl' (or leave it unset).")
         if self.reward not in (None, "model", "rules", "both"):
             raise ValueError(f"reward={self.reward!r}: choose 'model', 'rules' or 'both' (or leave it unset).")
-        if self.label_max_new_tokens < 1:
+        if self.label_max_new_tokens is not None and self.label_max_new_tokens < 1:
             raise ValueError(f"label_max_new_tokens={self.label_max_new_tokens} must be >= 1.")
         if self.embedded_task not in EMBEDDED_TASKS:
             raise ValueError(f"embedded_task={self.embedded_task!r}: choose one of {list(EMBEDDED_TASKS)}.")
+        if self.embedded_task == "arithmetic":
+            unknown = [name for name in self.arithmetic_levels if name not in LEVELS]
+            if unknown or not self.arithmetic_levels:
+                raise ValueError(f"arithmetic_levels={self.arithmetic_levels}: each must be one of {list(LEVELS)}.")
         self.task  # validates the task fields
         Labeller(self.labeller_noise)
 
     @property
-    def task(self) -> AdditionTask | GradedAdditionTask:
+    def task(self) -> AdditionTask | GradedAdditionTask | ArithmeticTask:
+        if self.embedded_task == "arithmetic":
+            return _arithmetic_task(
+                tuple(self.arithmetic_levels), self.eval_size // len(self.arithmetic_levels),
+                tuple(self.arithmetic_error_rates), self.arithmetic_system_prompt or None,
+            )
         if self.embedded_task == "graded":
             return GradedAdditionTask(
                 operands=tuple(self.task_operands), low=self.task_low, high=self.task_high, eval_size=self.eval_size,
@@ -236,7 +269,20 @@ class PipelineConfig:
     @property
     def oracle(self) -> Callable[..., list[float]]:
         """The embedded task's checker, a TRL reward function (1.0 right, 0.0 wrong)."""
-        return sum_correct if self.embedded_task == "graded" else oracle_correct
+        return {"graded": sum_correct, "arithmetic": arithmetic_correct}.get(self.embedded_task, oracle_correct)
+
+    @property
+    def labeller(self) -> Labeller:
+        """The embedded task's labeller: the toy's own grades, or the arithmetic task's utility."""
+        utility = arithmetic_utility if self.embedded_task == "arithmetic" else None
+        return Labeller(self.labeller_noise, utility=utility)
+
+
+@functools.lru_cache(maxsize=8)
+def _arithmetic_task(levels, eval_per_level, demo_error_rates, system_prompt) -> ArithmeticTask:
+    """One task object per setting: built (and validated) once, then shared by every stage that asks."""
+    return ArithmeticTask(levels=levels, eval_per_level=eval_per_level, demo_error_rates=demo_error_rates,
+                          system_prompt=system_prompt)
 
 
 _COMMON = dict(
@@ -245,6 +291,9 @@ _COMMON = dict(
 )
 
 
+# The defaults below (SFT_DEFAULTS ... RL_DEFAULTS and _COMMON) are tuned for the embedded tiny model: a 0.75M-parameter
+# model on a private task (learning rate 1e-3, 6 epochs, 8-token answers, 32-token rows). A model given by
+# model_name_or_path gets TRL's own defaults instead (see stage_defaults), plus _BOOKKEEPING.
 SFT_DEFAULTS = dict(
     learning_rate=1e-3, num_train_epochs=6, per_device_train_batch_size=64, lr_scheduler_type="cosine",
     warmup_steps=0.05, max_length=32,
@@ -269,7 +318,46 @@ RL_DEFAULTS = dict(
 )
 
 
-def stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, seed: int, what: str):
+# What the pipeline needs of every stage whatever the model: no tracker unless asked (report_to: TRL's "all" would
+# start every installed one), and checkpoints to resume a cut-off stage from (train_resumable).
+_BOOKKEEPING = dict(report_to=[], save_strategy="steps", save_steps=50, save_total_limit=1)
+
+
+def uses_embedded_model(model_args) -> bool:
+    """The embedded tiny model (no model_name_or_path, or a checkpoint trained from it): its tuned defaults apply."""
+    path = getattr(model_args, "model_name_or_path", None)
+    return path is None or is_embedded_checkpoint(path)
+
+
+def stage_defaults(stage: str, algorithm: str = "grpo", embedded: bool = True) -> dict:
+    """The pipeline's defaults for ``stage`` ('sft', 'rm' or 'rl'): the embedded model's tuned ones, or for a model
+    given by path only the bookkeeping (TRL's own defaults otherwise: its learning rates, lengths and epochs are
+    meant for real models)."""
+    if not embedded:
+        return dict(_BOOKKEEPING)
+    if stage == "rl":
+        return DPO_DEFAULTS if algorithm == "dpo" else RL_DEFAULTS
+    return {"sft": SFT_DEFAULTS, "rm": RM_DEFAULTS}[stage]
+
+
+def rl_max_completion_length(cfg: PipelineConfig, embedded: bool = True) -> int:
+    """The longest answer the RL stage samples: the ``rl:`` map's, else the default for the model (8 for the
+    embedded one; TRL's GRPOConfig default for a given one). Labels and evaluation sample the same length."""
+    if "max_completion_length" in cfg.rl:
+        return int(cfg.rl["max_completion_length"])
+    if embedded:
+        return RL_DEFAULTS["max_completion_length"]
+    return next(f.default for f in fields(GRPOConfig) if f.name == "max_completion_length")
+
+
+def label_max_new_tokens(cfg: PipelineConfig, embedded: bool = True) -> int:
+    if cfg.label_max_new_tokens is not None:
+        return cfg.label_max_new_tokens
+    return 8 if embedded else rl_max_completion_length(cfg, embedded)
+
+
+def stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, seed: int, what: str,
+               embedded: bool = True):
     valid = {f.name for f in fields(config_cls)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
@@ -277,7 +365,8 @@ def stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, se
             f"`{what}:` has fields that {config_cls.__name__} does not know: {unknown}. "
             f"Check their spelling against trl.{config_cls.__name__}."
         )
-    kwargs = {**_COMMON, **defaults, **overrides, "output_dir": str(output_dir), "seed": seed}
+    common = _COMMON if embedded else {}  # a given model keeps TRL's gradient_checkpointing (memory first)
+    kwargs = {**common, **defaults, **overrides, "output_dir": str(output_dir), "seed": seed}
     if not torch.cuda.is_available():
         kwargs.setdefault("use_cpu", True)
         # TRL 1.16 defaults to bf16 autocast, which CPUs without bf16 units emulate ~10x slower than fp32
@@ -285,9 +374,9 @@ def stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, se
     return config_cls(**kwargs)
 
 
-def rl_stage_args(cfg: PipelineConfig, output_dir: Path):
-    """The TRL config the RL stage trains with: the algorithm's config (DPOConfig for dpo) from the defaults here and
-    the ``rl:`` map."""
-    if cfg.algorithm == "dpo":
-        return stage_args(DPOConfig, DPO_DEFAULTS, cfg.rl, output_dir, cfg.seed, "rl")
-    return stage_args(RL_ALGORITHMS[cfg.algorithm][0], RL_DEFAULTS, cfg.rl, output_dir, cfg.seed, "rl")
+def rl_stage_args(cfg: PipelineConfig, output_dir: Path, embedded: bool = True):
+    """The TRL config the RL stage trains with: the algorithm's config (DPOConfig for dpo) from the defaults for the
+    model (``embedded``: the embedded tiny one) and the ``rl:`` map."""
+    config_cls = DPOConfig if cfg.algorithm == "dpo" else RL_ALGORITHMS[cfg.algorithm][0]
+    defaults = stage_defaults("rl", cfg.algorithm, embedded)
+    return stage_args(config_cls, defaults, cfg.rl, output_dir, cfg.seed, "rl", embedded=embedded)

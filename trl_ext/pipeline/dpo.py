@@ -10,7 +10,7 @@ from trl import DPOTrainer, ModelConfig, get_peft_config
 
 from ..models import load_causal_lm, load_tokenizer
 from .bookkeeping import save_model, train_resumable
-from .config import PipelineConfig, rl_stage_args
+from .config import PipelineConfig, rl_stage_args, uses_embedded_model
 
 
 def run_dpo(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels: Path, folder: Path, callbacks=None) -> dict:
@@ -20,7 +20,8 @@ def run_dpo(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels
     model = load_causal_lm(model_args, sft_model, cfg.trust_remote_code)
     pairs = load_dataset("json", data_files=str(labels / "train.jsonl"), split="train")
     trainer = DPOTrainer(
-        model=model, args=rl_stage_args(cfg, folder / "checkpoints"), train_dataset=pairs, processing_class=tokenizer,
+        model=model, args=rl_stage_args(cfg, folder / "checkpoints", uses_embedded_model(model_args)),
+        train_dataset=pairs, processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
     metrics = train_resumable(trainer, folder, callbacks)

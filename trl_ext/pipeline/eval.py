@@ -17,7 +17,7 @@ from ..evaluation import (
 )
 from ..models import load_tokenizer, safe_from_pretrained
 from ..rewards import RewardAdapter, import_reward_function
-from .config import RL_DEFAULTS, PipelineConfig
+from .config import PipelineConfig, rl_max_completion_length
 from .data import eval_dataset
 
 
@@ -26,7 +26,8 @@ def _eval_rules(cfg: PipelineConfig, data: Dataset, prompts: list, greedy: list,
     row = {}
     if cfg.uses_embedded_task and "level" in data.column_names:
         for kind, answers in (("greedy", greedy), ("sampled", sampled)):
-            row[f"oracle_accuracy_{kind}_by_level"] = oracle_accuracy_by_level(prompts, answers, cfg.oracle, data["level"])
+            row[f"oracle_accuracy_{kind}_by_level"] = oracle_accuracy_by_level(
+                prompts, answers, cfg.oracle, data["level"], {"answer": data["answer"]})
     if cfg.reward_funcs:
         funcs = {spec: import_reward_function(spec, field=f"reward_funcs[{i}]") for i, spec in enumerate(cfg.reward_funcs)}
         columns = {c: data[c] for c in data.column_names if c != "prompt"}
@@ -35,14 +36,15 @@ def _eval_rules(cfg: PipelineConfig, data: Dataset, prompts: list, greedy: list,
     return row
 
 
-def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, folder: Path) -> dict:
+def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, folder: Path, embedded: bool = True) -> dict:
     """Oracle accuracy (greedy and sampled, per level where the task has levels; embedded task only), each reward
-    function's mean, and the mean RM score of each model on held-out prompts."""
+    function's mean, and the mean RM score of each model on held-out prompts. Answers are as long as the RL stage's
+    (``embedded``: the defaults of the embedded tiny model, else TRL's)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = eval_dataset(cfg)
     prompts = data["prompt"]
     oracle = cfg.oracle if cfg.uses_embedded_task else None
-    max_new_tokens = int(cfg.rl.get("max_completion_length", RL_DEFAULTS["max_completion_length"]))
+    max_new_tokens = rl_max_completion_length(cfg, embedded)
     rm = None
     if rm_model is not None:
         rm_net = safe_from_pretrained(
@@ -66,8 +68,9 @@ def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, 
             )
             row = {}
             if oracle is not None:
-                row["oracle_accuracy_greedy"] = oracle_accuracy(prompts, greedy, oracle)
-                row["oracle_accuracy_sampled"] = oracle_accuracy(prompts, sampled, oracle)
+                answers = {"answer": data["answer"]}
+                row["oracle_accuracy_greedy"] = oracle_accuracy(prompts, greedy, oracle, answers)
+                row["oracle_accuracy_sampled"] = oracle_accuracy(prompts, sampled, oracle, answers)
             if rm is not None:
                 scores = reward_model_scores(rm, prompts, sampled)
                 row["rm_score_sampled"] = float(sum(scores) / len(scores))

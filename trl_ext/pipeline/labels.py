@@ -15,8 +15,8 @@ from trl import ModelConfig
 
 from ..evaluation import oracle_accuracy, sample_completions
 from ..models import load_tokenizer, safe_from_pretrained
-from ..toy import Labeller, oracle_correct, pairs_from_ranking
-from .config import PipelineConfig
+from ..toy import pairs_from_ranking
+from .config import PipelineConfig, label_max_new_tokens, uses_embedded_model
 from .data import preference_dataset
 
 
@@ -36,18 +36,21 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
     )
     if torch.cuda.is_available():
         model.to("cuda")
-    prompts = cfg.task.prompt_dataset(cfg.num_label_prompts, seed=cfg.seed + 1)["prompt"]
+    data = cfg.task.prompt_dataset(cfg.num_label_prompts, seed=cfg.seed + 1)
+    prompts = data["prompt"]
     answers = sample_completions(
         model, tokenizer, prompts, num_samples=cfg.num_ranked, temperature=cfg.label_temperature,
-        max_new_tokens=cfg.label_max_new_tokens, seed=cfg.seed, desc="sampling answers to rank",
+        max_new_tokens=label_max_new_tokens(cfg, uses_embedded_model(model_args)), seed=cfg.seed,
+        desc="sampling answers to rank",
     )
-    labeller = Labeller(cfg.labeller_noise)
+    labeller = cfg.labeller
     rng = random.Random(cfg.seed)
     n_test = num_test_prompts(cfg, len(prompts))
     rows = {"train": [], "test": []}
     with open(folder / "rankings.jsonl.tmp", "w") as rankings:
-        for i, (prompt, ks) in enumerate(zip(prompts, answers, strict=True)):
-            tiers = labeller.rank(prompt, ks, rng)
+        # the expected answer goes to a labeller whose utility reads it (the toy's parses the prompt instead)
+        for i, (prompt, ks, answer) in enumerate(zip(prompts, answers, data["answer"], strict=True)):
+            tiers = labeller.rank(prompt, ks, rng, answer=answer)
             rankings.write(json.dumps({"prompt": prompt, "answers": ks, "ranking": tiers}) + "\n")
             split = "test" if i < n_test else "train"
             for c, r in pairs_from_ranking(tiers, ks):
@@ -68,7 +71,8 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
     flat = [a for ks in answers for a in ks]
     return {
         "prompts": len(prompts), "k": cfg.num_ranked, "train_pairs": len(rows["train"]), "test_pairs": len(rows["test"]),
-        "sampled_accuracy": oracle_accuracy(prompts, answers, oracle_correct), "distinct_answers": len(set(flat)),
+        "sampled_accuracy": oracle_accuracy(prompts, answers, cfg.oracle, {"answer": data["answer"]}),
+        "distinct_answers": len(set(flat)),
     }
 
 

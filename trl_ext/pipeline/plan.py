@@ -8,7 +8,7 @@ from pathlib import Path
 from trl import DPOConfig, ModelConfig, SFTConfig
 
 from ..rewards import import_reward_function
-from .config import DPO_DEFAULTS, RL_ALGORITHMS, RL_DEFAULTS, RM_DEFAULTS, SFT_DEFAULTS, STAGES, PipelineConfig, stage_args
+from .config import RL_ALGORITHMS, STAGES, PipelineConfig, stage_args, stage_defaults, uses_embedded_model
 from .data import preference_dataset, rl_prompts, sft_dataset
 from .rm import rm_classes
 
@@ -81,10 +81,10 @@ def _check_labels(cfg: PipelineConfig, plan: list[str]) -> None:
             "chosen, rejected), or reward: rules with reward_funcs (no labels, no RM). The embedded labeller only "
             "ranks answers to the embedded task, used when no sft_dataset_name / prompt_dataset_name is given."
         )
-    if "labels" in plan and cfg.uses_embedded_task and cfg.embedded_task != "addition":
+    if "labels" in plan and cfg.uses_embedded_task and cfg.embedded_task == "graded":
         raise ValueError(
             f"embedded_task={cfg.embedded_task!r} has no labeller (its checker is the reward): set reward: rules with "
-            "reward_funcs: [trl_ext.toy.sum_correct], or embedded_task: addition for the RM route."
+            "reward_funcs: [trl_ext.toy.sum_correct], or embedded_task: addition or arithmetic for the RM route."
         )
 
 
@@ -102,15 +102,18 @@ def preflight(cfg: PipelineConfig, run_dir: Path, stop: int, model_args: ModelCo
         preference_dataset(cfg)
     if cfg.prompt_dataset_name and stop >= STAGES.index("rl"):
         rl_prompts(cfg)
-    plan = stage_plan(cfg, model_args or ModelConfig())
+    model_args = model_args or ModelConfig()
+    plan = stage_plan(cfg, model_args)
+    embedded = uses_embedded_model(model_args)
     rl_config = DPOConfig if cfg.algorithm == "dpo" else RL_ALGORITHMS[cfg.algorithm][0]
-    rl_defaults = DPO_DEFAULTS if cfg.algorithm == "dpo" else RL_DEFAULTS
-    stages = [("sft", SFTConfig, SFT_DEFAULTS), ("rm", rm_classes(cfg)[0], RM_DEFAULTS), ("rl", rl_config, rl_defaults)]
-    for name, config_cls, defaults in stages:
+    stages = [("sft", SFTConfig), ("rm", rm_classes(cfg)[0]), ("rl", rl_config)]
+    for name, config_cls in stages:
         if name not in plan:
             continue
+        defaults = stage_defaults(name, cfg.algorithm, embedded)
         try:
-            args = stage_args(config_cls, defaults, getattr(cfg, name), run_dir / name / "checkpoints", cfg.seed, name)
+            args = stage_args(config_cls, defaults, getattr(cfg, name), run_dir / name / "checkpoints", cfg.seed, name,
+                              embedded=embedded)
         except (ValueError, TypeError) as e:
             if str(e).startswith(f"`{name}:`"):
                 raise

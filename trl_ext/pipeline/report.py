@@ -27,6 +27,8 @@ def build_report(cfg: PipelineConfig, infos: dict[str, dict]) -> dict:
         report["rl_frac_reward_zero_std"] = {
             "first": rl["frac_reward_zero_std_first"], "last": rl["frac_reward_zero_std_last"]
         }
+    if rl.get("dropped_groups_first") is not None:  # DAPO's dynamic sampling: TRL's share is taken after the filter
+        report["rl_dropped_groups"] = {"first": rl["dropped_groups_first"], "last": rl["dropped_groups_last"]}
     if "eval" in infos:
         report["models"] = infos["eval"]["metrics"]
     return report
@@ -53,6 +55,10 @@ def format_report(report: dict) -> str:
         z = report["rl_frac_reward_zero_std"]
         lines += [f"RL groups with zero reward spread (zero advantage), first / last logged: {z['first']:.3f} / "
                   f"{z['last']:.3f}", ""]
+    if "rl_dropped_groups" in report:
+        z = report["rl_dropped_groups"]
+        lines += [f"RL generated groups with zero reward spread, dropped by dynamic sampling (1 - "
+                  f"dynamic_sampling/frac_informative), first / last logged: {z['first']:.3f} / {z['last']:.3f}", ""]
     lines += ["| stage | wall time (s) |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in report["wall_time_s"].items()]
     lines.append(f"| total | {sum(report['wall_time_s'].values()):.1f} |")

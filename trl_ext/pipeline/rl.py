@@ -14,7 +14,7 @@ from ..models import disable_bnb_cpu_repack, load_causal_lm, load_sequence_class
 from ..models import match_trainable_dtype_to_compute
 from ..rewards import RewardAdapter, import_reward_function
 from .bookkeeping import save_model, train_resumable
-from .config import RL_ALGORITHMS, PipelineConfig, rl_stage_args
+from .config import RL_ALGORITHMS, PipelineConfig, rl_stage_args, uses_embedded_model
 from .data import rl_prompts
 
 
@@ -52,7 +52,7 @@ def build_rl_trainer(
         model = get_peft_model(model, peft_config)
         peft_config = None  # the trainer gets the PeftModel as it is
     reward, extra = _rl_reward(cfg, model_args, model, rm_folder)
-    args = rl_stage_args(cfg, folder / "checkpoints")
+    args = rl_stage_args(cfg, folder / "checkpoints", embedded=uses_embedded_model(model_args))
     reward_funcs = [reward] * (reward is not None) + [
         RewardAdapter.from_function(import_reward_function(spec, field=f"reward_funcs[{i}]"))
         for i, spec in enumerate(cfg.reward_funcs)
@@ -94,10 +94,7 @@ def train_rl(trainer, cfg: PipelineConfig, model_args: ModelConfig, sft_model: s
     history = [h for h in trainer.state.log_history if "reward" in h]
     metrics["reward_first"] = history[0]["reward"] if history else None
     metrics["reward_last"] = history[-1]["reward"] if history else None
-    # TRL's share of groups whose rewards do not vary (zero advantage; with a 0/1 reward: all right or all wrong)
-    zero_std = [h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h]
-    metrics["frac_reward_zero_std_first"] = zero_std[0] if zero_std else None
-    metrics["frac_reward_zero_std_last"] = zero_std[-1] if zero_std else None
+    metrics.update(groups_without_signal(trainer.state.log_history))
     if cfg.shared_base_reward:  # keep only the policy's adapter in what is saved and merged
         trainer.accelerator.unwrap_model(trainer.model).delete_adapter("reward")
     metrics["model"] = save_model(
@@ -105,6 +102,23 @@ def train_rl(trainer, cfg: PipelineConfig, model_args: ModelConfig, sft_model: s
         trust_remote_code=cfg.trust_remote_code,
     )
     return metrics
+
+
+def groups_without_signal(log_history: list[dict]) -> dict:
+    """The share of sampled groups whose rewards do not vary (zero advantage; with a 0/1 reward all right or all
+    wrong), first and last logged.
+
+    TRL's ``frac_reward_zero_std`` is computed on the batch that reaches the loss: after DAPO's dynamic sampling has
+    dropped those groups it is ~0 and says nothing. There the share of *generated* groups that dynamic sampling
+    dropped, ``1 - dynamic_sampling/frac_informative``, means what TRL's number means without the filter; it is
+    returned under its own keys (``dropped_groups_*``) so the two are never confused.
+    """
+    informative = [h["dynamic_sampling/frac_informative"] for h in log_history if "dynamic_sampling/frac_informative" in h]
+    if informative:
+        return {"dropped_groups_first": 1.0 - informative[0], "dropped_groups_last": 1.0 - informative[-1]}
+    zero_std = [h["frac_reward_zero_std"] for h in log_history if "frac_reward_zero_std" in h]
+    return {"frac_reward_zero_std_first": zero_std[0] if zero_std else None,
+            "frac_reward_zero_std_last": zero_std[-1] if zero_std else None}
 
 
 def _gold_callback(cfg: PipelineConfig, sft_model: str) -> list:

@@ -12,7 +12,7 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 from ..models import load_sequence_classifier, load_tokenizer, match_trainable_dtype_to_compute
 from ..ranking import RankingRewardConfig, RankingRewardTrainer
 from .bookkeeping import save_model, train_resumable
-from .config import RM_DEFAULTS, PipelineConfig, stage_args
+from .config import PipelineConfig, stage_args, stage_defaults, uses_embedded_model
 from .labels import num_test_prompts
 
 
@@ -50,7 +50,9 @@ def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels:
         )
     else:
         train = load_dataset("json", data_files=str(labels / "train.jsonl"), split="train")
-    args = stage_args(config_cls, RM_DEFAULTS, cfg.rm, folder / "checkpoints", cfg.seed, "rm")
+    embedded = uses_embedded_model(model_args)
+    args = stage_args(config_cls, stage_defaults("rm", embedded=embedded), cfg.rm, folder / "checkpoints", cfg.seed,
+                      "rm", embedded=embedded)
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         peft_config.task_type = "SEQ_CLS"  # keeps the score head trainable (modules_to_save)

@@ -9,7 +9,7 @@ from pathlib import Path
 from trl import ModelConfig
 
 from .bookkeeping import fingerprint, run_stage, write_json_atomic
-from .config import STAGES, PipelineConfig
+from .config import STAGES, PipelineConfig, label_max_new_tokens, uses_embedded_model
 from .dpo import run_dpo
 from .eval import run_eval
 from .labels import run_labels
@@ -30,19 +30,23 @@ def base_settings(cfg: PipelineConfig, model_args: ModelConfig) -> dict:
     # the embedded base is named by what it is, not where it lies, so a run folder can be moved or copied
     common = {"seed": cfg.seed, "model": model_settings(model_args), "base": model_args.model_name_or_path or "embedded"}
     task = {k: getattr(cfg, k) for k in ("task_low", "task_high", "eval_size", "demo_error_rate", "demo_error_kinds")}
-    if cfg.embedded_task != "addition":  # recorded only when used, so folders of the seed's task keep their fingerprints
+    if cfg.embedded_task == "graded":  # recorded only when used, so folders of the seed's task keep their fingerprints
         task.update({k: getattr(cfg, k) for k in ("embedded_task", "task_operands", "task_error_rates")})
+    if cfg.embedded_task == "arithmetic":
+        task.update({k: getattr(cfg, k) for k in ("embedded_task", "arithmetic_levels", "arithmetic_error_rates",
+                                                  "arithmetic_system_prompt")})
     return {**common, **task}
 
 
-def label_settings(cfg: PipelineConfig, upstream: str) -> dict:
+def label_settings(cfg: PipelineConfig, upstream: str, embedded: bool = True) -> dict:
     settings = {
         "sft": upstream, "data": cfg.preference_dataset_name,
         **{k: getattr(cfg, k) for k in ("num_label_prompts", "num_ranked", "labeller_noise", "label_temperature",
                                         "rm_test_fraction")},
     }
-    if cfg.label_max_new_tokens != 8:  # the value before it became a field: old folders keep their fingerprints
-        settings["label_max_new_tokens"] = cfg.label_max_new_tokens
+    length = label_max_new_tokens(cfg, embedded)
+    if length != 8:  # the value before it became a field: old folders keep their fingerprints
+        settings["label_max_new_tokens"] = length
     return settings
 
 
@@ -79,6 +83,7 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
     plan = preflight(cfg, run_dir, STAGES.index(cfg.until), model_args)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg, model_args, run_dir)
+    embedded = uses_embedded_model(model_args)
     infos: dict[str, dict] = {}
     if "sft" in plan:
         sft_settings = {**base_settings(cfg, model_args), "n": cfg.num_sft_examples, "data": cfg.sft_dataset_name,
@@ -90,7 +95,7 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
     labels = run_dir / "labels"
     if "labels" in plan:
         infos["labels"] = run_stage(
-            run_dir, "labels", label_settings(cfg, upstream), lambda f: run_labels(cfg, model_args, sft_model, f)
+            run_dir, "labels", label_settings(cfg, upstream, embedded), lambda f: run_labels(cfg, model_args, sft_model, f)
         )
     if "rm" in plan:
         rm_settings = {"labels": infos["labels"]["fingerprint"], "model": model_settings(model_args), "rm": cfg.rm,
@@ -105,12 +110,13 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
             train = lambda f: run_rl(cfg, model_args, sft_model, rm_folder, f, callbacks)  # noqa: E731
         infos["rl"] = run_stage(run_dir, "rl", settings, train)
     if "eval" in plan:
-        models = {"base": base, "sft": sft_model, "rl": str(run_dir / "rl" / "model")}
-        if "sft" not in plan:
-            del models["base"]  # the given model is the SFT model
+        if "sft" in plan:
+            models = {"base": base, "sft": sft_model, "rl": str(run_dir / "rl" / "model")}
+        else:  # no SFT ran: the given model is what RL (or the RM) started from, named as such
+            models = {"given": sft_model, "rl": str(run_dir / "rl" / "model")}
         eval_settings = {"rl": infos["rl"]["fingerprint"], "n": cfg.eval_samples, "t": cfg.eval_temperature}
         rm_model = str(rm_folder / "model") if rm_folder else None
-        infos["eval"] = run_stage(run_dir, "eval", eval_settings, lambda f: run_eval(cfg, models, rm_model, f))
+        infos["eval"] = run_stage(run_dir, "eval", eval_settings, lambda f: run_eval(cfg, models, rm_model, f, embedded))
     report = build_report(cfg, infos)
     write_json_atomic(run_dir / "report.json", report)
     (run_dir / "report.md").write_text(format_report(report) + format_figures(run_dir, list(infos)))

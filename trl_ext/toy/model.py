@@ -97,6 +97,18 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec = T
     return model
 
 
+def is_embedded_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether the local checkpoint at ``path`` is the embedded tiny model or one trained from it (its shape and its
+    character vocabulary), e.g. an earlier run's ``sft/model``; False for anything else, hub ids included."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    shape = json.loads(config.read_text())
+    spec = TinyModelSpec()
+    return (shape.get("hidden_size"), shape.get("num_hidden_layers"), shape.get("vocab_size")) == (
+        spec.hidden_size, spec.num_hidden_layers, len(SPECIAL_TOKENS + CHARS))
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("TRL_EXT_CACHE", Path.home() / ".cache" / "trl_ext"))
 

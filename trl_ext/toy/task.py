@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from datasets import Dataset
@@ -181,18 +181,26 @@ class Labeller:
     alone, with chatter, no number); answers of one grade tie. With
     probability ``noise`` the labeller gets each boundary between two neighbouring tiers the wrong way round (a tired
     human ranking wrong above right). Noise reorders real differences; it never invents a preference between ties.
+
+    ``utility`` replaces the toy's grade with another task's, called as ``utility(prompt, answer_text, answer)``
+    (``answer``: the prompt's expected answer, e.g. :func:`trl_ext.toy.arithmetic.arithmetic_utility`); higher is
+    better. The random draws are the same whatever the utility, so the toy's labels do not change.
     """
 
     noise: float = 0.1
+    utility: Callable[..., float] | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.noise <= 0.5:
             raise ValueError(f"Labeller.noise must be in [0, 0.5] (above 0.5 the labels invert), got {self.noise}.")
 
-    def rank(self, prompt, answers: Sequence[str], rng: random.Random) -> list[list[int]]:
+    def rank(self, prompt, answers: Sequence[str], rng: random.Random, answer=None) -> list[list[int]]:
         if len(answers) < 2:
             raise ValueError(f"Labeller.rank needs K >= 2 answers to rank, got K={len(answers)}.")
-        utility = [oracle_utility(prompt, answer) for answer in answers]
+        if self.utility is None:
+            utility = [oracle_utility(prompt, a) for a in answers]
+        else:
+            utility = [self.utility(prompt, a, answer) for a in answers]
         tiers = [[i for i, u in enumerate(utility) if u == level] for level in sorted(set(utility), reverse=True)]
         for i in range(len(tiers) - 1):
             if rng.random() < self.noise:
