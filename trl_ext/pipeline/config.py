@@ -15,6 +15,7 @@ import trl
 from trl import DPOConfig, GRPOConfig
 
 from ..dapo import DAPOConfig, DAPOTrainer
+from ..models import cpu_training_defaults
 from ..ppo import PPOConfig, PPOTrainer
 from ..resume import ResumableGRPOTrainer
 from ..rloo import RLOOConfig, RLOOTrainer
@@ -365,12 +366,15 @@ def stage_args(config_cls, defaults: dict, overrides: dict, output_dir: Path, se
             f"`{what}:` has fields that {config_cls.__name__} does not know: {unknown}. "
             f"Check their spelling against trl.{config_cls.__name__}."
         )
-    common = _COMMON if embedded else {}  # a given model keeps TRL's gradient_checkpointing (memory first)
+    common = _COMMON if embedded else {}  # on a GPU a given model keeps TRL's gradient_checkpointing (memory first)
     kwargs = {**common, **defaults, **overrides, "output_dir": str(output_dir), "seed": seed}
     if not torch.cuda.is_available():
-        kwargs.setdefault("use_cpu", True)
-        # TRL 1.16 defaults to bf16 autocast, which CPUs without bf16 units emulate ~10x slower than fp32
-        kwargs.setdefault("bf16", False)
+        # A given model trains with the commands' CPU defaults (bf16 autocast where the CPU has bf16 units, no
+        # gradient checkpointing). The embedded tiny model stays fp32: bf16 buys nothing at its size, and its
+        # recorded numbers (make pipeline) were measured in fp32.
+        cpu = cpu_training_defaults() if not embedded else dict(use_cpu=True, bf16=False)
+        for key, value in cpu.items():
+            kwargs.setdefault(key, value)
     return config_cls(**kwargs)
 
 
