@@ -118,7 +118,11 @@ def test_the_toy_keeps_its_defaults_and_a_given_model_gets_trls(tmp_path, ckpt, 
     toy = rl_stage_args(cfg, tmp_path, embedded=True)
     given = rl_stage_args(cfg, tmp_path, embedded=False)
     assert (toy.max_completion_length, toy.learning_rate, toy.gradient_checkpointing) == (8, 5e-6, False)
-    assert (given.max_completion_length, given.learning_rate, given.gradient_checkpointing) == (512, 1e-6, True)
+    assert (given.max_completion_length, given.learning_rate) == (512, 1e-6)  # TRL's GRPOConfig defaults
+    # ... and on a CPU the commands' CPU defaults: no checkpointing, bf16 only where the CPU has bf16 units
+    from trl_ext.models import cpu_has_native_bf16
+
+    assert (toy.bf16, given.bf16, given.gradient_checkpointing) == (False, cpu_has_native_bf16(), False)
     assert (label_max_new_tokens(cfg, True), label_max_new_tokens(cfg, False)) == (8, 512)
     cfg = PipelineConfig(embedded_task="arithmetic", rl={"max_completion_length": 16})
     assert rl_max_completion_length(cfg, False) == label_max_new_tokens(cfg, False) == 16
