@@ -314,6 +314,32 @@ def test_surplus_is_carried_with_its_behaviour_logprobs(tmp_path, ckpt, tokenize
     assert all(math.isfinite(x) for x in logged(t, "loss"))
 
 
+def test_carried_groups_get_behaviour_logprobs_whatever_rule_trl_follows(tmp_path, ckpt, tokenizer, monkeypatch):
+    """Whether a round brought behaviour log-probs is read from GRPOTrainer's output, not from its private rule: here
+    TRL's rule says it computes them (steps_per_generation=2 is off-policy), but a TRL that stopped doing so must not
+    leave carried groups (trained on by a later policy) without them: clipping would do nothing."""
+    generate = GRPOTrainer._generate_and_score_completions
+
+    def without_old_logps(self, inputs):
+        output = generate(self, inputs)
+        output.pop("old_per_token_logps", None)
+        return output
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", without_old_logps)
+
+    def informative_unless_multiple_of_3(prompts, completions, answer, **kwargs):
+        return [float(i % 2) if int(a) % 3 else 0.0 for i, a in enumerate(answer)]
+
+    args = config(tmp_path, max_steps=4, steps_per_generation=2)
+    t = trainer(ckpt, tokenizer, args, [informative_unless_multiple_of_3])
+    seen = record_loss_inputs(t)
+    t.train()
+    assert sum(logged(t, "dynamic_sampling/carried_in_groups")) > 0
+    with_old = [b for b in seen if "old_per_token_logps" in b]
+    assert with_old, "carried groups reached the loss without the log-probs of the policy that sampled them"
+    assert all(torch.isfinite(b["old_per_token_logps"]).all() for b in with_old)
+
+
 def test_works_with_steps_per_generation_accumulation_and_iterations(tmp_path, ckpt, tokenizer):
     args = config(
         tmp_path, max_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=2, steps_per_generation=4,
