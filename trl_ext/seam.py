@@ -59,11 +59,11 @@ GRPO_LOSS_KEYS = {
     "tool_mask": "unused: PPOTrainer refuses tools",
     **dict.fromkeys(("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
                      "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids"),
-                    "unused: PPO trains text models"),
+                    "unused: PPO's loss passes no image inputs (text models)"),
 }
 
 
-# ---- one generation round and its rewards (finding: a stale record must not be read) ------------------------------
+# ---- one generation round and its rewards (a stale record is never read) -------------------------------------------
 _ROUND = "_trl_ext_round_rewards"  # the open round's records, a list; None outside a round
 
 
