@@ -217,6 +217,24 @@ def test_every_grpo_family_trainer(tmp_path, ckpt, tokenizer, kind):
     assert sorted(n for n, p in trainer.model.named_parameters() if p.requires_grad) == trainable
 
 
+def test_kl_is_taken_against_grpos_ref_adapter_when_an_existing_adapter_is_retrained(tmp_path, ckpt, tokenizer):
+    """A PeftModel with a trained adapter and beta != 0: GRPOTrainer copies the adapter to "ref" and takes its
+    reference there (the starting policy), not from the bare base; the callback's KL must use the same reference."""
+    from peft import get_peft_model
+
+    cb = GoldRewardCallback(gold=answer_value, eval_dataset=TASK.eval_dataset(), eval_steps=1, num_prompts=4,
+                            num_samples=2)
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(ckpt),
+                            LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    trainer = trl.GRPOTrainer(model=policy, reward_funcs=[length_reward], args=_args(tmp_path, beta=0.04),
+                              train_dataset=TASK.prompt_dataset(32, seed=0), processing_class=tokenizer,
+                              callbacks=[cb])
+    assert "ref" in trainer.model.peft_config
+    trainer.train()
+    logs = _gold_logs(trainer)
+    assert logs[0]["gold/kl"] == 0.0 and logs[-1]["gold/kl"] != 0.0  # the base with adapters off would not give 0
+
+
 @pytest.mark.parametrize("config_cls, trainer_cls", [(trl.GRPOConfig, trl.GRPOTrainer), (trl.RLOOConfig, trl.RLOOTrainer)])
 def test_ref_model_given_when_the_trainer_has_none(tmp_path, ckpt, tokenizer, config_cls, trainer_cls):
     cb = GoldRewardCallback(gold=answer_value, eval_dataset=TASK.eval_dataset(), eval_steps=1, num_prompts=4,

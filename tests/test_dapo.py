@@ -9,7 +9,6 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
-import trl_ext.dapo.trainer as dapo_module  # liger_bypasses_loss is looked up there
 from trl_ext import DAPOConfig, DAPOTrainer
 from trl_ext.toy import AdditionTask
 
@@ -123,15 +122,11 @@ def test_bad_config_fails_early_naming_the_field(tmp_path, overrides, match):
         config(tmp_path, **overrides)
 
 
-def test_bad_trainer_inputs(tmp_path, ckpt, tokenizer, monkeypatch):
+def test_bad_trainer_inputs(tmp_path, ckpt, tokenizer):
     with pytest.raises(TypeError, match="DAPOConfig"):
         trainer(ckpt, tokenizer, config(tmp_path, cls=GRPOConfig), [always_one])
     with pytest.raises(ValueError, match="dynamic_sampling_signal='accuracy'"):
         trainer(ckpt, tokenizer, config(tmp_path, dynamic_sampling_signal="accuracy"), [always_one])
-    assert not dapo_module.liger_bypasses_loss()  # TRL 1.16 keeps _compute_loss with Liger on
-    monkeypatch.setattr(dapo_module, "liger_bypasses_loss", lambda: True)
-    with pytest.raises(ValueError, match="use_liger_kernel=False"):
-        trainer(ckpt, tokenizer, config(tmp_path, use_liger_kernel=True), [always_one])
 
 
 # ---- drop-in ------------------------------------------------------------------------------------------------------
@@ -317,6 +312,32 @@ def test_surplus_is_carried_with_its_behaviour_logprobs(tmp_path, ckpt, tokenize
     for b in with_old:
         assert torch.isfinite(b["old_per_token_logps"]).all()
     assert all(math.isfinite(x) for x in logged(t, "loss"))
+
+
+def test_carried_groups_get_behaviour_logprobs_whatever_rule_trl_follows(tmp_path, ckpt, tokenizer, monkeypatch):
+    """Whether a round brought behaviour log-probs is read from GRPOTrainer's output, not from its private rule: here
+    TRL's rule says it computes them (steps_per_generation=2 is off-policy), but a TRL that stopped doing so must not
+    leave carried groups (trained on by a later policy) without them: clipping would do nothing."""
+    generate = GRPOTrainer._generate_and_score_completions
+
+    def without_old_logps(self, inputs):
+        output = generate(self, inputs)
+        output.pop("old_per_token_logps", None)
+        return output
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", without_old_logps)
+
+    def informative_unless_multiple_of_3(prompts, completions, answer, **kwargs):
+        return [float(i % 2) if int(a) % 3 else 0.0 for i, a in enumerate(answer)]
+
+    args = config(tmp_path, max_steps=4, steps_per_generation=2)
+    t = trainer(ckpt, tokenizer, args, [informative_unless_multiple_of_3])
+    seen = record_loss_inputs(t)
+    t.train()
+    assert sum(logged(t, "dynamic_sampling/carried_in_groups")) > 0
+    with_old = [b for b in seen if "old_per_token_logps" in b]
+    assert with_old, "carried groups reached the loss without the log-probs of the policy that sampled them"
+    assert all(torch.isfinite(b["old_per_token_logps"]).all() for b in with_old)
 
 
 def test_works_with_steps_per_generation_accumulation_and_iterations(tmp_path, ckpt, tokenizer):

@@ -464,6 +464,53 @@ def test_one_backward_per_step_critic_moves_and_its_gradients_do_not_accumulate(
     assert any(not torch.equal(a, p) for a, p in zip(before, critic))
 
 
+@pytest.mark.parametrize("shape", ["token", "sequence"])
+def test_vllm_importance_sampling_ratio_weights_the_policy_term_as_in_grpo(tmp_path, tiny, tokenizer, shape):
+    """With vLLM, GRPO's output carries ``importance_sampling_ratio`` ((B, T) or (B, 1); TRL's correction, on by
+    default) and GRPO's loss multiplies its policy term by it: so must PPO's. A ratio of 0 on rows 2-3 must give the
+    loss of the same batch with those rows' advantages zeroed (their policy term gone, the value term untouched)."""
+    trainer = _small_trainer(tmp_path, tiny, tokenizer, False)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, read by the loss normaliser
+    inputs = trainer._generate_and_score_completions([trainer.train_dataset[i] for i in range(4)])
+    keep = torch.tensor([1.0, 1.0, 0.0, 0.0]).unsqueeze(1)  # (B, 1)
+    ratio = keep if shape == "sequence" else keep.expand_as(inputs["completion_mask"]).clone()  # (B, 1) or (B, T)
+
+    def loss(**changes):
+        with torch.no_grad():
+            return float(trainer._compute_loss(trainer.model, {**inputs, **changes}))
+
+    without = loss()
+    with_ratio = loss(importance_sampling_ratio=ratio)
+    rows_zeroed = loss(advantages=inputs["advantages"] * keep)
+    assert loss(importance_sampling_ratio=torch.ones_like(ratio)) == without
+    assert with_ratio == pytest.approx(rows_zeroed, abs=1e-7)
+    assert abs(with_ratio - without) > 1e-4  # rows 2-3 did carry a policy term, so ignoring the ratio would show
+
+
+def test_liger_is_refused_where_trl_would_skip_ppos_loss(tmp_path, tiny, tokenizer, monkeypatch):
+    """Older TRLs computed GRPO's loss in Liger when use_liger_kernel=True, never calling ``_compute_loss``: PPO
+    (whose loss replaces GRPO's) must refuse that, naming itself; DAPO's loss is TRL's, so it is unaffected."""
+    from trl import GRPOTrainer
+
+    from trl_ext import DAPOConfig, DAPOTrainer, seam
+
+    def compute_loss_of_trl_0_19(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.use_liger_kernel:  # TRL 0.19's routing: the loss of GRPO, in Liger
+            unwrapped_model = self.accelerator.unwrap_model(model)
+            return self._forward_redirection(model, unwrapped_model, self.compute_liger_loss, unwrapped_model, inputs)
+        return self._compute_loss(model, inputs)
+
+    monkeypatch.setattr(GRPOTrainer, "compute_loss", compute_loss_of_trl_0_19)
+    with pytest.raises(ValueError, match=r"PPOTrainer\._compute_loss.*PPOTrainer's own loss.*use_liger_kernel=False"):
+        PPOTrainer(tiny, always_one, args=_args(tmp_path, use_liger_kernel=True),
+                   train_dataset=AdditionTask().prompt_dataset(8, 0), processing_class=tokenizer)
+    seam.check_loss_routing(PPOTrainer, _args(tmp_path))  # Liger off: nothing to check
+    dapo_args = DAPOConfig(output_dir=str(tmp_path), use_liger_kernel=True, use_cpu=True, bf16=False, report_to=[],
+                           per_device_train_batch_size=4, num_generations=2)
+    seam.check_loss_routing(DAPOTrainer, dapo_args)  # TRL's own loss, wherever TRL computes it
+
+
 def test_deepspeed_is_refused_at_construction(tmp_path, tiny, tokenizer, monkeypatch):
     args = _args(tmp_path)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # what `accelerate launch` with a DeepSpeed config sets

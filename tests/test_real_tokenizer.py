@@ -446,8 +446,8 @@ def test_ppo_missing_eos_penalty_sees_the_im_end_that_is_also_pad(smollm2_tiny, 
     capture(trainer, "_scores", calls)
     trainer.train()
     eos, stopped = smol_tok.eos_token_id, 0
-    for (output,), _, (scores, contains_eos) in calls:
-        total = trainer._round_rewards.total  # (N,): the weighted reward before the penalty
+    for (output, rewards), _, (scores, contains_eos) in calls:
+        total = rewards.total  # (N,): the weighted reward before the penalty
         for i, (ids, mask) in enumerate(zip(output["completion_ids"].tolist(), output["completion_mask"].tolist())):
             ended = eos in ids[: int(sum(mask))]
             stopped += ended

@@ -87,6 +87,16 @@ def record_loss_advantages(t):
     return lambda: [at_loss[(key(p, pm), key(c, cm))] for p, pm, c, cm in generated]
 
 
+def test_completions_table_shows_the_advantages_the_loss_used(tmp_path, ckpt, tokenizer):
+    # GRPOTrainer logs its own advantages in the body that forms them; RLOO's (KL in the reward) differ from GRPO's
+    t = build(RLOOTrainer, RLOOConfig(**common(tmp_path, beta=0.05, max_steps=2)), ckpt, tokenizer, graded)
+    advantages = record_loss_advantages(t)
+    t.train()
+    used = advantages()
+    assert len(used) == 16 and len(set(used)) > 2
+    assert list(t._logs["advantages"]) == used[-8:]  # the table keeps the last generation batch, exactly
+
+
 def hand_leave_one_out(rewards, k):
     """A_i = r_i - (sum of the other k - 1 rewards of its group) / (k - 1), written out without trl_ext."""
     out = []

@@ -1,7 +1,9 @@
 """What trl_ext relies on in the installed TRL: a TRL upgrade that changes it fails here, with the reason, not later.
 
-trl_ext's trainers override private GRPOTrainer hooks, pool the keys of GRPO's generation output, and promise that
-its configs are TRL's configs plus documented differences. Each test names what changed and where to look.
+Everything trl_ext touches of GRPOTrainer's private parts is declared in ``trl_ext.seam`` (the hooks it overrides and
+calls, the attributes it reads, the output keys each loss consumes); these tests check those declarations against the
+installed TRL, and that no other module reaches past the seam. They also check that trl_ext's configs are TRL's
+configs plus documented differences. Each test names what changed and where to look.
 """
 
 import ast
@@ -9,6 +11,7 @@ import dataclasses
 import inspect
 import re
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ import trl
 from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
-from trl_ext import DAPOConfig, DAPOTrainer, PPOTrainer, RLOOConfig, RLOOTrainer
+from trl_ext import DAPOConfig, DAPOTrainer, PPOConfig, PPOTrainer, RLOOConfig, RLOOTrainer, seam
 from trl_ext.advantages import group_relative_advantages
 from trl_ext.resume import ResumableGRPOTrainer
 from trl_ext.groups import PAD_RULES, RECOMPUTED_KEYS
@@ -48,11 +51,13 @@ def _shape(fn):
 HOOKS = sorted({(k, n) for cls in TRAINERS for k, n in overrides(cls)}, key=lambda kn: (kn[0].__name__, kn[1]))
 
 
-def test_the_hooks_trl_ext_relies_on_are_found():
+def test_the_overridden_hooks_are_the_ones_the_seam_declares():
     names = {n for _, n in HOOKS}
-    expected = {"_calculate_rewards", "_generate_and_score_completions", "_compute_loss", "_save_optimizer_and_scheduler",
-                "_load_optimizer_and_scheduler", "create_model_card", "create_optimizer", "_save", "_load_from_checkpoint"}
-    assert expected <= names, f"overrides not found by the enumeration: {expected - names}"
+    assert names == set(seam.OVERRIDDEN_HOOKS), (
+        f"trl_ext overrides GRPOTrainer methods the seam does not declare ({sorted(names - set(seam.OVERRIDDEN_HOOKS))}) "
+        f"or declares hooks nothing overrides ({sorted(set(seam.OVERRIDDEN_HOOKS) - names)}): a new override is a new "
+        "dependency on TRL's internals; list it in trl_ext.seam.OVERRIDDEN_HOOKS (or rename the method)."
+    )
 
 
 @pytest.mark.parametrize("klass, name", HOOKS, ids=[f"{k.__name__}.{n}" for k, n in HOOKS])
@@ -77,13 +82,73 @@ def test_overridden_hook_is_still_called_by_trl_or_transformers(klass, name):
     )
 
 
-def test_hooks_trl_ext_calls_keep_the_arguments_it_passes():
-    params = inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
-    for name in ("model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy"):
-        assert name in params, f"GRPOTrainer._get_per_token_logps_and_entropies lost {name!r} (DAPO and PPO pass it)"
-    assert list(params)[1:5] == ["model", "input_ids", "attention_mask", "logits_to_keep"], (
-        "DAPO/PPO pass (model, input_ids, attention_mask, logits_to_keep) positionally"
+@pytest.mark.parametrize("name", sorted(seam.CALLED_HOOKS))
+def test_hooks_the_seam_calls_keep_the_arguments_it_passes(name):
+    params = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)[1:]  # without self
+    passed = list(seam.CALLED_HOOKS[name])
+    assert params[: len(passed)] == passed, (
+        f"GRPOTrainer.{name}{inspect.signature(getattr(GRPOTrainer, name))} no longer starts with {passed}, which "
+        "trl_ext.seam passes (positionally, then by name): adapt the seam's call."
     )
+
+
+# ---- nothing but the seam touches GRPOTrainer's private parts ------------------------------------------------------
+SEAM_USERS = ["dapo/trainer.py", "dapo/step.py", "dapo/reward_columns.py", "dapo/config.py", "rloo.py", "ppo/trainer.py",
+              "ppo/critic.py", "ppo/roles.py", "ppo/losses.py", "ppo/metrics.py", "ppo/config.py", "callbacks.py",
+              "resume.py"]
+
+
+def _grpo_private_names(tmp_path, ckpt, tokenizer):
+    t, _ = _generation_output(tmp_path, ckpt, tokenizer)
+    names = {n for n in dir(GRPOTrainer) if n.startswith("_") and not n.startswith("__")}
+    names |= {n for n in vars(t) if n.startswith("_") and not n.startswith("__")}
+    return names - {"_tag_names", "_name", "_paper", "_template_file"}  # TRL's model-card class attributes
+
+
+def test_only_the_seam_touches_grpo_trainers_private_parts(tmp_path, ckpt, tokenizer):
+    private = _grpo_private_names(tmp_path, ckpt, tokenizer)
+    package = Path(seam.__file__).parent
+    found = []
+    for relative in SEAM_USERS:
+        tree = ast.parse((package / relative).read_text())
+        for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+            for node in ast.walk(func):
+                if not (isinstance(node, ast.Attribute) and node.attr in private):
+                    continue
+                via_super = isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "super"
+                # an override calling the parent's own hook, or handing the parent hook to the seam (scored_round)
+                if via_super and (node.attr == func.name or node.attr in seam.CALLED_HOOKS):
+                    continue
+                found.append(f"{relative}:{node.lineno} .{node.attr}")
+    assert not found, (
+        f"trl_ext reaches GRPOTrainer's private parts outside trl_ext/seam.py: {sorted(set(found))}. Go through the "
+        "seam (add a function there, declared in its docstring) so a TRL upgrade stays an audit of one file."
+    )
+
+
+def test_grpo_loss_reads_the_keys_the_seam_knows(tmp_path):
+    tree = ast.parse(Path(inspect.getsourcefile(GRPOTrainer)).read_text())
+    method = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_compute_loss")
+    keys = set()
+    for node in ast.walk(method):
+        if isinstance(node, ast.Subscript) and getattr(node.value, "id", None) == "inputs" \
+                and isinstance(node.slice, ast.Constant):
+            keys.add(node.slice.value)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                and getattr(node.func.value, "id", None) == "inputs" and isinstance(node.args[0], ast.Constant):
+            keys.add(node.args[0].value)
+    assert "advantages" in keys, "could not read GRPO's loss inputs from its source: the method changed shape"
+    assert keys == set(seam.GRPO_LOSS_KEYS), (
+        f"GRPOTrainer._compute_loss now reads {sorted(keys - set(seam.GRPO_LOSS_KEYS))} / no longer reads "
+        f"{sorted(set(seam.GRPO_LOSS_KEYS) - keys)}: decide what PPO's loss (which replaces GRPO's) must do with it "
+        "and update trl_ext.seam.GRPO_LOSS_KEYS (e.g. importance_sampling_ratio: PPO applies it)."
+    )
+
+
+def test_the_installed_compute_loss_routes_to_a_replaced_loss_with_liger_on(tmp_path):
+    # TRL 1.16 applies only Liger's layer kernels and still calls _compute_loss: PPO with Liger is allowed
+    seam.check_loss_routing(PPOTrainer, PPOConfig(output_dir=str(tmp_path), use_liger_kernel=True, use_cpu=True,
+                                                  bf16=False, report_to=[], per_device_train_batch_size=2))
 
 
 # ---- one real generation step ------------------------------------------------------------------------------------
@@ -120,9 +185,8 @@ def test_generation_output_keys_are_the_ones_dynamic_sampling_pools(tmp_path, ck
         "them. Add a rule to trl_ext.groups.PAD_RULES (or RECOMPUTED_KEYS)."
     )
     assert output["advantages"].shape == (8,), "trl_ext's keep mask and RLOO expect one advantage per completion"
-    for name in ("_logs", "_metrics", "_buffered_inputs", "_step", "reward_weights", "reward_func_names",
-                 "reward_processing_classes", "_tokenizer", "num_generations_eval", "eos_token_ids", "epsilon_low",
-                 "epsilon_high", "use_vllm", "vllm_importance_sampling_correction"):
+    for name in (*seam.PRIVATE_ATTRIBUTES, "reward_weights", "reward_func_names", "reward_processing_classes",
+                 "num_generations_eval", "eos_token_ids", "epsilon_low", "epsilon_high", "ref_model", "beta"):
         assert hasattr(t, name), f"GRPOTrainer no longer has {name!r}, which trl_ext reads"
     assert {"advantages", "rewards", "prompt", "completion"} <= set(t._logs)
 
@@ -181,6 +245,43 @@ def test_every_key_grpo_can_output_has_a_rule():
     assert not unknown, f"GRPO's _generate_and_score_completions can now output {sorted(unknown)}: add PAD_RULES"
     stale = set(PAD_RULES) - keys
     assert not stale, f"PAD_RULES has rules for keys GRPO no longer outputs: {sorted(stale)}"
+
+
+@pytest.mark.parametrize("cls", [DAPOTrainer, RLOOTrainer, PPOTrainer])
+def test_a_round_not_scored_exactly_once_through_the_hook_is_an_error(tmp_path, ckpt, tokenizer, cls):
+    # trl_ext reads a round's rewards from its _calculate_rewards override: if TRL scored a round without that hook
+    # (or twice), the previous round's rewards would be used silently; the seam refuses instead
+    config = {DAPOTrainer: DAPOConfig, RLOOTrainer: RLOOConfig, PPOTrainer: PPOConfig}[cls]
+    args = config(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, max_completion_length=4,
+                  report_to="none", use_cpu=True, bf16=False)
+    data = AdditionTask().prompt_dataset(8, seed=0)
+
+    def alternating(prompts, **kwargs):
+        return [float(i % 2) for i in range(len(prompts))]
+
+    t = cls(AutoModelForCausalLM.from_pretrained(ckpt), alternating, args=args, train_dataset=data,
+            processing_class=tokenizer)
+    t.model.train()
+    rows = [data[i] for i in (0, 0, 1, 1)]
+    t._generate_and_score_completions(rows)  # a normal round: its record exists from here on
+    override = t._calculate_rewards
+    t._calculate_rewards = types.MethodType(GRPOTrainer._calculate_rewards, t)  # TRL scoring past the override
+    with pytest.raises(RuntimeError, match="_calculate_rewards 0 times for one generation round"):
+        t._generate_and_score_completions(rows)
+    t._calculate_rewards = lambda *a: (override(*a), override(*a))[1]  # TRL scoring a round twice
+    with pytest.raises(RuntimeError, match="_calculate_rewards 2 times"):
+        t._generate_and_score_completions(rows)
+
+
+def test_the_advantages_rewrite_refuses_a_table_whose_tail_is_not_the_round(tmp_path, ckpt, tokenizer):
+    t, output = _generation_output(tmp_path, ckpt, tokenizer)
+    logged = list(t._logs["advantages"])
+    assert logged == output["advantages"].tolist()  # GRPO logged this round's advantages last, all ranks' rows
+    ours = torch.arange(8, dtype=torch.float32)
+    seam.replace_advantages(t, dict(output), ours, slice(0, 8))
+    assert list(t._logs["advantages"]) == ours.tolist()
+    with pytest.raises(RuntimeError, match="not the ones GRPOTrainer just returned"):  # the table holds ours now
+        seam.replace_advantages(t, dict(output), ours + 1, slice(0, 8))
 
 
 def test_reward_function_returning_the_wrong_number_of_values_is_refused(tmp_path, ckpt, tokenizer):

@@ -40,9 +40,11 @@ Design decisions, and why:
   normalisation inside a ``RewardAdapter`` proxy is saved before scoring and restored after, so the evaluation
   batch never enters the training reward's statistics. A run with the callback trains the same weights, bit for
   bit, as one without (``tests/test_callbacks.py``).
-* **The reference.** The trainer's own: its ``ref_model`` (``beta != 0``), or, for a PEFT policy, the same model with
-  its adapters disabled. When it has neither (``beta=0`` without PEFT, the GRPO/DAPO default) no second copy is kept
-  unless asked: pass ``ref_model=`` (a path or a model, e.g. the checkpoint training started from), loaded once at
+* **The reference.** The trainer's own, by GRPOTrainer's rule (:func:`trl_ext.seam.reference_logps`): its
+  ``ref_model`` (``beta != 0``), or, for a PEFT policy, the same model with the adapter ``"ref"`` (GRPOTrainer's copy
+  of an adapter it re-trains) or with its adapters disabled. When it has neither (``beta=0`` without PEFT, the
+  GRPO/DAPO default) no second copy is kept unless asked: pass ``ref_model=`` (a path or a model, e.g. the
+  checkpoint training started from), loaded once at
   ``on_train_begin`` and kept frozen; otherwise the KL is not logged (an info line says so). A frozen copy of the
   policy taken at ``on_train_begin`` would be wrong after a resume (it would copy the resumed weights).
 * **vLLM.** A trainer that generates with vLLM has no transformers generation config: the callback builds one from
@@ -71,7 +73,7 @@ import transformers
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .adapters import keep_requires_grad
+from . import seam
 from .evaluation import Samples, flatten_samples, sample_completions, score_completions
 
 logger = logging.getLogger(__name__)
@@ -387,7 +389,7 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
             gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
         ) as policy:
             return sample_completions(
-                policy, _tokenizer_of(trainer), self.eval_dataset["prompt"], num_samples=self.num_samples,
+                policy, seam.tokenizer(trainer), self.eval_dataset["prompt"], num_samples=self.num_samples,
                 temperature=trainer.temperature, max_new_tokens=trainer.max_completion_length,
                 batch_size=self.batch_size, seed=seed, generation_config=_generation_config(trainer),
                 chat_template_kwargs=getattr(trainer, "chat_template_kwargs", None), return_ids=True,
@@ -406,17 +408,15 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
     def _kl(self, samples: Samples) -> float | None:
         """Mean over sequences of sum_t (log pi - log pi_ref) on the sampled completion tokens; None without a reference."""
         trainer = self.trainer
-        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         reference = getattr(trainer, "ref_model", None)
         reference = self._own_ref if reference is None else reference
-        peft = reference is None and _is_peft(unwrapped)
-        if reference is None and not peft:
+        if not seam.has_reference(trainer, reference):
             if not self.history:
                 logger.info("GoldRewardCallback: the trainer has no reference model (beta=0, no PEFT) and no ref_model "
                             "was given; gold/kl is not logged.")
             return None
         device = trainer.accelerator.device
-        pad = _tokenizer_of(trainer).pad_token_id
+        pad = seam.tokenizer(trainer).pad_token_id
         rows = [(p, c) for p, cs in zip(samples.prompt_ids, samples.completion_ids) for c in cs]
         total, count = 0.0, 0
         chunk = self.batch_size * self.num_samples
@@ -427,25 +427,14 @@ class GoldRewardCallback(TrainerCallback, ExportableState):
                 batch = rows[start : start + chunk]
                 input_ids, attention_mask, completion_mask = _left_right_pad(batch, pad, device)
                 width = completion_mask.size(1)
-                logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, attention_mask, width)
-                if peft:
-                    with keep_requires_grad(unwrapped), unwrapped.disable_adapter():
-                        ref, _, _ = trainer._get_per_token_logps_and_entropies(
-                            trainer.model, input_ids, attention_mask, width
-                        )
-                else:
-                    ref, _, _ = trainer._get_per_token_logps_and_entropies(reference, input_ids, attention_mask, width)
+                logps, _ = seam.per_token_logps(trainer, trainer.model, input_ids, attention_mask, width)
+                ref = seam.reference_logps(trainer, input_ids, attention_mask, width, ref_model=reference)
                 per_sequence = ((logps - ref) * completion_mask).sum(dim=1)  # (B,)
                 total += float(per_sequence.sum())
                 count += per_sequence.numel()
         finally:
             trainer.model.train(was_training)
         return total / max(count, 1)
-
-
-def _tokenizer_of(trainer):
-    """TRL keeps the text tokenizer of a processor (VLMs) in ``_tokenizer``; for text models it is processing_class."""
-    return getattr(trainer, "_tokenizer", None) or trainer.processing_class
 
 
 def _generation_config(trainer):
@@ -455,7 +444,7 @@ def _generation_config(trainer):
         return config
     from transformers import GenerationConfig
 
-    tokenizer = _tokenizer_of(trainer)
+    tokenizer = seam.tokenizer(trainer)
     return GenerationConfig(
         max_new_tokens=trainer.max_completion_length, do_sample=True, temperature=trainer.temperature,
         top_p=trainer.args.top_p, top_k=trainer.args.top_k, min_p=trainer.args.min_p,

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from trl import GRPOTrainer
 
+from . import seam
+
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -104,15 +106,10 @@ class GenerationStateMixin:
 
     def _resume_state(self) -> dict:
         """Per-process state to save with a checkpoint: tensors, numbers, strings, lists and dicts only."""
-        state = {"step": self._step, "reward_funcs": self._reward_adapter_states()}
-        generate_every = self.args.steps_per_generation * self.num_iterations
-        if self._step % generate_every != 0 and self._buffered_inputs is not None:
-            state["buffered_inputs"] = self._buffered_inputs  # mid-block: the rest of the block trains on these
-        return state
+        return {**seam.generation_buffer(self), "reward_funcs": self._reward_adapter_states()}
 
     def _load_resume_state(self, state: dict, checkpoint: str) -> None:
-        self._step = state["step"]
-        self._buffered_inputs = state.get("buffered_inputs")
+        seam.restore_generation_buffer(self, state)
         self._load_reward_adapter_states(state.get("reward_funcs", {}), checkpoint)
 
     def _reward_adapter_states(self) -> dict:

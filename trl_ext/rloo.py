@@ -8,8 +8,9 @@ import inspect
 from dataclasses import dataclass, field
 
 import torch
-from trl.trainer.utils import nanstd, use_adapter
+from trl.trainer.utils import nanstd
 
+from . import seam
 from .advantages import leave_one_out_advantages
 from .cards import RLOO_PAPER
 from .dapo import DAPOConfig, DAPOTrainer
@@ -107,13 +108,13 @@ class RLOOTrainer(DAPOTrainer):
     * the KL term: with ``kl_in='reward'`` (the default) the KL is a term of the sequence reward, so GRPOTrainer's
       per-token loss term is off for the whole run: after GRPOTrainer's ``__init__`` has loaded the reference model,
       its loss coefficient ``beta`` is set to 0 and RLOO's coefficient is kept as ``reward_kl_coef``, and the
-      reference log-probabilities come from ``_reference_logps`` (the reference model, or the base with the LoRA
-      adapter off, as GRPOTrainer takes them). With ``kl_in='loss'`` ``beta`` stays GRPOTrainer's and its k3 term is
-      in the loss as in GRPO.
+      reference log-probabilities come from ``_reference_logps`` (:func:`trl_ext.seam.reference_logps`: the
+      reference model, or under LoRA the adapter "ref" or the base with the adapter off, GRPOTrainer's rule). With
+      ``kl_in='loss'`` ``beta`` stays GRPOTrainer's and its k3 term is in the loss as in GRPO.
 
-    The rewards RLOO starts from are the round's record (``self._round_rewards.shaped_total``,
-    :class:`trl_ext.advantages.RoundRewards`); the completions table shows RLOO's advantages (DAPOTrainer's
-    ``_log_advantages``).
+    The rewards RLOO starts from are the round's record (``rewards.shaped_total``,
+    :class:`trl_ext.advantages.RoundRewards`); the completions table shows RLOO's advantages
+    (:func:`trl_ext.seam.replace_advantages`).
 
     The loss is GRPOTrainer's clipped token-level objective (``loss_type``), not trl.RLOOTrainer's sequence-level
     ratio, which is what lets clip-higher and the token-level loss apply.
@@ -130,7 +131,7 @@ class RLOOTrainer(DAPOTrainer):
         # k3 term as well, so its coefficient is 0 from here on and RLOO's lives in reward_kl_coef.
         self.reward_kl_coef = self.beta if self.args.kl_in == "reward" else 0.0
         if self.reward_kl_coef:
-            self.beta = 0.0
+            seam.move_kl_out_of_the_loss(self)
 
     __init__.__signature__ = inspect.signature(DAPOTrainer.__init__)  # help() and IDEs show the real arguments
 
@@ -150,21 +151,18 @@ class RLOOTrainer(DAPOTrainer):
     def _sequence_kl(self, output: dict, mode: str) -> torch.Tensor:
         """sum_t (log pi_old - log pi_ref) over each completion's tokens, gathered over processes, (N_global,);
         logs the per-token mean as ``kl``. Stores the sampling policy's log-probs in ``output`` if GRPO did not."""
-        if output.get("old_per_token_logps") is None:
+        if seam.behaviour_logps(output) is None:
             output["old_per_token_logps"] = self._policy_logps(output)  # the sampling policy's, (B, T)
         mask = output["completion_mask"]
         if "tool_mask" in output:
             mask = mask * output["tool_mask"]
         per_token_kl = (output["old_per_token_logps"] - self._reference_logps(output)) * mask  # (B, T)
         stats = self.accelerator.reduce(torch.stack([per_token_kl.sum(), mask.sum().float()]), "sum")
-        self._metrics[mode]["kl"].append((stats[0] / stats[1].clamp(min=1.0)).item())
+        seam.metrics(self, mode)["kl"].append((stats[0] / stats[1].clamp(min=1.0)).item())
         return self.accelerator.gather(per_token_kl.sum(dim=-1))
 
+    @torch.no_grad()
     def _reference_logps(self, batch: dict) -> torch.Tensor:
-        """The reference policy's per-token log-probs, taken as GRPOTrainer takes them: its ``ref_model``, or under
-        PEFT the base with the adapter off (the adapter named "ref" when re-training an existing adapter)."""
-        if self.ref_model is not None:
-            return self._policy_logps(batch, self.ref_model)
-        model = self.accelerator.unwrap_model(self.model)
-        with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
-            return self._policy_logps(batch)
+        """The reference policy's per-token log-probs (B, T), by GRPOTrainer's rule
+        (:func:`trl_ext.seam.reference_logps`)."""
+        return seam.reference_logps(self, *seam.model_inputs(batch), batch_size=self.args.per_device_train_batch_size)

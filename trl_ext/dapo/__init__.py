@@ -9,6 +9,6 @@ generation budget).
 """
 
 from .config import ON_CAP_CHOICES, DAPOConfig
-from .trainer import DAPOTrainer, liger_bypasses_loss
+from .trainer import DAPOTrainer
 
-__all__ = ["ON_CAP_CHOICES", "DAPOConfig", "DAPOTrainer", "liger_bypasses_loss"]
+__all__ = ["ON_CAP_CHOICES", "DAPOConfig", "DAPOTrainer"]

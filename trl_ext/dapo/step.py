@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainerCallback
 
+from .. import seam
 from ..groups import PAD_RULES, RECOMPUTED_KEYS, GroupPool, concat_batches, select_rows
 
 CAP_FIXES = ("raise dynamic_sampling_max_refill_rounds, use prompts the model solves sometimes but not always, "
@@ -104,9 +105,10 @@ def masked_filler(rejected: list[dict], num_groups: int, num_generations: int, p
 
 def store_behaviour_logps(pool: GroupPool, policy_logps) -> None:
     """Surplus is trained on later, by a changed policy: record the log-probs of the policy that sampled it, (B, T)
-    per chunk, from ``policy_logps(batch)`` (the current policy)."""
+    per chunk, from ``policy_logps(batch)`` (the current policy), wherever GRPOTrainer's output did not bring them
+    (whether it did is read from the output, :func:`trl_ext.seam.behaviour_logps`, not from TRL's rule)."""
     for chunk in pool.chunks():
-        old = chunk.batch.get("old_per_token_logps")
+        old = seam.behaviour_logps(chunk.batch)
         if old is None or torch.isnan(old).any():
             fresh = policy_logps(chunk.batch)
             if old is not None:  # keep the rows that already hold an older policy's log-probs

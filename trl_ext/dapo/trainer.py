@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 
 import torch
@@ -10,6 +9,7 @@ from tqdm.auto import tqdm
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id, nanstd
 
+from .. import seam
 from ..advantages import RoundRewards, group_relative_advantages
 from ..cards import DAPO_PAPER, ModelCardMixin
 from ..checks import check_prompt_dataset, warn_plain_prompts_for_chat_model
@@ -26,11 +26,6 @@ from .step import masked_filler, record_step, refill_order, refill_rounds_allowe
 logger = logging.getLogger(__name__)
 
 
-def liger_bypasses_loss() -> bool:
-    """Whether the installed GRPOTrainer hands the loss to Liger (skipping ``_compute_loss``) when Liger is on."""
-    return "liger" in inspect.getsource(GRPOTrainer.compute_loss).lower()
-
-
 class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     """Decoupled Clip and Dynamic sAmpling Policy Optimization (DAPO, https://huggingface.co/papers/2503.14476).
 
@@ -41,8 +36,9 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
 
     * ``_calculate_rewards``: calls the parent (the user's reward functions, TRL's warnings), computes the shaping
       from the completion lengths, and records the round's rewards once, for the gathered batch: per function, the
-      weighted total, the shaping and the dynamic sampling signal (``self._round_rewards``, a
-      :class:`trl_ext.advantages.RoundRewards`; subclasses read it, e.g. RLOO's shaped total).
+      weighted total, the shaping and the dynamic sampling signal (a :class:`trl_ext.advantages.RoundRewards`, handed
+      back with the parent's output by :func:`trl_ext.seam.scored_round`, which checks it was recorded exactly once;
+      subclasses receive it, e.g. RLOO's shaped total).
     * ``_generate_and_score_completions`` (train mode, dynamic sampling on): calls the parent once per round --
       first on the dataloader's batch, then on fresh prompts from the training data -- gathers each round's output
       from all ranks, keeps the groups whose signal varies and whose advantages are not all zero, and stops when
@@ -63,9 +59,9 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     * ``create_model_card`` (through :class:`trl_ext.cards.ModelCardMixin`): the card names DAPO, cites its paper
       and trl_ext.
 
-    One place touches GRPOTrainer's state because TRL 1.16 offers no seam for it: GRPOTrainer forms its advantages
-    inline in ``_generate_and_score_completions`` and, in the same body, appends them to ``self._logs["advantages"]``
-    (the completions table), so ``_log_advantages`` puts the replaced ones there instead. Its metrics (``reward``,
+    Everything read or written of GRPOTrainer's private parts goes through :mod:`trl_ext.seam`: among them the
+    completions table, where GRPOTrainer logs its advantages in the body that forms them, so
+    :func:`trl_ext.seam.replace_advantages` puts the replaced ones there. Its metrics (``reward``,
     ``rewards/<name>/*``, ``frac_reward_zero_std``) are left as GRPOTrainer logs them: the user's rewards.
     """
 
@@ -96,10 +92,9 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                          processing_class=processing_class, reward_processing_classes=reward_processing_classes,
                          **kwargs)
         disable_bnb_cpu_repack(self.model)  # no-op unless 4-bit on CPU; see trl_ext.models
-        warn_plain_prompts_for_chat_model(train_dataset, self._tokenizer, "train_dataset", type(self).__name__)
+        warn_plain_prompts_for_chat_model(train_dataset, seam.tokenizer(self), "train_dataset", type(self).__name__)
         self._signal_index = signal_column(args.dynamic_sampling_signal, self.reward_func_names)
         self._overlong = OverlongShaping.from_config(args)  # None when off
-        self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
         self._init_dynamic_sampling_state()
         if args.max_generated_completions is not None:
             self.add_callback(GenerationBudget(self.dynamic_sampling_totals, self.num_generations))
@@ -115,17 +110,13 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                 f"{type(self).__name__} needs a {config_class.__name__}, got {type(args).__name__}. Build the config "
                 f"with trl_ext.{config_class.__name__}(...): the GRPOConfig fields plus its own."
             )
-        if args.use_liger_kernel and liger_bypasses_loss():
-            raise ValueError(
-                "use_liger_kernel=True makes this TRL version compute the loss in Liger, bypassing the DAPO loss. "
-                "Set use_liger_kernel=False."
-            )
+        seam.check_loss_routing(type(self), args)  # a no-op unless a subclass replaces TRL's loss
         return args
 
     def _init_dynamic_sampling_state(self) -> None:
         """The pool, the refill stream's position, the step counter and the run's totals (all checkpointed)."""
         args = self.args
-        self._ds_pool = GroupPool(self.num_generations, self._tokenizer.pad_token_id)
+        self._ds_pool = GroupPool(self.num_generations, seam.tokenizer(self).pad_token_id)
         self._ds_refill_order = None
         self._ds_refill_drawn = 0  # prompts taken from the refill stream so far (a resumed run skips them)
         self._ds_step = 0
@@ -145,34 +136,33 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         shaping = None
         if self._overlong is not None:
             local = self._overlong(completion_ids_list).to(rewards_per_func.device)  # (N_local,)
-            self._log_completion_extra(f"shaping/{self._overlong.name}", local.tolist())  # the completions table
+            seam.log_completion_column(self, f"shaping/{self._overlong.name}", local.tolist())
             shaping = self.accelerator.gather(local)  # (N,), the rows in rewards_per_func's (TRL's global) order
         weights = self.reward_weights.to(rewards_per_func.device)
-        self._round_rewards = round_rewards(rewards_per_func, weights, shaping, self._signal_index)
+        seam.record_round_rewards(self, round_rewards(rewards_per_func, weights, shaping, self._signal_index))
         return rewards_per_func
 
     # ---- dynamic sampling ------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
         if not (self.model.training and self.args.dynamic_sampling):
-            return self._generate_round(inputs)
+            return self._generate_round(inputs)[0]
         return self._dynamic_sampling_step(inputs)
 
-    def _generate_round(self, inputs):
+    def _generate_round(self, inputs) -> tuple[dict, RoundRewards]:
         """One pass of GRPOTrainer's generation and scoring, then the advantages that reach the loss: GRPO's, or
-        ``_round_advantages``'s where it gives any; logs the shaping."""
-        output = super()._generate_and_score_completions(inputs)
+        ``_round_advantages``'s where it gives any; logs the shaping. Returns the output and the round's rewards."""
+        output, rewards = seam.scored_round(self, super()._generate_and_score_completions, inputs)
         mode = "train" if self.model.training else "eval"
-        rewards = self._round_rewards
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         if rewards.shaping is not None:
-            self._metrics[mode][f"shaping/{self._overlong.name}/mean"].append(torch.nanmean(rewards.shaping).item())
-            self._metrics[mode][f"shaping/{self._overlong.name}/std"].append(nanstd(rewards.shaping).item())
+            logged = seam.metrics(self, mode)
+            logged[f"shaping/{self._overlong.name}/mean"].append(torch.nanmean(rewards.shaping).item())
+            logged[f"shaping/{self._overlong.name}/std"].append(nanstd(rewards.shaping).item())
         advantages = self._round_advantages(output, rewards, num_generations, mode)  # (N_global,) or None
         if advantages is not None:
-            self._log_advantages(advantages)
             rows = process_rows(advantages.numel(), self.accelerator.process_index, self.accelerator.num_processes)
-            output["advantages"] = advantages[rows]
-        return output
+            seam.replace_advantages(self, output, advantages, rows)  # the loss's and the completions table's
+        return output, rewards
 
     def _round_advantages(self, output: dict, rewards: RoundRewards, num_generations: int,
                           mode: str) -> torch.Tensor | None:
@@ -183,14 +173,6 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         per_func, weights = shaped_columns(rewards, self.reward_weights)  # (N, F + 1), (F + 1,)
         return group_relative_advantages(per_func, weights, num_generations, self.scale_rewards,
                                          self.multi_objective_aggregation)
-
-    def _log_advantages(self, advantages: torch.Tensor) -> None:
-        """GRPOTrainer appended its advantages of this batch to the completions table: put the ones that reach the
-        loss in their place (TRL 1.16 has no seam between forming the advantages and logging them)."""
-        logged = self._logs["advantages"]
-        for _ in range(min(advantages.numel(), len(logged))):
-            logged.pop()
-        logged.extend(advantages.tolist())
 
     def _dynamic_sampling_step(self, inputs):
         """One generation batch of informative groups: draw rounds until the pool holds enough, handle the cap,
@@ -206,10 +188,10 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if pool.num_groups < need:
             record.padded = self._at_the_cap(need, record, max_refill_rounds)
         batch = pool.take(need)
-        if args.dynamic_sampling_max_staleness > 0 and not self._parent_computes_old_logps():
+        if args.dynamic_sampling_max_staleness > 0:  # where the parent returned none, the surplus gets them now
             store_behaviour_logps(pool, self._policy_logps)
         local = self._local_rows(batch, need)
-        record_step(self.dynamic_sampling_totals, self._metrics["train"], record, need, pool.num_groups)
+        record_step(self.dynamic_sampling_totals, seam.metrics(self, "train"), record, need, pool.num_groups)
         return local
 
     def _draw_rounds(self, inputs, need: int, record: StepRecord, max_refill_rounds: int) -> None:
@@ -224,18 +206,18 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                         total=need, initial=pool.num_groups, desc="dynamic sampling refill", leave=False,
                         disable=self.args.disable_tqdm or not self.accelerator.is_main_process,
                     )
-            self._keep_informative(self._generate_round(inputs), record)
+            self._keep_informative(*self._generate_round(inputs), record)
             if progress is not None:
                 progress.n = min(pool.num_groups, need)
                 progress.refresh()
         if progress is not None:
             progress.close()
 
-    def _keep_informative(self, output: dict, record: StepRecord) -> None:
+    def _keep_informative(self, output: dict, rewards: RoundRewards, record: StepRecord) -> None:
         """Pool the round's groups whose signal varies and whose advantages move; note the rest in ``record``."""
         G, tolerance = self.num_generations, self.args.dynamic_sampling_tolerance
-        batch = gather_output(output, self.accelerator, self._tokenizer.pad_token_id)  # (N_global, ...), every rank
-        signal = self._round_rewards.signal  # (N_global,)
+        batch = gather_output(output, self.accelerator, seam.tokenizer(self).pad_token_id)  # (N_global, ...)
+        signal = rewards.signal  # (N_global,)
         varies = informative_groups(signal, G, tolerance)  # (N_global / G,)
         # the advantages that reach the loss come from the total reward (shaping included) or, in a subclass,
         # from another estimator: a group is kept only if they move too (see DAPOConfig.dynamic_sampling)
@@ -262,7 +244,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             "dynamic_sampling/padded_groups counts them). If this repeats, %s; set dynamic_sampling_on_cap='raise' "
             "to stop instead.", message, padded, CAP_FIXES,
         )
-        pool.add(masked_filler(record.rejected, padded, self.num_generations, self._tokenizer.pad_token_id),
+        pool.add(masked_filler(record.rejected, padded, self.num_generations, seam.tokenizer(self).pad_token_id),
                  self._ds_step)
         return padded
 
@@ -325,19 +307,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if self._ds_pool.num_groups:
             logger.info("dynamic sampling: %d surplus groups restored from %s", self._ds_pool.num_groups, checkpoint)
 
-    def _parent_computes_old_logps(self) -> bool:
-        generate_every = self.args.steps_per_generation * self.num_iterations
-        return self.args.gradient_accumulation_steps % generate_every != 0 or (
-            self.use_vllm and self.vllm_importance_sampling_correction
-        )
-
     @torch.no_grad()
-    def _policy_logps(self, batch: dict, model=None) -> torch.Tensor:
-        """Per-token log-probabilities of ``batch``'s completions under ``model`` (default: the policy), (B, T)."""
-        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-        logps, _, _ = self._get_per_token_logps_and_entropies(
-            self.model if model is None else model, input_ids, attention_mask, batch["completion_ids"].size(1),
-            batch_size=self.args.per_device_train_batch_size,
-        )
-        return logps
+    def _policy_logps(self, batch: dict) -> torch.Tensor:
+        """Per-token log-probabilities of ``batch``'s completions under the current policy, (B, T)."""
+        return seam.per_token_logps(self, self.model, *seam.model_inputs(batch),
+                                    batch_size=self.args.per_device_train_batch_size)[0]

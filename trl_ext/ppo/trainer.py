@@ -11,6 +11,7 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import disable_dropout_in_model, get_config_model_id
 
+from .. import seam
 from ..adapters import keep_requires_grad
 from ..advantages import RoundRewards, gae, token_rewards, weighted_reward, whiten
 from ..cards import INSTRUCTGPT_PAPER, PPO_PAPER, ModelCardMixin
@@ -32,7 +33,8 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     Hooks overridden w.r.t. [`trl.GRPOTrainer`], and why:
 
     * ``_calculate_rewards``: calls GRPO's and records the round's rewards (per function and the weighted total,
-      [`trl_ext.advantages.weighted_reward`], NaN for a completion no function scored) for the next hook.
+      [`trl_ext.advantages.weighted_reward`], NaN for a completion no function scored), handed back with GRPO's
+      output by [`trl_ext.seam.scored_round`] (which checks the hook ran exactly once for the round).
     * ``_generate_and_score_completions``: replaces GRPO's group-relative advantages, in cleanRL's order, one method
       each: the rollout (GRPO's generation and reward scoring), the scores, π_old/reference log-probs and critic
       values, per-token KL-penalised rewards ([`token_rewards`]), GAE ([`trl_ext.advantages.gae`]) and whitening, the
@@ -40,7 +42,11 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
       ``old_per_token_logps`` is always set.
     * ``_compute_loss``: clipped policy surrogate + ``vf_coef`` × clipped value loss, both token-level means over the
       generation batch (GRPO's ``"dapo"`` normalisation, so gradient accumulation is exact), in the one returned loss
-      that Trainer back-propagates (no backward inside the hook, so the engine's backward/step stay Trainer's).
+      that Trainer back-propagates (no backward inside the hook, so the engine's backward/step stay Trainer's). The
+      policy term is multiplied by TRL's vLLM importance-sampling ratio where GRPO's output carries one
+      (``vllm_importance_sampling_correction``, on by default with vLLM), as GRPO's loss does. With
+      ``use_liger_kernel=True`` the installed TRL must still route the loss here
+      ([`trl_ext.seam.check_loss_routing`]; TRL 1.16 does).
     * ``create_optimizer``: one optimizer, scheduler and ``optimizer.step`` for policy and critic: Trainer's policy
       groups plus a critic group (``critic_learning_rate``), with the critic's gradients outside the policy model
       clipped and zeroed by optimizer hooks ([`trl_ext.ppo.critic.optimizer_with_critic`]).
@@ -94,6 +100,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             args = PPOConfig(f"{str(model_name).split('/')[-1]}-PPO")
         if not isinstance(args, PPOConfig):
             raise TypeError(f"PPOTrainer needs args=PPOConfig(...), got {type(args).__name__}.")
+        seam.check_loss_routing(type(self), args)
         reward_funcs = check_roles(args, model, reward_funcs, value_model, ref_model, peft_config, optimizers, kwargs,
                                    (train_dataset, eval_dataset))
         super().__init__(
@@ -101,10 +108,9 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             processing_class=processing_class, reward_processing_classes=reward_processing_classes,
             callbacks=callbacks, optimizers=optimizers, peft_config=peft_config, **kwargs,
         )
-        warn_plain_prompts_for_chat_model(train_dataset, self._tokenizer, "train_dataset", "PPOTrainer")
+        warn_plain_prompts_for_chat_model(train_dataset, seam.tokenizer(self), "train_dataset", "PPOTrainer")
         self.kl_coef = args.kl_coef
         self.kl_ctl = AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon) if args.kl_target else None
-        self._round_rewards: RoundRewards | None = None  # this round's rewards, set by _calculate_rewards
         self._setup_roles(value_model, ref_model)
         porting.check_stop_token_id(args.stop_token_id, self.eos_token_ids)
         for reward_func in self.reward_funcs:
@@ -123,7 +129,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             self.critic = self.accelerator.prepare_model(critic)
             return
         critic = build_separate_critic(
-            value_model, tokenizer=self._tokenizer, reward_funcs=self.reward_funcs,
+            value_model, tokenizer=seam.tokenizer(self), reward_funcs=self.reward_funcs,
             reward_processing_classes=self.reward_processing_classes,
             policy_id=get_config_model_id(self.model.config), args=self.args, unwrap=self.accelerator.unwrap_model,
         )
@@ -131,7 +137,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         # Reference: GRPO builds one only when its loss needs it (beta != 0); PPO's reward needs it for kl_coef > 0.
         if ref_model is not None or (self.kl_coef > 0 and self.ref_model is None and not is_peft_model(unwrapped)):
             ref = build_reference(ref_model, policy_id=get_config_model_id(self.model.config),
-                                  tokenizer=self._tokenizer, args=self.args, dtype=self.model.dtype,
+                                  tokenizer=seam.tokenizer(self), args=self.args, dtype=self.model.dtype,
                                   temperature=self.temperature)
             self.ref_model = self.accelerator.prepare_model(ref, evaluation_mode=True)
 
@@ -162,13 +168,13 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         total = weighted_reward(rewards_per_func, self.reward_weights)  # (N_global,), NaN where unscorable
-        self._round_rewards = RoundRewards(rewards_per_func, total)
+        seam.record_round_rewards(self, RoundRewards(rewards_per_func, total))
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
-        output = self._rollout(inputs)
+        output, rewards = self._rollout(inputs)
         mask = output["completion_mask"].float()  # (B, C)
-        scores, contains_eos = self._scores(output)  # (B,) each
+        scores, contains_eos = self._scores(output, rewards)  # (B,) each
         # An unscorable completion (every reward function returned None: NaN score) carries no learning signal, as in
         # GRPO: GAE runs over the scored rows only, so its advantages are 0 on every token; its value target is the
         # critic's own rollout value. Its tokens stay in the loss normaliser (as GRPO's zero-advantage rows do).
@@ -184,7 +190,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if self.args.whiten_advantages:
             advantages = whiten(advantages, scored_mask)
         returns = torch.where(scored.bool(), returns, values * mask)
-        seq_kl = log_rollout(self._metrics["train" if self.model.training else "eval"], self.accelerator, kl=kl,
+        seq_kl = log_rollout(seam.metrics(self), self.accelerator, kl=kl,
                              kl_coef=self.kl_coef, scores=scores, contains_eos=contains_eos, values=values,
                              returns=returns, mask=mask)
         if self.kl_ctl is not None and self.model.training:
@@ -194,21 +200,23 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             output.pop("ref_per_token_logps", None)
         return output
 
-    def _rollout(self, inputs) -> dict:
-        """GRPO's generation and reward scoring (its group-relative advantages are replaced by the caller)."""
+    def _rollout(self, inputs) -> tuple[dict, RoundRewards]:
+        """GRPO's generation and reward scoring, and the round's rewards (its group-relative advantages are replaced
+        by the caller)."""
         unwrapped = self.accelerator.unwrap_model(self.model)
         if not is_peft_model(unwrapped):
-            return super()._generate_and_score_completions(inputs)
+            return seam.scored_round(self, super()._generate_and_score_completions, inputs)
         with keep_requires_grad(unwrapped):  # GRPO's reference pass (beta != 0) disables adapters: critic refrozen
-            return super()._generate_and_score_completions(inputs)
+            return seam.scored_round(self, super()._generate_and_score_completions, inputs)
 
-    def _scores(self, output) -> tuple[torch.Tensor, torch.Tensor]:
-        """The scalar score of each local completion, (B,): the weighted reward (:func:`weighted_reward`; NaN when
-        no reward function scored it), minus ``missing_eos_penalty`` where it never emitted EOS; and that EOS flag."""
+    def _scores(self, output, rewards: RoundRewards) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scalar score of each local completion, (B,): the round's weighted reward (:func:`weighted_reward`; NaN
+        when no reward function scored it), minus ``missing_eos_penalty`` where it never emitted EOS; and that EOS
+        flag."""
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         device, n_local = completion_ids.device, completion_ids.size(0)
         process_slice = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
-        scores = self._round_rewards.total[process_slice]  # (B,)
+        scores = rewards.total[process_slice]  # (B,)
         lengths = completion_mask.sum(1)
         last_token = completion_ids[torch.arange(n_local, device=device), (lengths - 1).clamp(min=0)]
         contains_eos = torch.isin(last_token, torch.tensor(self.eos_token_ids, device=device)) & (lengths > 0)
@@ -217,26 +225,15 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         return scores, contains_eos
 
     def _rollout_logps(self, output) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """π_old's per-token log-probs (GRPO skips them when on-policy; PPO needs them for the KL penalty and the
-        ratio) and the reference's (a separate model, or with PEFT the base with adapters disabled)."""
+        """π_old's per-token log-probs (GRPO's where its output has them; PPO needs them for the KL penalty and the
+        ratio) and the reference's (GRPO's rule, :func:`trl_ext.seam.reference_logps`), (B, C) each."""
         input_ids, attention_mask, logits_to_keep, batch_size = self._model_inputs(output)
-
-        def per_token_logps(model):  # (B, C)
-            return self._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
-            )[0]
-
-        logps = output.get("old_per_token_logps")
+        logps = seam.behaviour_logps(output)
         if logps is None:
-            logps = per_token_logps(self.model)
+            logps = seam.per_token_logps(self, self.model, input_ids, attention_mask, logits_to_keep, batch_size)[0]
         ref_logps = output.get("ref_per_token_logps")
         if ref_logps is None and self.kl_coef > 0:
-            if self.ref_model is not None:
-                ref_logps = per_token_logps(self.ref_model)
-            else:
-                peft_model = self.accelerator.unwrap_model(self.model)
-                with keep_requires_grad(peft_model), peft_model.disable_adapter():
-                    ref_logps = per_token_logps(self.model)
+            ref_logps = seam.reference_logps(self, input_ids, attention_mask, logits_to_keep, batch_size)
         return logps, ref_logps
 
     def _values(self, output) -> torch.Tensor:
@@ -249,11 +246,9 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         return torch.cat(out).float()
 
     def _model_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)  # (B, P+C)
-        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
         train = self.model.training
         batch_size = self.args.per_device_train_batch_size if train else self.args.per_device_eval_batch_size
-        return input_ids, attention_mask, batch["completion_ids"].size(1), batch_size
+        return *seam.model_inputs(batch), batch_size  # (B, P+C) twice, C, micro-batch
 
     # ---- loss (-> loss logs) ----------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs):
@@ -271,14 +266,14 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         values_new = self.critic(input_ids, attention_mask)[:, -logits_to_keep - 1 : -1].float()  # (B, C)
         vf_loss_tok, vf_clipped = clipped_value_loss(values_new, inputs["values"], inputs["returns"],
                                                      self.args.cliprange_value)
-        logps, entropies, _ = self._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, logits_to_keep, compute_entropy=True
-        )
+        logps, entropies = seam.per_token_logps(self, model, input_ids, attention_mask, logits_to_keep,
+                                                compute_entropy=True)
         ref_logps = inputs["ref_per_token_logps"] if self.beta != 0.0 else None  # GRPO's optional k3 term
         pg_loss_tok, ratio, log_ratio = clipped_surrogate(logps, inputs["old_per_token_logps"], inputs["advantages"],
-                                                          self.epsilon_low, self.epsilon_high, self.beta, ref_logps)
+                                                          self.epsilon_low, self.epsilon_high, self.beta, ref_logps,
+                                                          seam.importance_sampling_ratio(inputs))
         loss = (pg_loss_tok * mask).sum() / normalizer + self.args.vf_coef * (vf_loss_tok * mask).sum() / normalizer
-        log_loss(self._metrics["train" if self.model.training else "eval"], self.accelerator, mask=mask,
+        log_loss(seam.metrics(self), self.accelerator, mask=mask,
                  entropies=entropies, pg_loss_tok=pg_loss_tok, vf_loss_tok=vf_loss_tok, vf_clipped=vf_clipped,
                  ratio=ratio, log_ratio=log_ratio, advantages=inputs["advantages"], epsilon_low=self.epsilon_low,
                  epsilon_high=self.epsilon_high)
