@@ -1,4 +1,4 @@
-"""README.md's "Layout" section names every module of trl_ext/ and every benchmark script, so it cannot drift from the
+"""docs/layout.md's code block names every module of trl_ext/ and every benchmark script, so it cannot drift from the
 tree silently."""
 
 import re
@@ -8,13 +8,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _layout() -> str:
-    readme = (ROOT / "README.md").read_text()
-    match = re.search(r"^## Layout\n+```\n(.*?)\n```", readme, re.S | re.M)
-    assert match, "README.md has no '## Layout' section with a code block"
+    page = (ROOT / "docs" / "layout.md").read_text()
+    match = re.search(r"^```\n(.*?)\n```", page, re.S | re.M)
+    assert match, "docs/layout.md has no code block"
     return match.group(1)
 
 
-def test_every_trl_ext_module_is_in_the_readme_layout():
+def test_every_trl_ext_module_is_in_the_layout():
     layout = _layout()
     package = ROOT / "trl_ext"
     missing = []
@@ -27,17 +27,17 @@ def test_every_trl_ext_module_is_in_the_readme_layout():
             named = f"{path.parent.name}/" in layout and (path.name in layout or path.stem in layout)
         if not named:
             missing.append(str(path.relative_to(ROOT)))
-    assert not missing, f"README.md's Layout section does not name {missing}; redraw it from the tree"
+    assert not missing, f"docs/layout.md does not name {missing}; redraw it from the tree"
 
 
-def test_every_benchmark_script_is_in_the_readme_layout():
+def test_every_benchmark_script_is_in_the_layout():
     layout = _layout()
     missing = [p.name for p in sorted((ROOT / "benchmarks").glob("*.py")) if p.stem not in layout]
-    assert not missing, f"README.md's Layout section does not name benchmarks/{missing}; redraw it from the tree"
+    assert not missing, f"docs/layout.md does not name benchmarks/{missing}; redraw it from the tree"
 
 
 def test_the_layout_names_no_module_that_is_gone():
     layout = _layout()
     named = set(re.findall(r"\b([a-z_]+)\.py\b", layout))
     exists = {p.stem for top in ("trl_ext", "benchmarks", "recipes") for p in (ROOT / top).rglob("*.py")}
-    assert named <= exists, f"README.md's Layout section names {sorted(named - exists)}, which no longer exist"
+    assert named <= exists, f"docs/layout.md names {sorted(named - exists)}, which no longer exist"

@@ -26,7 +26,7 @@ from trl_ext.resume import ResumableGRPOTrainer
 from trl_ext.groups import PAD_RULES, RECOMPUTED_KEYS
 from trl_ext.toy import AdditionTask
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+DROP_IN = Path(__file__).resolve().parent.parent / "docs" / "drop-in.md"  # the user-facing list of differences
 TRAINERS = [DAPOTrainer, RLOOTrainer, PPOTrainer, ResumableGRPOTrainer]
 
 
@@ -351,13 +351,13 @@ def test_config_is_trls_plus_the_listed_differences(ours, theirs, extra, differ)
     assert not missing, f"trl.{theirs.__name__} fields that trl_ext.{ours.__name__} does not accept: {missing}"
     assert set(mine) - set(trls) == set(extra), (
         f"unlisted extra fields {sorted(set(mine) - set(trls) - set(extra))} / listed but gone "
-        f"{sorted(set(extra) - (set(mine) - set(trls)))}: update the list here and in the README"
+        f"{sorted(set(extra) - (set(mine) - set(trls)))}: update the list here and in docs/drop-in.md"
     )
     changed = {name for name in trls if mine[name] != trls[name]}
     assert changed == set(differ), (
         f"defaults differing from trl.{theirs.__name__}: "
         f"{ {n: (mine[n], trls[n]) for n in changed} }; listed: {sorted(differ)}"
     )
-    readme = README.read_text()
-    unlisted = [name for name in {**extra, **differ} if f"`{name}`" not in readme]
-    assert not unlisted, f"README does not list these differences of {ours.__name__}: {unlisted}"
+    page = DROP_IN.read_text()
+    unlisted = [name for name in {**extra, **differ} if f"`{name}`" not in page]
+    assert not unlisted, f"docs/drop-in.md does not list these differences of {ours.__name__}: {unlisted}"
