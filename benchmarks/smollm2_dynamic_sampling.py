@@ -65,7 +65,9 @@ class Setting:
     max_refill_rounds: int = 4
     lora_r: int = 16
     lora_alpha: int = 32
-    num_prompts: int = 2000
+    # 4800 completions = 600 groups: 150 prompts come back ~4 times (GRESO's skipping needs a prompt's history;
+    # the recipe's 2000 would be seen once each). The same prompts for every method.
+    num_prompts: int = 150
     eval_every: int = 25  # optimizer steps
     eval_per_level: int = 25  # held-out problems per level (4 levels)
     bf16: bool = False

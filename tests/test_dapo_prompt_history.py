@@ -136,11 +136,15 @@ def test_skipping_passes_over_only_prompts_that_never_had_signal(tmp_path, ckpt,
     args = config(tmp_path, max_steps=6, overlong_buffer_length=0, dynamic_sampling_skip_probability=0.6)
     t = trainer(ckpt, tokenizer, args, [informative_if_even], n_prompts=8)
     decided, original = [], t._ds_history.skips
-    t._ds_history.skips = lambda key, draw: decided.append((key, original(key, draw))) or decided[-1][1]
+    t._ds_history.skips = lambda key, draw: decided.append((key, draw, original(key, draw))) or decided[-1][2]
+    seen = record_batches(t)
     t.train()
     answers = {prompt_key(row["prompt"]): int(row["answer"]) for row in t.train_dataset}
-    skipped = [key for key, skip in decided if skip]
+    skipped = [key for key, _, skip in decided if skip]
     assert skipped and all(answers[key] % 2 == 1 for key in skipped)
+    # both kinds of decision ran: the dataloader's groups (keyed "first:step:group", replaced) and refill draws
+    assert any(isinstance(d, str) and skip for _, d, skip in decided) and any(isinstance(d, int) for _, d, _ in decided)
+    assert len(seen) == 6 and all(b["completion_ids"].size(0) == 8 for b in seen)
     assert sum(logged(t, "dynamic_sampling/skipped_prompts")) == t.dynamic_sampling_totals["skipped_prompts"]
     assert t.dynamic_sampling_totals["skipped_prompts"] == len(skipped)
     streaks = t._ds_history.streaks
@@ -183,4 +187,5 @@ def test_options_resume_with_their_state(tmp_path, ckpt, tokenizer):
     resumed._load_resume_state = load
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
     assert restored == [(streaks, drawn, totals)]
+    draws = [d for d in draws if isinstance(d, int)]  # the refill stream's (the first round's are keyed by step)
     assert draws == list(range(drawn, drawn + len(draws))) and draws  # every draw is decided, in order

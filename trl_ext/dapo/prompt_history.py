@@ -12,8 +12,8 @@ the number of consecutive zero-variance groups the prompt gave most recently (re
 so the first zero-variance outcome skips it with probability ``p``, each further one raises the chance, and it is
 always drawn at least ``1 - max_p`` of the times. GRESO adapts ``p`` toward a target zero-variance rate; this variant
 keeps it fixed (one knob fewer, and it never skips a prompt with any recorded signal). Decisions use a uniform drawn
-from (seed, draw number), so every rank makes the same one and a resumed run, which knows the draw number, the same
-one as an uninterrupted run.
+from (seed, draw number) -- for the dataloader's batch, (seed, step, group) -- so every rank makes the same one and a
+resumed run, which knows those numbers, the same one as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ def skip_probability(streak: int, probability: float, max_probability: float) ->
     return min(max_probability, 1.0 - (1.0 - probability) ** streak)
 
 
-def draw_uniform(seed: int, draw: int) -> float:
-    """The uniform in [0, 1) that decides the ``draw``-th prompt taken from the refill stream: the same on every rank
-    and after a resume (it depends on nothing but the two numbers)."""
+def draw_uniform(seed: int, draw: int | str) -> float:
+    """The uniform in [0, 1) that decides the ``draw``-th prompt taken from the refill stream (or, keyed by a string
+    such as ``"first:STEP:GROUP"``, a group of the dataloader's batch): the same on every rank and after a resume (it
+    depends on nothing but the two values)."""
     return random.Random(f"{seed}:{draw}").random()
 
 
@@ -55,8 +56,8 @@ class PromptHistory:
         for key, signal in zip(keys, varies, strict=True):
             self.streaks[key] = 0 if signal else self.streaks.get(key, 0) + 1
 
-    def skips(self, key: str, draw: int) -> bool:
-        """Whether the ``draw``-th prompt of the refill stream, with this key, is skipped."""
+    def skips(self, key: str, draw: int | str) -> bool:
+        """Whether the prompt with this key, decided by :func:`draw_uniform` of ``draw``, is skipped."""
         p = skip_probability(self.streaks.get(key, 0), self.probability, self.max_probability)
         return p > 0 and draw_uniform(self.seed, draw) < p
 

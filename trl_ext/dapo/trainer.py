@@ -196,6 +196,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         record = StepRecord(carried_in=pool.num_groups, dropped=dropped)
         max_refill_rounds = refill_rounds_allowed(args, generated_completions(self.dynamic_sampling_totals,
                                                                               self.num_generations))
+        if self._ds_history is not None:
+            inputs = self._skip_in_first_round(inputs, record)
         if args.dynamic_sampling_sized_refill:  # each sized round is capped to the budget itself, not whole rounds
             max_refill_rounds = args.dynamic_sampling_max_refill_rounds
         self._draw_rounds(inputs, need, record, max_refill_rounds)
@@ -299,11 +301,27 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                               args.dynamic_sampling_refill_rate_floor, full_round, self.accelerator.num_processes,
                               budget)
 
-    def _refill_inputs(self, n_prompts: int, record: StepRecord) -> list[dict]:
-        """This rank's rows of ``n_prompts`` fresh prompts, laid out as TRL's RepeatSampler + dataloader would.
-        With prompt skipping on, prompts the history skips are passed over (and counted in ``record``)."""
+    def _skip_in_first_round(self, inputs: list[dict], record: StepRecord) -> list[dict]:
+        """GRESO on the dataloader's batch: a prompt the history skips is replaced, before anything is generated, by
+        a prompt from the refill stream (itself subject to skipping). Decided on the gathered batch, with uniforms
+        keyed by (step, group), so every rank replaces the same groups; returns this rank's rows."""
         G, history = self.num_generations, self._ds_history
-        stream = self._refill_prompt_indices()
+        if not all("prompt" in x for x in inputs):  # an environment supplies the prompt: nothing to key on
+            return inputs
+        rows = gather_object(list(inputs))  # (N_global,) dataset rows, TRL's rank order: groups of G consecutive
+        skipped = [j for j in range(len(rows) // G)
+                   if history.skips(prompt_key(rows[j * G]["prompt"]), f"first:{self._ds_step}:{j}")]
+        if not skipped:
+            return inputs
+        record.skipped += len(skipped)
+        for j, index in zip(skipped, self._draw_refill_prompts(len(skipped), record), strict=True):
+            rows[j * G:(j + 1) * G] = [self.train_dataset[index]] * G
+        return rows[process_rows(len(rows), self.accelerator.process_index, self.accelerator.num_processes)]
+
+    def _draw_refill_prompts(self, n_prompts: int, record: StepRecord) -> list[int]:
+        """``n_prompts`` dataset indices from the refill stream; with prompt skipping on, prompts the history skips
+        are passed over (and counted in ``record``)."""
+        history, stream = self._ds_history, self._refill_prompt_indices()
         indices = []
         while len(indices) < n_prompts:
             index, draw = next(stream), self._ds_refill_drawn
@@ -312,6 +330,12 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
                 record.skipped += 1
                 continue
             indices.append(index)
+        return indices
+
+    def _refill_inputs(self, n_prompts: int, record: StepRecord) -> list[dict]:
+        """This rank's rows of ``n_prompts`` fresh prompts, laid out as TRL's RepeatSampler + dataloader would."""
+        G = self.num_generations
+        indices = self._draw_refill_prompts(n_prompts, record)
         rows = [i for i in indices for _ in range(G)]  # each prompt G times, consecutively
         local = rows[process_rows(len(rows), self.accelerator.process_index, self.accelerator.num_processes)]
         return [self.train_dataset[i] for i in local]
