@@ -189,3 +189,21 @@ def test_options_resume_with_their_state(tmp_path, ckpt, tokenizer):
     assert restored == [(streaks, drawn, totals)]
     draws = [d for d in draws if isinstance(d, int)]  # the refill stream's (the first round's are keyed by step)
     assert draws == list(range(drawn, drawn + len(draws))) and draws  # every draw is decided, in order
+
+
+def test_sized_refill_is_cut_to_the_budget_and_says_so(tmp_path, ckpt, tokenizer, caplog):
+    # a round of the generation batch is 2 groups (8 completions); budget 12 = 3 groups. Step 1: the first round's
+    # 2 groups are all 0; the sized refill wants min(2 / 0.1, 2) = 2 groups, the budget pays for 1; then none is left:
+    # 2 filler groups, and training stops (4 completions left < one first round)
+    from test_dapo import always_zero
+
+    args = config(tmp_path, max_steps=5, overlong_buffer_length=0, max_generated_completions=12,
+                  dynamic_sampling_sized_refill=True)
+    t = trainer(ckpt, tokenizer, args, [always_zero])
+    with caplog.at_level("WARNING", logger="trl_ext.dapo"):
+        t.train()
+    assert t.state.global_step == 1 and t.dynamic_sampling_totals["generated_groups"] == 3
+    assert logged(t, "dynamic_sampling/refill_rounds") == [1]
+    assert logged(t, "dynamic_sampling/padded_groups") == [2]
+    assert any("the sized refill stopped where max_generated_completions could pay for no more groups"
+               in r.getMessage() for r in caplog.records)

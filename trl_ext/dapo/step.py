@@ -65,7 +65,8 @@ class StepRecord:
     informative: int = 0  # kept: signal varies and advantages move
     zero_advantage: int = 0  # signal varies, advantages all zero (shaping cancels it)
     padded: int = 0  # masked filler groups added at the cap
-    skipped: int = 0  # refill prompts skipped before generating (dynamic_sampling_skip_probability)
+    skipped: int = 0  # prompts skipped before generating (dynamic_sampling_skip_probability)
+    budget_spent: bool = False  # a sized refill found no budget left for one more group per rank
     rejected: list[dict] = field(default_factory=list)  # each round's uninformative rows, the filler's source
     reasons: list[str] = field(default_factory=list)  # why groups were rejected, for the cap's message
 

@@ -219,6 +219,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             if record.rounds > 0:
                 n_prompts = self._refill_size(need - pool.num_groups, record)
                 if n_prompts == 0:  # the budget of generated completions cannot pay for one more group per rank
+                    record.budget_spent = True
                     break
                 inputs = self._refill_inputs(n_prompts, record)
                 if progress is None:
@@ -259,6 +260,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         cap = f"dynamic_sampling_max_refill_rounds={args.dynamic_sampling_max_refill_rounds}"
         if max_refill_rounds < args.dynamic_sampling_max_refill_rounds:
             cap += f", lowered to {max_refill_rounds} by what is left of max_generated_completions"
+        if record.budget_spent:
+            cap += "; the sized refill stopped where max_generated_completions could pay for no more groups"
         message = record.cap_message(pool.num_groups, need, cap)
         if args.dynamic_sampling_on_cap == "raise":
             raise RuntimeError(f"{message} To go on, {CAP_FIXES}, or set dynamic_sampling_on_cap='train_on_kept'.")
