@@ -3,6 +3,7 @@ in generated completions and wall-clock.
 
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/smollm2_dynamic_sampling.py --seeds 0 1 2   # hours on a CPU
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/smollm2_dynamic_sampling.py --smoke         # minutes, not a result
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/smollm2_dynamic_sampling.py --dropped_group_cost   # ~1 min
 
 What runs, per seed, from the same start (SmolLM2-135M-Instruct's weights, a fresh LoRA adapter seeded alike) with the
 same hyper-parameters (``recipes/configs/smollm2-rlvr.yaml``'s RL settings: LoRA r 16, learning rate 2e-5, 2 prompts
@@ -212,6 +213,38 @@ def run_one(method: str, seed: int, s: Setting, model_path: str, workdir: Path) 
             "machine": machine_info()}
 
 
+# ---- what a dropped group pays besides its generation (issue item 1c) ---------------------------------------------
+def dropped_group_cost(model_path: str, num_groups: int = 8, G: int = 8, T: int = 16) -> dict:
+    """Seconds to generate one group of ``G`` completions of ``T`` tokens, and to run on it the no-grad log-prob
+    forward TRL 1.16 runs on every row before rewards exist (reference with ``beta != 0``, old policy when steps are
+    misaligned); the mean over ``num_groups`` arithmetic prompts after one warm-up."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_ext.toy import ArithmeticTask
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    generate_s, forward_s = [], []
+    for row in ArithmeticTask().prompt_dataset(num_groups + 1, seed=0):
+        text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        encoded = tokenizer([text] * G, return_tensors="pt")
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            ids = model.generate(**encoded, do_sample=True, max_new_tokens=T, min_new_tokens=T,
+                                 pad_token_id=tokenizer.pad_token_id)  # (G, P + T)
+            t1 = time.perf_counter()
+            logits = model(input_ids=ids, logits_to_keep=T + 1).logits[:, :-1]  # (G, T, V)
+            torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, -T:].unsqueeze(-1))  # (G, T, 1)
+            t2 = time.perf_counter()
+        generate_s.append(t1 - t0)
+        forward_s.append(t2 - t1)
+    generate, forward = statistics.fmean(generate_s[1:]), statistics.fmean(forward_s[1:])
+    return {"prompt_tokens": encoded["input_ids"].shape[1], "completion_tokens": T, "num_generations": G,
+            "generate_s": generate, "logprob_forward_s": forward, "forward_over_generate": forward / generate}
+
+
 # ---- reporting -----------------------------------------------------------------------------------------------------
 def _fmt(x, spec=".3f"):
     return "n/a" if x is None else format(x, spec)
@@ -285,7 +318,12 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a tiny budget, 1 seed, results under /tmp")
     parser.add_argument("--workdir", default="runs/smollm2_dynamic_sampling")
     parser.add_argument("--results", default="benchmarks/results/smollm2_dynamic_sampling.json")
+    parser.add_argument("--dropped_group_cost", action="store_true",
+                        help="only measure what a dropped group's log-prob forward costs against generating it")
     args = parser.parse_args(argv)
+    if args.dropped_group_cost:
+        print(json.dumps({**dropped_group_cost(args.model), "machine": machine_info()}, indent=1))
+        return 0
     setting = SMOKE if args.smoke else Setting()
     if args.budget is not None:
         setting = Setting(**{**asdict(setting), "budget": args.budget})
