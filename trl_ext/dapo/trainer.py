@@ -52,9 +52,9 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
       a subclass (e.g. :class:`trl_ext.RLOOTrainer`) overrides ``_round_advantages`` and inherits all of the
       above. With ``max_generated_completions`` each step's refills are capped to the rest of that budget and a
       callback (:class:`trl_ext.dapo.step.GenerationBudget`) stops training before a step it could not pay for.
-      Opt-in, cheaper refills (:mod:`trl_ext.dapo.prompt_history`): ``dynamic_sampling_skip_probability`` skips refill
-      prompts whose recent groups carried no signal (GRESO; the history is recorded from every round's gathered
-      groups), ``dynamic_sampling_sized_refill`` draws about ``missing / informative rate`` prompts per refill round.
+      Opt-in, cheaper refills (:mod:`trl_ext.dapo.prompt_history`): ``dynamic_sampling_skip_probability`` skips prompts
+      whose recent groups carried no signal before generating them (GRESO; refill prompts are passed over, the
+      dataloader's are replaced from the refill stream; the history is recorded from every round's gathered groups), ``dynamic_sampling_sized_refill`` draws about ``missing / informative rate`` prompts per refill round.
       Dropped rows are not spared TRL's old/reference log-prob forwards: the parent computes them for every row
       before the rewards exist (only when ``beta != 0`` or generation and optimisation steps are misaligned; neither
       with DAPO's defaults), with no seam between; docs/dynamic-sampling.md gives their measured cost.
