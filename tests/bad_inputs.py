@@ -430,6 +430,14 @@ def t_budget_without_dynamic_sampling(ctx):
     return api_error(lambda: _config(ctx, max_generated_completions=400, dynamic_sampling=False))
 
 
+def t_skip_probability_one(ctx):
+    return api_error(lambda: _config(ctx, dynamic_sampling_skip_probability=1.0))
+
+
+def t_max_skip_probability_one(ctx):
+    return api_error(lambda: _config(ctx, dynamic_sampling_max_skip_probability=1.0))
+
+
 def t_one_generation(ctx):
     return api_error(lambda: _config(ctx, num_generations=1))
 
@@ -510,6 +518,9 @@ TRAINER_CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
     ("dapo-budget-small", "config", "`max_generated_completions` below one generation round", t_budget_below_one_round),
     ("dapo-budget-no-ds", "config", "`max_generated_completions` without dynamic sampling",
      t_budget_without_dynamic_sampling),
+    ("dapo-skip-probability", "config", "`dynamic_sampling_skip_probability=1.0` (never revisits a prompt)",
+     t_skip_probability_one),
+    ("dapo-max-skip-probability", "config", "`dynamic_sampling_max_skip_probability=1.0`", t_max_skip_probability_one),
     ("rloo-scale-rewards", "config", "`RLOOConfig(scale_rewards='group')` (GRPO's option)", t_rloo_scale_rewards),
     ("rloo-aggregation", "config", "`RLOOConfig(multi_objective_aggregation='normalize_then_sum')`", t_rloo_aggregation),
     ("rloo-clip-range", "config", "`reward_clip_range=(1.0, -1.0)`", t_rloo_clip_range),

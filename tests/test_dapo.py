@@ -362,7 +362,7 @@ def test_all_solved_or_all_failed_raises_at_the_cap(tmp_path, ckpt, tokenizer, r
     t = trainer(ckpt, tokenizer, args, [reward])
     rounds = []
     original = DAPOTrainer._refill_inputs
-    t._refill_inputs = lambda: rounds.append(1) or original(t)
+    t._refill_inputs = lambda *a: rounds.append(1) or original(t, *a)
     with pytest.raises(RuntimeError, match=rf"found 0 informative groups of the 2.*after 3 generation rounds.*"
                                            rf"all equal to {value}.*dynamic_sampling_on_cap='train_on_kept'"):
         t.train()

@@ -18,15 +18,18 @@ def _sum(prompt):
     return int(a) + int(b)
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dapo_mp")
+def _launch(out, port, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent.parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           str(WORKER), str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           str(WORKER), str(out), *extra]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    return _launch(tmp_path_factory.mktemp("dapo_mp"), 29533)
 
 
 def test_two_ranks_train_on_one_consistent_global_batch(ranks):
@@ -45,3 +48,19 @@ def test_two_ranks_train_on_one_consistent_global_batch(ranks):
     assert r0["totals"] == r1["totals"] and r0["totals"]["trained"] == 9
     assert sum(r0["metrics"]["dynamic_sampling/refill_rounds"]) > 0  # the refill path ran under 2 processes
     assert r0["checksum"] == pytest.approx(r1["checksum"], rel=1e-9)  # DDP kept the replicas identical
+
+
+def test_skipping_and_sized_refills_keep_the_ranks_identical(tmp_path):
+    r0, r1 = _launch(tmp_path, 29534, "cheaper")
+    assert len(r0["seen"]) == len(r1["seen"]) == 5
+    for b0, b1 in zip(r0["seen"], r1["seen"]):
+        assert len(b0["prompts"]) == len(b1["prompts"]) == 6
+        counts = Counter(b0["prompts"] + b1["prompts"])
+        assert all(n % 4 == 0 for n in counts.values()) and all(_sum(p) % 2 == 0 for p in counts), counts
+    assert r0["metrics"] == r1["metrics"] and r0["totals"] == r1["totals"]
+    assert r0["history"] == r1["history"]  # one prompt history, recorded from the gathered groups
+    # a sized refill round is smaller than a generation batch (3 groups): 1 missing group at rate >= 0.5 asks for
+    # 2 prompts (1 per rank); the generated counts show such rounds
+    assert r0["totals"]["generated_groups"] < 3 * (5 + sum(r0["metrics"]["dynamic_sampling/refill_rounds"]))
+    assert r0["totals"]["skipped_prompts"] == sum(r0["metrics"]["dynamic_sampling/skipped_prompts"]) > 0
+    assert r0["checksum"] == pytest.approx(r1["checksum"], rel=1e-9)

@@ -227,3 +227,19 @@ def test_reward_kl_is_taken_against_the_initial_model_and_kept_out_of_the_loss(t
     policy = completion_logps(t.model.eval(), last)  # the policy moved, so a reference equal to it would fail above
     assert (policy[mask] - last_logps[mask]).abs().max() > 1e-3
     assert all("kl" in h for h in t.state.log_history[:-1])
+
+
+def test_composes_with_skipping_sized_refills_and_a_budget(tmp_path, ckpt, tokenizer):
+    # 2 groups a step; 8 prompts so refills revisit (and may skip) the odd-answer ones, whose groups are all 0
+    args = RLOOConfig(**common(tmp_path, max_steps=20, beta=0.0, dynamic_sampling=True,
+                               dynamic_sampling_signal="informative_if_even", dynamic_sampling_skip_probability=0.6,
+                               dynamic_sampling_sized_refill=True, max_generated_completions=60))
+    t = build(RLOOTrainer, args, ckpt, tokenizer, informative_if_even, n=8)
+    t.train()
+    totals = t.dynamic_sampling_totals
+    assert totals["generated_groups"] * 4 <= 60  # sized rounds never overrun the budget
+    # the budget stops training once less than one first round (8 completions) is left
+    assert 60 - totals["generated_groups"] * 4 < 8
+    assert totals["informative"] == totals["trained"] + t.pooled_groups + totals["dropped"]
+    assert totals["skipped_prompts"] == sum(h.get("dynamic_sampling/skipped_prompts", 0) for h in t.state.log_history)
+    assert all(math.isfinite(h["loss"]) for h in t.state.log_history[:-1])

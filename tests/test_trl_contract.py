@@ -328,7 +328,9 @@ RLOO_EXTRA = {
     **dict.fromkeys(
         ["dynamic_sampling", "dynamic_sampling_signal", "dynamic_sampling_tolerance",
          "dynamic_sampling_max_refill_rounds", "dynamic_sampling_on_cap", "dynamic_sampling_max_staleness",
-         "overlong_buffer_length", "overlong_penalty_factor", "max_generated_completions"],
+         "overlong_buffer_length", "overlong_penalty_factor", "max_generated_completions",
+         "dynamic_sampling_skip_probability", "dynamic_sampling_max_skip_probability",
+         "dynamic_sampling_sized_refill", "dynamic_sampling_refill_rate_floor"],
         "DAPO option, off by default"),
 }
 RLOO_DEFAULTS_DIFFER: dict[str, str] = {}  # none: every shared field has trl.RLOOConfig's default

@@ -5,7 +5,7 @@ Layout: ``config.py`` (DAPOConfig: the paper's defaults and the fields TRL lacks
 hooks it overrides, read in the order a step runs them), ``reward_columns.py`` (each round's record: the reward
 columns, the overlong shaping beside them, the total and the signal), ``step.py`` (the model-free pieces of a
 dynamic-sampling step: the refill order, gathering, what the rounds found, the filler, the totals and metrics, the
-generation budget).
+generation budget), ``prompt_history.py`` (the cheaper options: skipping prompts before generating, sized refills).
 """
 
 from .config import ON_CAP_CHOICES, DAPOConfig

@@ -101,6 +101,38 @@ class DAPOConfig(GRPOConfig):
         },
     )
 
+    dynamic_sampling_skip_probability: float = field(
+        default=0.0,
+        metadata={
+            "help": "Skip before generating (GRESO, arXiv 2506.02177): a refill prompt whose most recent groups all "
+            "carried no signal (all right or all wrong) is skipped, before its completions are generated, with "
+            "probability min(dynamic_sampling_max_skip_probability, 1 - (1 - p) ** streak), streak being its "
+            "consecutive zero-variance groups (any group with signal resets it). A per-prompt record keyed by a hash "
+            "of the prompt, kept over the run and checkpointed. A skipped prompt of the dataloader's batch is "
+            "replaced by one from the refill stream; a skipped refill prompt is passed over. 0 (default): off. The count is logged as dynamic_sampling/skipped_prompts."
+        },
+    )
+    dynamic_sampling_max_skip_probability: float = field(
+        default=0.9,
+        metadata={"help": "Upper bound of the skip probability (< 1), so a skipped prompt is still drawn at least "
+                  "1 - this of the times and revisited as the policy changes (GRESO's exploration floor)."},
+    )
+    dynamic_sampling_sized_refill: bool = field(
+        default=False,
+        metadata={
+            "help": "Refill sized to the shortfall (as OpenRLHF dispatches one prompt per dropped group, but at the "
+            "observed rate): each refill round draws about missing / rate prompts, rate being the run's informative "
+            "fraction so far (at least dynamic_sampling_refill_rate_floor), rounded up to a multiple of the number "
+            "of processes and at most a generation batch, instead of a whole generation batch. Extra informative "
+            "groups are carried as surplus. False (default): whole generation batches (DAPO's refill)."
+        },
+    )
+    dynamic_sampling_refill_rate_floor: float = field(
+        default=0.1,
+        metadata={"help": "Lowest informative rate the sized refill assumes (in (0, 1]); bounds a refill round when "
+                  "almost nothing was informative so far."},
+    )
+
     def __post_init__(self):
         # checked before GRPOConfig's own checks so the message names the DAPO fields
         if self.dynamic_sampling and self.num_generations is not None and self.num_generations < 2:
@@ -129,6 +161,18 @@ class DAPOConfig(GRPOConfig):
             raise ValueError("dynamic_sampling_max_refill_rounds must be >= 0 (0: only the first round is drawn).")
         if self.dynamic_sampling_tolerance < 0:
             raise ValueError("dynamic_sampling_tolerance must be >= 0.")
+        if not 0 <= self.dynamic_sampling_skip_probability < 1:
+            raise ValueError(f"dynamic_sampling_skip_probability={self.dynamic_sampling_skip_probability} must be in "
+                             "[0, 1) (0: prompts are never skipped).")
+        if not self.dynamic_sampling_skip_probability <= self.dynamic_sampling_max_skip_probability < 1:
+            raise ValueError(
+                f"dynamic_sampling_max_skip_probability={self.dynamic_sampling_max_skip_probability} must be in "
+                f"[dynamic_sampling_skip_probability={self.dynamic_sampling_skip_probability}, 1): below 1 so a "
+                "skipped prompt is still revisited."
+            )
+        if not 0 < self.dynamic_sampling_refill_rate_floor <= 1:
+            raise ValueError(f"dynamic_sampling_refill_rate_floor={self.dynamic_sampling_refill_rate_floor} must be "
+                             "in (0, 1].")
         if self.dynamic_sampling_max_staleness < 0:
             raise ValueError("dynamic_sampling_max_staleness must be >= 0 (0: surplus is discarded).")
         super().__post_init__()

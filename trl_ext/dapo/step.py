@@ -65,6 +65,8 @@ class StepRecord:
     informative: int = 0  # kept: signal varies and advantages move
     zero_advantage: int = 0  # signal varies, advantages all zero (shaping cancels it)
     padded: int = 0  # masked filler groups added at the cap
+    skipped: int = 0  # prompts skipped before generating (dynamic_sampling_skip_probability)
+    budget_spent: bool = False  # a sized refill found no budget left for one more group per rank
     rejected: list[dict] = field(default_factory=list)  # each round's uninformative rows, the filler's source
     reasons: list[str] = field(default_factory=list)  # why groups were rejected, for the cap's message
 
@@ -116,14 +118,16 @@ def store_behaviour_logps(pool: GroupPool, policy_logps) -> None:
             chunk.batch["old_per_token_logps"] = fresh
 
 
-def record_step(totals: dict, metrics: dict, record: StepRecord, need: int, surplus: int) -> None:
+def record_step(totals: dict, metrics: dict, record: StepRecord, need: int, surplus: int,
+                skipping: bool = False) -> None:
     """Add the step to the run's ``totals`` and log it under ``dynamic_sampling/*``; ``surplus``: groups left in
-    the pool for later steps."""
+    the pool for later steps; ``skipping``: prompt skipping is on (its count is logged)."""
     totals["generated_groups"] += record.generated
     totals["informative"] += record.informative
     totals["trained"] += need - record.padded
     totals["dropped"] += record.dropped
     totals["padded"] += record.padded
+    totals["skipped_prompts"] += record.skipped
     metrics["dynamic_sampling/refill_rounds"].append(max(record.rounds - 1, 0))
     metrics["dynamic_sampling/generated_groups"].append(record.generated)
     metrics["dynamic_sampling/kept_groups"].append(record.informative)
@@ -134,6 +138,8 @@ def record_step(totals: dict, metrics: dict, record: StepRecord, need: int, surp
     metrics["dynamic_sampling/surplus_dropped"].append(record.dropped)
     metrics["dynamic_sampling/padded_groups"].append(record.padded)
     metrics["dynamic_sampling/zero_advantage_groups"].append(record.zero_advantage)
+    if skipping:
+        metrics["dynamic_sampling/skipped_prompts"].append(record.skipped)
 
 
 def generated_completions(totals: dict, num_generations: int) -> int:

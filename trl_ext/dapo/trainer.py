@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from trl import GRPOTrainer
 from trl.trainer.utils import get_config_model_id, nanstd
@@ -19,6 +20,7 @@ from ..models import disable_bnb_cpu_repack
 from ..resume import GenerationStateMixin
 from ..shaping import OverlongShaping
 from .config import DAPOConfig
+from .prompt_history import PromptHistory, prompt_key, refill_prompts
 from .reward_columns import round_rewards, shaped_columns, signal_column
 from .step import CAP_FIXES, GenerationBudget, StepRecord, check_refillable, gather_output, generated_completions
 from .step import masked_filler, record_step, refill_order, refill_rounds_allowed, store_behaviour_logps
@@ -50,6 +52,12 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
       a subclass (e.g. :class:`trl_ext.RLOOTrainer`) overrides ``_round_advantages`` and inherits all of the
       above. With ``max_generated_completions`` each step's refills are capped to the rest of that budget and a
       callback (:class:`trl_ext.dapo.step.GenerationBudget`) stops training before a step it could not pay for.
+      Opt-in, cheaper refills (:mod:`trl_ext.dapo.prompt_history`): ``dynamic_sampling_skip_probability`` skips prompts
+      whose recent groups carried no signal before generating them (GRESO; refill prompts are passed over, the
+      dataloader's are replaced from the refill stream; the history is recorded from every round's gathered groups), ``dynamic_sampling_sized_refill`` draws about ``missing / informative rate`` prompts per refill round.
+      Dropped rows are not spared TRL's old/reference log-prob forwards: the parent computes them for every row
+      before the rewards exist (only when ``beta != 0`` or generation and optimisation steps are misaligned; neither
+      with DAPO's defaults), with no seam between; docs/dynamic-sampling.md gives their measured cost.
     * ``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler`` (through
       :class:`trl_ext.resume.GenerationStateMixin`): every checkpoint also holds the carried surplus (with its
       behaviour log-probabilities and generation step), the refill stream's position, the staleness counter and the
@@ -122,8 +130,12 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         self._ds_step = 0
         # running totals across the run (the benchmark reads them): groups generated / informative / trained on
         self.dynamic_sampling_totals = {
-            "generated_groups": 0, "informative": 0, "trained": 0, "dropped": 0, "padded": 0,
+            "generated_groups": 0, "informative": 0, "trained": 0, "dropped": 0, "padded": 0, "skipped_prompts": 0,
         }
+        self._ds_history = None  # GRESO-style prompt skipping (trl_ext.dapo.prompt_history), None when off
+        if args.dynamic_sampling_skip_probability > 0:
+            self._ds_history = PromptHistory(args.dynamic_sampling_skip_probability,
+                                             args.dynamic_sampling_max_skip_probability, args.seed + 2)
         if args.dynamic_sampling and len(self.train_dataset) < args.generation_batch_size // self.num_generations:
             logger.warning(
                 "train_dataset has %d prompts, fewer than the %d one generation round needs: refills will repeat "
@@ -184,6 +196,10 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         record = StepRecord(carried_in=pool.num_groups, dropped=dropped)
         max_refill_rounds = refill_rounds_allowed(args, generated_completions(self.dynamic_sampling_totals,
                                                                               self.num_generations))
+        if self._ds_history is not None:
+            inputs = self._skip_in_first_round(inputs, record)
+        if args.dynamic_sampling_sized_refill:  # each sized round is capped to the budget itself, not whole rounds
+            max_refill_rounds = args.dynamic_sampling_max_refill_rounds
         self._draw_rounds(inputs, need, record, max_refill_rounds)
         if pool.num_groups < need:
             record.padded = self._at_the_cap(need, record, max_refill_rounds)
@@ -191,7 +207,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if args.dynamic_sampling_max_staleness > 0:  # where the parent returned none, the surplus gets them now
             store_behaviour_logps(pool, self._policy_logps)
         local = self._local_rows(batch, need)
-        record_step(self.dynamic_sampling_totals, seam.metrics(self, "train"), record, need, pool.num_groups)
+        record_step(self.dynamic_sampling_totals, seam.metrics(self, "train"), record, need, pool.num_groups,
+                    skipping=self._ds_history is not None)
         return local
 
     def _draw_rounds(self, inputs, need: int, record: StepRecord, max_refill_rounds: int) -> None:
@@ -200,21 +217,26 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         pool, progress = self._ds_pool, None
         while pool.num_groups < need and record.rounds <= max_refill_rounds:
             if record.rounds > 0:
-                inputs = self._refill_inputs()
+                n_prompts = self._refill_size(need - pool.num_groups, record)
+                if n_prompts == 0:  # the budget of generated completions cannot pay for one more group per rank
+                    record.budget_spent = True
+                    break
+                inputs = self._refill_inputs(n_prompts, record)
                 if progress is None:
                     progress = tqdm(
                         total=need, initial=pool.num_groups, desc="dynamic sampling refill", leave=False,
                         disable=self.args.disable_tqdm or not self.accelerator.is_main_process,
                     )
-            self._keep_informative(*self._generate_round(inputs), record)
+            self._keep_informative(*self._generate_round(inputs), record, inputs)
             if progress is not None:
                 progress.n = min(pool.num_groups, need)
                 progress.refresh()
         if progress is not None:
             progress.close()
 
-    def _keep_informative(self, output: dict, rewards: RoundRewards, record: StepRecord) -> None:
-        """Pool the round's groups whose signal varies and whose advantages move; note the rest in ``record``."""
+    def _keep_informative(self, output: dict, rewards: RoundRewards, record: StepRecord, inputs: list[dict]) -> None:
+        """Pool the round's groups whose signal varies and whose advantages move; note the rest in ``record``; with
+        prompt skipping on, record each group's outcome under its prompt's key (``inputs``: this rank's rows)."""
         G, tolerance = self.num_generations, self.args.dynamic_sampling_tolerance
         batch = gather_output(output, self.accelerator, seam.tokenizer(self).pad_token_id)  # (N_global, ...)
         signal = rewards.signal  # (N_global,)
@@ -223,6 +245,9 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         # from another estimator: a group is kept only if they move too (see DAPOConfig.dynamic_sampling)
         moves = moving_groups(batch["advantages"], G, tolerance)
         keep = varies & moves
+        if self._ds_history is not None and all("prompt" in x for x in inputs):
+            keys = gather_object([prompt_key(x["prompt"]) for x in inputs])  # (N_global,) in TRL's rank order
+            self._ds_history.record(keys[::G], varies.tolist())
         rows = rows_of_groups(keep, G)
         self._ds_pool.add(select_rows(batch, rows), self._ds_step)
         record.add_round(select_rows(batch, ~rows), keep, varies & ~moves, describe_uninformative(signal, G, varies),
@@ -235,6 +260,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         cap = f"dynamic_sampling_max_refill_rounds={args.dynamic_sampling_max_refill_rounds}"
         if max_refill_rounds < args.dynamic_sampling_max_refill_rounds:
             cap += f", lowered to {max_refill_rounds} by what is left of max_generated_completions"
+        if record.budget_spent:
+            cap += "; the sized refill stopped where max_generated_completions could pay for no more groups"
         message = record.cap_message(pool.num_groups, need, cap)
         if args.dynamic_sampling_on_cap == "raise":
             raise RuntimeError(f"{message} To go on, {CAP_FIXES}, or set dynamic_sampling_on_cap='train_on_kept'.")
@@ -262,12 +289,56 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         local["num_items_in_batch"] = loss_mask.sum()
         return local
 
-    def _refill_inputs(self) -> list[dict]:
-        """This rank's rows of one fresh generation batch, laid out as TRL's RepeatSampler + dataloader would."""
-        G, n_prompts = self.num_generations, self.args.generation_batch_size // self.num_generations
-        stream = self._refill_prompt_indices()
-        indices = [next(stream) for _ in range(n_prompts)]
-        self._ds_refill_drawn += n_prompts
+    def _refill_size(self, missing: int, record: StepRecord) -> int:
+        """Prompts the next refill round draws: a whole generation batch, or with ``dynamic_sampling_sized_refill``
+        about ``missing`` over the run's informative rate (:func:`trl_ext.dapo.prompt_history.refill_prompts`)."""
+        args, totals, G = self.args, self.dynamic_sampling_totals, self.num_generations
+        full_round = args.generation_batch_size // G
+        if not args.dynamic_sampling_sized_refill:
+            return full_round
+        generated = totals["generated_groups"] + record.generated
+        budget = None
+        if args.max_generated_completions is not None:
+            budget = args.max_generated_completions // G - generated
+        return refill_prompts(missing, totals["informative"] + record.informative, generated,
+                              args.dynamic_sampling_refill_rate_floor, full_round, self.accelerator.num_processes,
+                              budget)
+
+    def _skip_in_first_round(self, inputs: list[dict], record: StepRecord) -> list[dict]:
+        """GRESO on the dataloader's batch: a prompt the history skips is replaced, before anything is generated, by
+        a prompt from the refill stream (itself subject to skipping). Decided on the gathered batch, with uniforms
+        keyed by (step, group), so every rank replaces the same groups; returns this rank's rows."""
+        G, history = self.num_generations, self._ds_history
+        if not all("prompt" in x for x in inputs):  # an environment supplies the prompt: nothing to key on
+            return inputs
+        rows = gather_object(list(inputs))  # (N_global,) dataset rows, TRL's rank order: groups of G consecutive
+        skipped = [j for j in range(len(rows) // G)
+                   if history.skips(prompt_key(rows[j * G]["prompt"]), f"first:{self._ds_step}:{j}")]
+        if not skipped:
+            return inputs
+        record.skipped += len(skipped)
+        for j, index in zip(skipped, self._draw_refill_prompts(len(skipped), record), strict=True):
+            rows[j * G:(j + 1) * G] = [self.train_dataset[index]] * G
+        return rows[process_rows(len(rows), self.accelerator.process_index, self.accelerator.num_processes)]
+
+    def _draw_refill_prompts(self, n_prompts: int, record: StepRecord) -> list[int]:
+        """``n_prompts`` dataset indices from the refill stream; with prompt skipping on, prompts the history skips
+        are passed over (and counted in ``record``)."""
+        history, stream = self._ds_history, self._refill_prompt_indices()
+        indices = []
+        while len(indices) < n_prompts:
+            index, draw = next(stream), self._ds_refill_drawn
+            self._ds_refill_drawn += 1  # skipped or not: a resumed run continues after it
+            if history is not None and history.skips(prompt_key(self.train_dataset[index]["prompt"]), draw):
+                record.skipped += 1
+                continue
+            indices.append(index)
+        return indices
+
+    def _refill_inputs(self, n_prompts: int, record: StepRecord) -> list[dict]:
+        """This rank's rows of ``n_prompts`` fresh prompts, laid out as TRL's RepeatSampler + dataloader would."""
+        G = self.num_generations
+        indices = self._draw_refill_prompts(n_prompts, record)
         rows = [i for i in indices for _ in range(G)]  # each prompt G times, consecutively
         local = rows[process_rows(len(rows), self.accelerator.process_index, self.accelerator.num_processes)]
         return [self.train_dataset[i] for i in local]
@@ -292,6 +363,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             "dynamic_sampling": {
                 "pool": self._ds_pool.state_dict(), "step": self._ds_step,
                 "refill_drawn": self._ds_refill_drawn, "totals": dict(self.dynamic_sampling_totals),
+                **({"prompt_history": self._ds_history.state_dict()} if self._ds_history is not None else {}),
             },
         }
 
@@ -304,6 +376,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         self._ds_step = ds["step"] if "step" in ds else ds["generation"]  # "generation": older checkpoints
         self._ds_refill_drawn, self._ds_refill_order = ds["refill_drawn"], None
         self.dynamic_sampling_totals.update(ds["totals"])
+        if self._ds_history is not None and "prompt_history" in ds:
+            self._ds_history.load_state_dict(ds["prompt_history"])
         if self._ds_pool.num_groups:
             logger.info("dynamic sampling: %d surplus groups restored from %s", self._ds_pool.num_groups, checkpoint)
 

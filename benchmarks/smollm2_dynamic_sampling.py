@@ -1,0 +1,349 @@
+"""Does dynamic sampling pay for itself? GRPO vs DAPO's dynamic sampling vs the cheaper one, on a real model, counted
+in generated completions and wall-clock.
+
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/smollm2_dynamic_sampling.py --seeds 0 1 2   # hours on a CPU
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/smollm2_dynamic_sampling.py --smoke         # minutes, not a result
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/smollm2_dynamic_sampling.py --dropped_group_cost   # ~1 min
+
+What runs, per seed, from the same start (SmolLM2-135M-Instruct's weights, a fresh LoRA adapter seeded alike) with the
+same hyper-parameters (``recipes/configs/smollm2-rlvr.yaml``'s RL settings: LoRA r 16, learning rate 2e-5, 2 prompts
+x 8 answers a step, 16-token answers, the soft overlong penalty of that recipe) on the arithmetic task
+(:class:`trl_ext.toy.ArithmeticTask`, checker :func:`trl_ext.toy.arithmetic_correct`), and the same budget of
+generated completions (``--budget``), all three with :class:`trl_ext.DAPOTrainer` so only dynamic sampling differs:
+
+* ``grpo``: ``dynamic_sampling=False``, ``max_steps = budget // generation_batch_size`` (every step generates one
+  batch, so this is the same budget);
+* ``dapo``: dynamic sampling as it was before the cheaper options (whole-batch refills), ``max_generated_completions``;
+* ``dapo_cheaper``: + ``dynamic_sampling_skip_probability`` (GRESO-style skipping) + ``dynamic_sampling_sized_refill``.
+  Dropped rows' log-prob forwards (issue item 1c) are not paid with ``beta=0`` (see docs/dynamic-sampling.md).
+
+Every ``--eval_every`` steps the held-out accuracy of the checker, greedy and sampled (temperature 1, 2 samples,
+the same draw for every method at a given evaluation), against generated completions and training wall-clock
+(evaluation time left out). The headline, per method and seed: the generated completions and the wall-clock it
+needs to first reach GRPO's final greedy accuracy, as a ratio to GRPO's (whole budget and whole wall-clock): json keys
+``seeds`` and per method ``generated_completions_ratio`` / ``wall_ratio`` with ``mean`` (None unless every seed
+reached the target) and ``per_seed``. Also zero-advantage shares over training (TRL's ``frac_reward_zero_std``),
+prompts skipped and refill rounds.
+
+Each finished (method, seed) is written to ``benchmarks/results/smollm2_dynamic_sampling.json`` at once and skipped
+by the next sitting, so the seeds can be spread over several sittings; ``.md`` and ``.png`` are rewritten each time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import git_state, machine_info  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "/work/models/smollm2-135m-instruct"
+METHODS = {
+    "grpo": dict(dynamic_sampling=False),
+    "dapo": dict(dynamic_sampling=True),
+    "dapo_cheaper": dict(dynamic_sampling=True, dynamic_sampling_skip_probability=0.5,
+                         dynamic_sampling_sized_refill=True),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What every method shares; the RL settings are smollm2-rlvr.yaml's."""
+
+    budget: int = 4800  # generated completions per run: 300 GRPO steps of 16
+    batch: int = 16  # per_device_train_batch_size: 2 prompts x 8 answers
+    num_generations: int = 8
+    learning_rate: float = 2e-5
+    max_completion_length: int = 16
+    overlong_buffer_length: int = 4
+    overlong_penalty_factor: float = 0.2
+    max_refill_rounds: int = 4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    # 4800 completions = 600 groups: 150 prompts come back ~4 times (GRESO's skipping needs a prompt's history;
+    # the recipe's 2000 would be seen once each). The same prompts for every method.
+    num_prompts: int = 150
+    eval_every: int = 25  # optimizer steps
+    eval_per_level: int = 25  # held-out problems per level (4 levels)
+    bf16: bool = False
+
+
+SMOKE = Setting(budget=32, eval_every=2, eval_per_level=1, num_prompts=64, max_refill_rounds=1)
+
+
+# ---- the headline (pure) -------------------------------------------------------------------------------------------
+def cost_ratios(curve: list[dict], grpo: list[dict], key: str = "accuracy") -> dict:
+    """What ``curve`` spends to first reach GRPO's final ``key``, over what GRPO spent in all (its last point).
+
+    Curves are evaluation points ``{"generated", "wall_s", key}`` in order, from the shared start (generated 0),
+    which does not count: reaching the target there is the start's doing. Returns ``generated_completions_ratio``
+    and ``wall_ratio``, both None when the curve never reaches the target.
+    """
+    target, last = grpo[-1][key], grpo[-1]
+    for point in curve:
+        if point["generated"] > 0 and point[key] >= target - 1e-12:
+            return {"generated_completions_ratio": point["generated"] / last["generated"],
+                    "wall_ratio": point["wall_s"] / last["wall_s"]}
+    return {"generated_completions_ratio": None, "wall_ratio": None}
+
+
+def _mean_and_seeds(values: list[float | None], seeds: list[int]) -> dict:
+    reached = [v for v in values if v is not None]
+    return {"mean": statistics.fmean(reached) if reached and len(reached) == len(values) else None,
+            "mean_over_reached": statistics.fmean(reached) if reached else None,
+            "per_seed": dict(zip(map(str, seeds), values, strict=True))}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per method: the ratios to GRPO on the seeds GRPO and the method both finished, finals, and costs."""
+    by = {(r["method"], r["seed"]): r for r in runs}
+    seeds = sorted(s for (m, s) in by if m == "grpo")
+    out = {"seeds": seeds, "methods": {}}
+    for method in METHODS:
+        ms = [s for s in seeds if (method, s) in by]
+        if not ms:
+            continue
+        rs = [by[(method, s)] for s in ms]
+        ratios = [cost_ratios(by[(method, s)]["curve"], by[("grpo", s)]["curve"]) for s in ms]
+        entry = {name: _mean_and_seeds([r[name] for r in ratios], ms)
+                 for name in ("generated_completions_ratio", "wall_ratio")}
+        for key in ("accuracy", "sampled_accuracy"):
+            entry[f"final_{key}"] = _mean_and_seeds([r["curve"][-1][key] for r in rs], ms)
+            entry[f"start_{key}"] = statistics.fmean(r["curve"][0][key] for r in rs)
+        entry["generated_completions"] = _mean_and_seeds([r["curve"][-1]["generated"] for r in rs], ms)
+        entry["train_wall_s"] = _mean_and_seeds([r["curve"][-1]["wall_s"] for r in rs], ms)
+        entry["frac_reward_zero_std"] = _mean_and_seeds([_mean_logged(r, "frac_reward_zero_std") for r in rs], ms)
+        entry["skipped_prompts"] = _mean_and_seeds([r["totals"].get("skipped_prompts", 0) for r in rs], ms)
+        entry["refill_rounds"] = _mean_and_seeds([sum(h.get("dynamic_sampling/refill_rounds", 0) for h in r["logs"])
+                                                  for r in rs], ms)
+        out["methods"][method] = entry
+    return out
+
+
+def _mean_logged(run: dict, key: str) -> float | None:
+    values = [h[key] for h in run["logs"] if key in h]
+    return statistics.fmean(values) if values else None
+
+
+# ---- one run -------------------------------------------------------------------------------------------------------
+def run_one(method: str, seed: int, s: Setting, model_path: str, workdir: Path) -> dict:
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback, set_seed
+
+    from trl_ext import DAPOConfig, DAPOTrainer
+    from trl_ext.evaluation import oracle_accuracy, sample_completions
+    from trl_ext.toy import ArithmeticTask, arithmetic_correct
+
+    task = ArithmeticTask(eval_per_level=s.eval_per_level)
+    fields = METHODS[method]
+    budget = dict(max_generated_completions=s.budget, max_steps=10 * s.budget // s.batch) if fields[
+        "dynamic_sampling"] else dict(max_steps=s.budget // s.batch)
+    args = DAPOConfig(
+        output_dir=str(workdir / f"{method}-s{seed}"), seed=seed, per_device_train_batch_size=s.batch,
+        num_generations=s.num_generations, learning_rate=s.learning_rate, max_completion_length=s.max_completion_length,
+        temperature=1.0, overlong_buffer_length=s.overlong_buffer_length,
+        overlong_penalty_factor=s.overlong_penalty_factor, dynamic_sampling_max_refill_rounds=s.max_refill_rounds,
+        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        bf16=s.bf16, gradient_checkpointing=False, **budget, **fields,
+    )
+    set_seed(seed)  # the same LoRA initialisation for every method of a seed
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    trainer = DAPOTrainer(
+        AutoModelForCausalLM.from_pretrained(model_path), [arithmetic_correct], args=args,
+        train_dataset=task.prompt_dataset(s.num_prompts, seed=seed), processing_class=tokenizer,
+        peft_config=LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, target_modules="all-linear",
+                               task_type="CAUSAL_LM"),
+    )
+    held_out = task.eval_dataset()
+
+    class Recorder(TrainerCallback):
+        def __init__(self):
+            self.curve, self.logs, self.eval_s, self.start = [], [], 0.0, None
+
+        def generated(self, step: int) -> int:
+            if args.dynamic_sampling:
+                return trainer.dynamic_sampling_totals["generated_groups"] * s.num_generations
+            return step * args.generation_batch_size
+
+        def evaluate(self, step: int):
+            t0 = time.perf_counter()
+            prompts, columns = held_out["prompt"], {"answer": held_out["answer"]}
+            greedy = sample_completions(trainer.model, tokenizer, prompts, temperature=0.0,
+                                        max_new_tokens=s.max_completion_length)
+            sampled = sample_completions(trainer.model, tokenizer, prompts, num_samples=2, temperature=1.0,
+                                         max_new_tokens=s.max_completion_length, seed=10_000 + step)
+            self.curve.append({
+                "step": step, "generated": self.generated(step),
+                "wall_s": t0 - self.start - self.eval_s if self.start is not None else 0.0,
+                "accuracy": oracle_accuracy(prompts, greedy, arithmetic_correct, columns),
+                "sampled_accuracy": oracle_accuracy(prompts, sampled, arithmetic_correct, columns),
+            })
+            self.eval_s += time.perf_counter() - t0
+            print(f"{method} s{seed} {self.curve[-1]}", flush=True)
+
+        def on_train_begin(self, a, state, control, **kwargs):
+            self.evaluate(0)
+            self.start, self.eval_s = time.perf_counter(), 0.0
+
+        def on_log(self, a, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.logs.append({"step": state.global_step,
+                                  **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+
+        def on_step_end(self, a, state, control, **kwargs):
+            if state.global_step % s.eval_every == 0 or control.should_training_stop \
+                    or state.global_step == state.max_steps:
+                self.evaluate(state.global_step)
+
+    recorder = Recorder()
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(recorder)
+    trainer.train()
+    if recorder.curve[-1]["step"] != trainer.state.global_step:  # stopped by a callback after on_step_end ran
+        recorder.evaluate(trainer.state.global_step)
+    return {"method": method, "seed": seed, "curve": recorder.curve, "logs": recorder.logs,
+            "totals": dict(trainer.dynamic_sampling_totals), "setting": asdict(s), "git": git_state(),
+            "machine": machine_info()}
+
+
+# ---- what a dropped group pays besides its generation (issue item 1c) ---------------------------------------------
+def dropped_group_cost(model_path: str, num_groups: int = 8, G: int = 8, T: int = 16) -> dict:
+    """Seconds to generate one group of ``G`` completions of ``T`` tokens, and to run on it the no-grad log-prob
+    forward TRL 1.16 runs on every row before rewards exist (reference with ``beta != 0``, old policy when steps are
+    misaligned); the mean over ``num_groups`` arithmetic prompts after one warm-up."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_ext.toy import ArithmeticTask
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    generate_s, forward_s = [], []
+    for row in ArithmeticTask().prompt_dataset(num_groups + 1, seed=0):
+        text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        encoded = tokenizer([text] * G, return_tensors="pt")
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            ids = model.generate(**encoded, do_sample=True, max_new_tokens=T, min_new_tokens=T,
+                                 pad_token_id=tokenizer.pad_token_id)  # (G, P + T)
+            t1 = time.perf_counter()
+            logits = model(input_ids=ids, logits_to_keep=T + 1).logits[:, :-1]  # (G, T, V)
+            torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, -T:].unsqueeze(-1))  # (G, T, 1)
+            t2 = time.perf_counter()
+        generate_s.append(t1 - t0)
+        forward_s.append(t2 - t1)
+    generate, forward = statistics.fmean(generate_s[1:]), statistics.fmean(forward_s[1:])
+    return {"prompt_tokens": encoded["input_ids"].shape[1], "completion_tokens": T, "num_generations": G,
+            "generate_s": generate, "logprob_forward_s": forward, "forward_over_generate": forward / generate}
+
+
+# ---- reporting -----------------------------------------------------------------------------------------------------
+def _fmt(x, spec=".3f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def markdown(result: dict) -> str:
+    summary = result["summary"]
+    lines = ["# Dynamic sampling that pays for itself: SmolLM2-135M-Instruct, arithmetic", "",
+             f"`{result['command']}`", "",
+             "Ratios: generated completions / wall-clock a method needs to first reach GRPO's final greedy held-out "
+             "accuracy, over GRPO's whole run (n/a: not reached; mean only when every seed reached it).", "",
+             "| method | completions ratio (mean; per seed) | wall ratio (mean; per seed) | final greedy | final sampled "
+             "| zero-std groups | skipped prompts | refill rounds |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for method, e in summary.get("methods", {}).items():
+        def per(name, e=e):
+            return f"{_fmt(e[name]['mean'])}; " + ", ".join(_fmt(v) for v in e[name]["per_seed"].values())
+        lines.append(f"| {method} | {per('generated_completions_ratio')} | {per('wall_ratio')} | "
+                     f"{_fmt(e['final_accuracy']['mean'])} | {_fmt(e['final_sampled_accuracy']['mean'])} | "
+                     f"{_fmt(e['frac_reward_zero_std']['mean'])} | {_fmt(e['skipped_prompts']['mean'], '.1f')} | "
+                     f"{_fmt(e['refill_rounds']['mean'], '.1f')} |")
+    runs = result["runs"]
+    if runs:
+        r = runs[-1]
+        lines += ["", f"Seeds {summary.get('seeds')}; commit {r['git']['commit'][:10]}"
+                  f"{' (dirty)' if r['git']['dirty'] else ''}; {r['machine']['cpu']}, {r['machine']['cores']} cores.",
+                  "", "![curves](smollm2_dynamic_sampling.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    colours = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+    for run in result["runs"]:
+        for row, key in enumerate(("accuracy", "sampled_accuracy")):
+            for col, x in enumerate(("generated", "wall_s")):
+                axes[row][col].plot([p[x] for p in run["curve"]], [p[key] for p in run["curve"]],
+                                    color=colours[run["method"]], alpha=0.6,
+                                    label=run["method"] if run["seed"] == min(result["summary"]["seeds"] or [0]) else None)
+                axes[row][col].set_xlabel("generated completions" if x == "generated" else "training wall-clock (s)")
+                axes[row][col].set_ylabel(f"held-out {'greedy' if key == 'accuracy' else 'sampled'} accuracy")
+    axes[0][0].legend()
+    fig.suptitle("one line per (method, seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(result: dict, path: Path) -> None:
+    result["summary"] = summarise(result["runs"])
+    result["seeds"] = result["summary"]["seeds"]
+    for method, e in result["summary"]["methods"].items():
+        result[method] = {k: e[k] for k in ("generated_completions_ratio", "wall_ratio")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    path.with_suffix(".md").write_text(markdown(result))
+    if result["runs"]:
+        plot(result, path.with_suffix(".png"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--budget", type=int, default=None, help="generated completions per run")
+    parser.add_argument("--smoke", action="store_true", help="a tiny budget, 1 seed, results under /tmp")
+    parser.add_argument("--workdir", default="runs/smollm2_dynamic_sampling")
+    parser.add_argument("--results", default="benchmarks/results/smollm2_dynamic_sampling.json")
+    parser.add_argument("--dropped_group_cost", action="store_true",
+                        help="only measure what a dropped group's log-prob forward costs against generating it")
+    args = parser.parse_args(argv)
+    if args.dropped_group_cost:
+        print(json.dumps({**dropped_group_cost(args.model), "machine": machine_info()}, indent=1))
+        return 0
+    setting = SMOKE if args.smoke else Setting()
+    if args.budget is not None:
+        setting = Setting(**{**asdict(setting), "budget": args.budget})
+    path = Path("/tmp/smollm2_dynamic_sampling_smoke.json") if args.smoke else ROOT / args.results
+    seeds = args.seeds[:1] if args.smoke else args.seeds
+    result = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    result["command"] = "python benchmarks/smollm2_dynamic_sampling.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    for seed in seeds:
+        for method in args.methods:
+            if any(r["method"] == method and r["seed"] == seed for r in result["runs"]):
+                print(f"{method} seed {seed}: recorded, skipped", flush=True)
+                continue
+            run = run_one(method, seed, setting, args.model, ROOT / args.workdir)
+            result["runs"].append(run)
+            write(result, path)  # at once: a later sitting skips it
+    write(result, path)
+    print(path.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""benchmarks/smollm2_dynamic_sampling.py's headline: the ratios to GRPO from hand-written curves, and the json keys."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import smollm2_dynamic_sampling as bench  # noqa: E402
+
+
+def _curve(points):
+    """[(generated, wall_s, greedy accuracy), ...] as evaluation points (sampled accuracy = half the greedy)."""
+    return [{"step": i, "generated": g, "wall_s": w, "accuracy": a, "sampled_accuracy": a / 2}
+            for i, (g, w, a) in enumerate(points)]
+
+
+GRPO = _curve([(0, 0.0, 0.20), (1600, 100.0, 0.30), (3200, 200.0, 0.35), (4800, 300.0, 0.40)])
+
+
+def test_ratio_is_the_first_point_reaching_grpos_final_over_grpos_whole_run():
+    cheaper = _curve([(0, 0.0, 0.20), (1200, 90.0, 0.33), (2400, 150.0, 0.40), (4800, 290.0, 0.45)])
+    # GRPO's final is 0.40 at 4800 completions and 300 s; reached at 2400 completions, 150 s
+    assert bench.cost_ratios(cheaper, GRPO) == {"generated_completions_ratio": 0.5, "wall_ratio": 0.5}
+    # GRPO against itself: its final point (1.0, 1.0) unless it got there earlier
+    assert bench.cost_ratios(GRPO, GRPO) == {"generated_completions_ratio": 1.0, "wall_ratio": 1.0}
+
+
+def test_never_reached_and_the_start_does_not_count():
+    at_start_only = _curve([(0, 0.0, 0.50), (2400, 150.0, 0.30), (4800, 300.0, 0.39)])
+    assert bench.cost_ratios(at_start_only, GRPO) == {"generated_completions_ratio": None, "wall_ratio": None}
+
+
+def _run(method, seed, curve, skipped=0):
+    logs = [{"step": 1, "frac_reward_zero_std": 0.5, "dynamic_sampling/refill_rounds": 2},
+            {"step": 2, "frac_reward_zero_std": 0.25, "dynamic_sampling/refill_rounds": 1}]
+    return {"method": method, "seed": seed, "curve": curve, "logs": logs, "totals": {"skipped_prompts": skipped},
+            "git": {"commit": "abcdef0123", "dirty": False}, "machine": {"cpu": "x", "cores": 2}}
+
+
+def test_summary_and_json_keys(tmp_path):
+    slow = _curve([(0, 0.0, 0.20), (3600, 240.0, 0.40), (4800, 330.0, 0.41)])  # 0.75, 0.8
+    fast = _curve([(0, 0.0, 0.20), (2400, 150.0, 0.40), (4800, 300.0, 0.42)])  # 0.5, 0.5
+    never = _curve([(0, 0.0, 0.20), (4800, 300.0, 0.30)])
+    runs = [_run("grpo", 0, GRPO), _run("grpo", 1, GRPO), _run("dapo_cheaper", 0, slow, skipped=7),
+            _run("dapo_cheaper", 1, fast, skipped=3), _run("dapo", 0, never), _run("dapo", 1, fast)]
+    path = tmp_path / "r.json"
+    bench.write({"runs": runs, "command": "python benchmarks/smollm2_dynamic_sampling.py"}, path)
+    result = json.loads(path.read_text())
+    assert result["seeds"] == [0, 1]
+    cheaper = result["dapo_cheaper"]
+    assert cheaper["generated_completions_ratio"]["mean"] == pytest.approx(0.625)
+    assert cheaper["generated_completions_ratio"]["per_seed"] == {"0": 0.75, "1": 0.5}
+    assert cheaper["wall_ratio"]["mean"] == pytest.approx((0.8 + 0.5) / 2)
+    # a seed that never reached the target leaves no mean to report, only the reached seeds' mean beside it
+    dapo = result["summary"]["methods"]["dapo"]["generated_completions_ratio"]
+    assert dapo["mean"] is None and dapo["mean_over_reached"] == 0.5 and dapo["per_seed"] == {"0": None, "1": 0.5}
+    summary = result["summary"]["methods"]["dapo_cheaper"]
+    assert summary["skipped_prompts"]["mean"] == 5 and summary["refill_rounds"]["mean"] == 3
+    assert summary["frac_reward_zero_std"]["mean"] == pytest.approx(0.375)
+    assert summary["final_sampled_accuracy"]["per_seed"] == {"0": 0.205, "1": 0.21}
+    assert "| dapo_cheaper | 0.625; 0.750, 0.500 |" in path.with_suffix(".md").read_text()
+    assert path.with_suffix(".png").exists()
