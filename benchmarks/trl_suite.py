@@ -87,6 +87,12 @@ def run_pytest(root: Path, name: str, env: dict, junit: Path, k: str | None) -> 
 
 # ---- parsing (pure) ----
 
+def junit_run(xml_text: str) -> dict:
+    """When and how long the run took, from the junit testsuite's attributes."""
+    suite = next(ET.fromstring(xml_text).iter("testsuite"))
+    return {"timestamp": suite.get("timestamp"), "seconds": float(suite.get("time") or 0), "host": suite.get("hostname")}
+
+
 def parse_junit(xml_text: str) -> dict[str, dict]:
     """{test id: {"outcome": passed|failed|skipped|xfailed, "message": first line}} from pytest's junit xml."""
     out = {}
@@ -135,8 +141,9 @@ def counts(results: dict[str, dict], deselected: int) -> dict:
 # ---- report ----
 
 def report(scratch: Path, names, command: str, snapshot: Path, diagnoses: dict) -> dict:
-    data = {"command": command, "snapshot": str(snapshot), "snapshot_commit": snapshot_commit(snapshot),
-            "git": git_state(), "machine": machine_info(), "versions": versions(),
+    runs_file = scratch / "runs.json"  # the command and commit the junit files were made with (written by a run)
+    data = {"command": command, "runs": json.loads(runs_file.read_text()) if runs_file.exists() else None,
+            "snapshot": str(snapshot), "snapshot_commit": snapshot_commit(snapshot), "git": git_state(), "machine": machine_info(), "versions": versions(),
             "deselected_reasons": {n: DESELECT[n] for n in names}, "files": {}}
     for name in names:
         per = {}
@@ -144,10 +151,11 @@ def report(scratch: Path, names, command: str, snapshot: Path, diagnoses: dict) 
             junit = scratch / f"{name}-{variant}.xml"
             if junit.exists():
                 log = junit.with_suffix(".log").read_text() if junit.with_suffix(".log").exists() else ""
-                per[variant] = {"results": parse_junit(junit.read_text()), "deselected": count_deselected(log)}
+                per[variant] = {"results": parse_junit(junit.read_text()), "deselected": count_deselected(log),
+                                "run": junit_run(junit.read_text())}
         if not per:
             continue
-        entry = {v: counts(per[v]["results"], per[v]["deselected"]) for v in per}
+        entry = {v: {**counts(per[v]["results"], per[v]["deselected"]), **per[v]["run"]} for v in per}
         if set(per) == set(VARIANTS):
             entry["comparison"] = compare(per["stock"]["results"], per["swapped"]["results"])
         entry["outcomes"] = {v: {t: r["outcome"] for t, r in per[v]["results"].items()} for v in per}
@@ -163,18 +171,20 @@ def markdown(data: dict) -> str:
     lines = ["# TRL's GRPO and RLOO tests with trl_ext's classes swapped in", "",
              f"Command: `{data['command']}`  ", f"Commit: {data['git']['commit']} (dirty: {data['git']['dirty']}); "
              f"TRL tests from {data['snapshot']} at {data['snapshot_commit']}  ",
+             *([f"Tests run with `{data['runs']['command']}` at commit {data['runs']['commit']}  "] if data["runs"] else []),
              f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores; "
              + ", ".join(f"{k} {v}" for k, v in data["versions"].items()), "",
              "Stock = TRL's classes; swapped = `from trl_ext import DAPOConfig as GRPOConfig, DAPOTrainer as "
              "GRPOTrainer` (GRPO file) and `from trl_ext import RLOOConfig, RLOOTrainer` (RLOO file). Models and "
              "datasets are offline stand-ins (benchmarks/trl_suite_standins.py). xfailed = TRL's own xfail marks.", "",
-             "| file | run | passed | failed | skipped | xfailed | deselected |", "|---|---|---|---|---|---|---|"]
+             "| file | run | passed | failed | skipped | xfailed | deselected | started (UTC) | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, entry in data["files"].items():
         for variant in VARIANTS:
             if variant in entry:
                 c = entry[variant]
                 lines.append(f"| {name} | {variant} | {c['passed']} | {c['failed']} | {c['skipped']} | "
-                             f"{c['xfailed']} | {c['deselected']} |")
+                             f"{c['xfailed']} | {c['deselected']} | {c['timestamp']} | {c['seconds']:.0f} |")
     for name, entry in data["files"].items():
         lines += ["", f"## {name}", "", "Deselected: " + "; ".join(f"`{k}` ({v})"
                                                                   for k, v in data["deselected_reasons"][name].items())]
@@ -209,6 +219,8 @@ def main(argv=None):
         from trl_suite_standins import build_all
 
         env = {**os.environ, **build_all(args.scratch)}
+        if not args.k:
+            (args.scratch / "runs.json").write_text(json.dumps({"command": command, "commit": git_state()["commit"]}))
         for name in args.files:
             for variant in args.variants:
                 root = extract(args.snapshot, args.scratch, name, variant)

@@ -12,7 +12,7 @@ import trl_suite_standins as standins  # noqa: E402
 
 # what pytest 9 writes with -o junit_family=xunit1: a pass, a failure, an error, a skip, an xfail
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="1" failures="1"
-skipped="2" tests="5">
+skipped="2" tests="5" time="691.963" timestamp="2026-12-06T02:55:23.570177+00:00" hostname="vm">
 <testcase classname="tests.test_grpo_trainer.TestGRPOTrainer" name="test_init_minimal" time="1.0" />
 <testcase classname="tests.test_grpo_trainer.TestGRPOTrainer" name="test_train[tiny-Qwen2]" time="2.0">
   <failure message="AssertionError: Parameter model.norm.weight has not changed.&#10;assert not True">trace</failure>
@@ -34,6 +34,8 @@ def test_parse_junit_outcomes_and_first_lines():
         "TestGRPOTrainer::test_tools": "xfailed"}
     assert results["TestGRPOTrainer::test_train[tiny-Qwen2]"]["message"] == (
         "AssertionError: Parameter model.norm.weight has not changed.")
+    assert suite.junit_run(JUNIT) == {"timestamp": "2026-12-06T02:55:23.570177+00:00", "seconds": 691.963,
+                                      "host": "vm"}
     assert suite.counts(results, deselected=7) == {"passed": 1, "failed": 2, "skipped": 1, "xfailed": 1,
                                                    "deselected": 7}
 
