@@ -197,7 +197,9 @@ def markdown(data: dict) -> str:
             diagnosis = data["diagnoses"].get(name, {}).get(test, "")
             lines.append(f"- `{test}`: {message}" + (f"  \n  Cause: {diagnosis}" if diagnosis else ""))
         lines += ["", f"### Fails on stock TRL 1.16, left out of the comparison ({len(comp['fails_on_stock'])})", ""]
-        lines += [f"- `{test}`: {message}" for test, message in comp["fails_on_stock"].items()]
+        for test, message in comp["fails_on_stock"].items():
+            diagnosis = data["diagnoses"].get(name, {}).get(test, "")
+            lines.append(f"- `{test}`: {message}" + (f"  \n  Cause: {diagnosis}" if diagnosis else ""))
         if comp["fail_stock_pass_swapped"]:
             lines += ["", "Of these, passing swapped: " + ", ".join(f"`{t}`" for t in comp["fail_stock_pass_swapped"])]
     return "\n".join(lines) + "\n"
@@ -212,7 +214,7 @@ def main(argv=None):
     parser.add_argument("-k", help="pytest -k expression (development runs; results are not written)")
     parser.add_argument("--report-only", action="store_true", help="re-read the junit files in --scratch")
     parser.add_argument("--diagnoses", type=Path, default=RESULTS / "trl_suite_diagnoses.json",
-                        help="{file: {test id: one-sentence cause}} shown beside each swapped failure")
+                        help="{file: {test id: one-sentence cause}} shown beside each failure (hand-written)")
     args = parser.parse_args(argv)
     command = "python benchmarks/trl_suite.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.report_only:
