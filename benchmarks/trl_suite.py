@@ -185,6 +185,10 @@ def markdown(data: dict) -> str:
                 c = entry[variant]
                 lines.append(f"| {name} | {variant} | {c['passed']} | {c['failed']} | {c['skipped']} | "
                              f"{c['xfailed']} | {c['deselected']} | {c['timestamp']} | {c['seconds']:.0f} |")
+    for name in data["deselected_reasons"]:
+        if name not in data["files"]:
+            lines += ["", f"## {name}", "", f"Not run: no junit file for {name} in the scratch folder (rerun with "
+                      f"`--files {name}`)."]
     for name, entry in data["files"].items():
         lines += ["", f"## {name}", "", "Deselected: " + "; ".join(f"`{k}` ({v})"
                                                                   for k, v in data["deselected_reasons"][name].items())]
