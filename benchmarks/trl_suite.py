@@ -159,6 +159,8 @@ def report(scratch: Path, names, command: str, snapshot: Path, diagnoses: dict) 
         if set(per) == set(VARIANTS):
             entry["comparison"] = compare(per["stock"]["results"], per["swapped"]["results"])
         entry["outcomes"] = {v: {t: r["outcome"] for t, r in per[v]["results"].items()} for v in per}
+        entry["failures"] = {v: {t: r["message"] for t, r in per[v]["results"].items() if r["outcome"] == "failed"}
+                             for v in per}
         data["files"][name] = entry
     data["diagnoses"] = diagnoses
     RESULTS.mkdir(exist_ok=True)
@@ -194,7 +196,11 @@ def markdown(data: dict) -> str:
                                                                   for k, v in data["deselected_reasons"][name].items())]
         comp = entry.get("comparison")
         if not comp:
-            lines += ["", "(only one variant ran)"]
+            for variant, failures in entry["failures"].items():  # one variant only: its failures, to compare later
+                lines += ["", f"Only the {variant} run exists. Its failures ({len(failures)}):", ""]
+                for test, message in failures.items():
+                    diagnosis = data["diagnoses"].get(name, {}).get(test, "")
+                    lines.append(f"- `{test}`: {message}" + (f"  \n  Cause: {diagnosis}" if diagnosis else ""))
             continue
         lines += ["", f"### Passes stock, fails swapped ({len(comp['swapped_failures'])})", ""]
         for test, message in comp["swapped_failures"].items():
