@@ -404,10 +404,8 @@ def t_prompt_ids(ctx):
 
 
 def t_iterable(ctx):
-    from datasets import IterableDataset
-
-    stream = IterableDataset.from_generator(lambda: iter([{"prompt": "1+1="}] * 8))
-    return api_error(lambda: _trainer(ctx, data=stream))
+    rows = (row for row in [{"prompt": "1+1="}] * 8)  # a one-shot generator; a datasets.IterableDataset is accepted
+    return api_error(lambda: _trainer(ctx, data=rows))
 
 
 def t_grpo_config(ctx):
@@ -511,7 +509,8 @@ TRAINER_CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
     ("trainer-pretokenized", "dataset", "pre-tokenized dataset (`input_ids`) given to PPOTrainer", t_pretokenized),
     ("trainer-empty", "dataset", "`train_dataset` with no rows", t_empty),
     ("trainer-prompt-ids", "dataset", "`prompt` column holding token ids", t_prompt_ids),
-    ("trainer-iterable", "dataset", "an `IterableDataset` with dynamic sampling on", t_iterable),
+    ("trainer-iterable", "dataset", "a plain iterable of rows (not a `datasets` dataset) with dynamic sampling on",
+     t_iterable),
     ("trainer-grpo-config", "config", "`trl.GRPOConfig` given to DAPOTrainer", t_grpo_config),
     ("dapo-on-cap", "config", "`dynamic_sampling_on_cap='stop'`", t_on_cap),
     ("dapo-one-generation", "config", "`num_generations=1` with dynamic sampling", t_one_generation),

@@ -64,3 +64,19 @@ def test_skipping_and_sized_refills_keep_the_ranks_identical(tmp_path):
     assert r0["totals"]["generated_groups"] < 3 * (5 + sum(r0["metrics"]["dynamic_sampling/refill_rounds"]))
     assert r0["totals"]["skipped_prompts"] == sum(r0["metrics"]["dynamic_sampling/skipped_prompts"]) > 0
     assert r0["checksum"] == pytest.approx(r1["checksum"], rel=1e-9)
+
+
+def test_a_streaming_dataset_keeps_the_ranks_identical(tmp_path):
+    # every rank reads the whole stream for its refills and takes the same prompts: the stream's rows in order
+    r0, r1 = _launch(tmp_path, 29535, "stream")
+    assert len(r0["seen"]) == len(r1["seen"]) == 5
+    for b0, b1 in zip(r0["seen"], r1["seen"]):
+        assert len(b0["prompts"]) == len(b1["prompts"]) == 6
+        counts = Counter(b0["prompts"] + b1["prompts"])
+        assert all(n % 4 == 0 for n in counts.values()) and all(_sum(p) % 2 == 0 for p in counts), counts
+        assert b0["num_items_in_batch"] == b1["num_items_in_batch"]
+    prompts = r0["prompts"]
+    assert r0["refills"] == r1["refills"] and r0["refills"]
+    assert r0["refills"] == [prompts[i % len(prompts)] for i in range(len(r0["refills"]))]
+    assert r0["metrics"] == r1["metrics"] and r0["totals"] == r1["totals"] and r0["totals"]["trained"] == 15
+    assert r0["checksum"] == pytest.approx(r1["checksum"], rel=1e-9)

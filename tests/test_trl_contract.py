@@ -93,9 +93,9 @@ def test_hooks_the_seam_calls_keep_the_arguments_it_passes(name):
 
 
 # ---- nothing but the seam touches GRPOTrainer's private parts ------------------------------------------------------
-SEAM_USERS = ["dapo/trainer.py", "dapo/step.py", "dapo/reward_columns.py", "dapo/config.py", "rloo.py", "ppo/trainer.py",
-              "ppo/critic.py", "ppo/roles.py", "ppo/losses.py", "ppo/metrics.py", "ppo/config.py", "callbacks.py",
-              "resume.py"]
+SEAM_USERS = ["dapo/trainer.py", "dapo/step.py", "dapo/refill.py", "dapo/reward_columns.py", "dapo/config.py",
+              "rloo.py", "ppo/trainer.py", "ppo/critic.py", "ppo/roles.py", "ppo/losses.py", "ppo/metrics.py",
+              "ppo/config.py", "callbacks.py", "resume.py"]
 
 
 def _grpo_private_names(tmp_path, ckpt, tokenizer):

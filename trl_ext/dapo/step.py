@@ -1,5 +1,5 @@
 """The pieces of one dynamic-sampling step that need no trainer (DAPO Section 3.2; the trainer's
-``_dynamic_sampling_step``): the refill prompts' order, a round's output gathered from all ranks, what the rounds
+``_dynamic_sampling_step``): a round's output gathered from all ranks, what the rounds
 found, the cap's message, the masked filler, the surplus's behaviour log-probs, the step's running totals and
 metrics, and the budget of generated completions (``max_generated_completions``)."""
 
@@ -15,23 +15,6 @@ from ..groups import PAD_RULES, RECOMPUTED_KEYS, GroupPool, concat_batches, sele
 
 CAP_FIXES = ("raise dynamic_sampling_max_refill_rounds, use prompts the model solves sometimes but not always, "
              "pick another dynamic_sampling_signal, or check that the reward function returns numbers")
-
-
-def check_refillable(train_dataset) -> None:
-    """Refills draw prompts by index: refuse a dataset without ``__getitem__`` and ``__len__``."""
-    if train_dataset is not None and not (hasattr(train_dataset, "__getitem__") and hasattr(train_dataset, "__len__")):
-        raise ValueError(
-            "dynamic sampling refills with prompts drawn by index from train_dataset, which needs a map-style "
-            "dataset (an IterableDataset was given). Pass a datasets.Dataset or set dynamic_sampling=False."
-        )
-
-
-def refill_order(seed: int, num_prompts: int):
-    """Prompt indices for the refills: one endless stream, identical on every rank (same seed), reshuffled each pass
-    over the dataset. Its own generator, so the global RNG (sampling, dropout) is not touched."""
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        yield from torch.randperm(num_prompts, generator=generator).tolist()
 
 
 def gather_output(output: dict, accelerator, pad_token_id: int) -> dict:

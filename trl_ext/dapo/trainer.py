@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -22,8 +23,9 @@ from ..shaping import OverlongShaping
 from .config import DAPOConfig
 from .prompt_history import PromptHistory, prompt_key, refill_prompts
 from .reward_columns import round_rewards, shaped_columns, signal_column
-from .step import CAP_FIXES, GenerationBudget, StepRecord, check_refillable, gather_output, generated_completions
-from .step import masked_filler, record_step, refill_order, refill_rounds_allowed, store_behaviour_logps
+from .refill import StreamRefills, check_ranks_drew_alike, check_refillable, refill_source
+from .step import CAP_FIXES, GenerationBudget, StepRecord, gather_output, generated_completions
+from .step import masked_filler, record_step, refill_rounds_allowed, store_behaviour_logps
 
 logger = logging.getLogger(__name__)
 
@@ -41,23 +43,25 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
       weighted total, the shaping and the dynamic sampling signal (a :class:`trl_ext.advantages.RoundRewards`, handed
       back with the parent's output by :func:`trl_ext.seam.scored_round`, which checks it was recorded exactly once;
       subclasses receive it, e.g. RLOO's shaped total).
-    * ``_generate_and_score_completions`` (train mode, dynamic sampling on): calls the parent once per round --
-      first on the dataloader's batch, then on fresh prompts from the training data -- gathers each round's output
-      from all ranks, keeps the groups whose signal varies and whose advantages are not all zero, and stops when
-      the pool holds ``generation_batch_size // num_generations`` groups. Every rank holds the same pool and trains
-      on its own contiguous slice, so the per-rank batch size is exactly TRL's. Informative surplus stays in the
-      pool for at most ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, where
+    * ``_generate_and_score_completions`` (train mode, dynamic sampling on): calls the parent once per round -- first on
+      the dataloader's batch, then on fresh prompts from the training data (the refill stream,
+      :mod:`trl_ext.dapo.refill`: a permutation of a map-style dataset, or a streaming dataset's own rows) -- gathers
+      each round's output from all ranks, keeps the groups whose signal varies and whose advantages are not all zero,
+      and stops when the pool holds ``generation_batch_size // num_generations`` groups. Every rank holds the same pool
+      and trains on its own contiguous slice, so the per-rank batch size is exactly TRL's. Informative surplus stays in
+      the pool for at most ``dynamic_sampling_max_staleness`` steps. Each round goes through ``_generate_round``, where
       ``_round_advantages`` replaces GRPO's advantages with those of the shaped reward (GRPO's own formula,
-      :func:`trl_ext.advantages.group_relative_advantages`; left as GRPO formed them when shaping moved no reward);
-      a subclass (e.g. :class:`trl_ext.RLOOTrainer`) overrides ``_round_advantages`` and inherits all of the
-      above. With ``max_generated_completions`` each step's refills are capped to the rest of that budget and a
-      callback (:class:`trl_ext.dapo.step.GenerationBudget`) stops training before a step it could not pay for.
-      Opt-in, cheaper refills (:mod:`trl_ext.dapo.prompt_history`): ``dynamic_sampling_skip_probability`` skips prompts
-      whose recent groups carried no signal before generating them (GRESO; refill prompts are passed over, the
-      dataloader's are replaced from the refill stream; the history is recorded from every round's gathered groups), ``dynamic_sampling_sized_refill`` draws about ``missing / informative rate`` prompts per refill round.
-      Dropped rows are not spared TRL's old/reference log-prob forwards: the parent computes them for every row
-      before the rewards exist (only when ``beta != 0`` or generation and optimisation steps are misaligned; neither
-      with DAPO's defaults), with no seam between; docs/dynamic-sampling.md gives their measured cost.
+      :func:`trl_ext.advantages.group_relative_advantages`; left as GRPO formed them when shaping moved no reward); a
+      subclass (e.g. :class:`trl_ext.RLOOTrainer`) overrides ``_round_advantages`` and inherits all of the above. With
+      ``max_generated_completions`` each step's refills are capped to the rest of that budget and a callback
+      (:class:`trl_ext.dapo.step.GenerationBudget`) stops training before a step it could not pay for. Opt-in, cheaper
+      refills (:mod:`trl_ext.dapo.prompt_history`): ``dynamic_sampling_skip_probability`` skips prompts whose recent
+      groups carried no signal before generating them (GRESO; refill prompts are passed over, the dataloader's are
+      replaced from the refill stream; the history is recorded from every round's gathered groups),
+      ``dynamic_sampling_sized_refill`` draws about ``missing / informative rate`` prompts per refill round. Dropped
+      rows are not spared TRL's old/reference log-prob forwards: the parent computes them for every row before the
+      rewards exist (only when ``beta != 0`` or generation and optimisation steps are misaligned; neither with DAPO's
+      defaults), with no seam between; docs/dynamic-sampling.md gives their measured cost.
     * ``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler`` (through
       :class:`trl_ext.resume.GenerationStateMixin`): every checkpoint also holds the carried surplus (with its
       behaviour log-probabilities and generation step), the refill stream's position, the staleness counter and the
@@ -125,7 +129,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         """The pool, the refill stream's position, the step counter and the run's totals (all checkpointed)."""
         args = self.args
         self._ds_pool = GroupPool(self.num_generations, seam.tokenizer(self).pad_token_id)
-        self._ds_refill_order = None
+        self._ds_refills = refill_source(self.train_dataset, args.seed + 1)
         self._ds_refill_drawn = 0  # prompts taken from the refill stream so far (a resumed run skips them)
         self._ds_step = 0
         # running totals across the run (the benchmark reads them): groups generated / informative / trained on
@@ -136,7 +140,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if args.dynamic_sampling_skip_probability > 0:
             self._ds_history = PromptHistory(args.dynamic_sampling_skip_probability,
                                              args.dynamic_sampling_max_skip_probability, args.seed + 2)
-        if args.dynamic_sampling and len(self.train_dataset) < args.generation_batch_size // self.num_generations:
+        if (args.dynamic_sampling and not isinstance(self._ds_refills, StreamRefills)
+                and len(self.train_dataset) < args.generation_batch_size // self.num_generations):
             logger.warning(
                 "train_dataset has %d prompts, fewer than the %d one generation round needs: refills will repeat "
                 "prompts within a round.", len(self.train_dataset), args.generation_batch_size // self.num_generations
@@ -317,39 +322,33 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if not skipped:
             return inputs
         record.skipped += len(skipped)
-        for j, index in zip(skipped, self._draw_refill_prompts(len(skipped), record), strict=True):
-            rows[j * G:(j + 1) * G] = [self.train_dataset[index]] * G
+        for j, row in zip(skipped, self._draw_refill_prompts(len(skipped), record), strict=True):
+            rows[j * G:(j + 1) * G] = [row] * G
         return rows[process_rows(len(rows), self.accelerator.process_index, self.accelerator.num_processes)]
 
-    def _draw_refill_prompts(self, n_prompts: int, record: StepRecord) -> list[int]:
-        """``n_prompts`` dataset indices from the refill stream; with prompt skipping on, prompts the history skips
+    def _draw_refill_prompts(self, n_prompts: int, record: StepRecord) -> list[dict]:
+        """``n_prompts`` dataset rows from the refill stream; with prompt skipping on, prompts the history skips
         are passed over (and counted in ``record``)."""
-        history, stream = self._ds_history, self._refill_prompt_indices()
-        indices = []
-        while len(indices) < n_prompts:
-            index, draw = next(stream), self._ds_refill_drawn
+        history, stream = self._ds_history, self._ds_refills
+        rows = []
+        while len(rows) < n_prompts:
+            row, draw = stream.next_row(), self._ds_refill_drawn
             self._ds_refill_drawn += 1  # skipped or not: a resumed run continues after it
-            if history is not None and history.skips(prompt_key(self.train_dataset[index]["prompt"]), draw):
+            if history is not None and history.skips(prompt_key(row["prompt"]), draw):
                 record.skipped += 1
                 continue
-            indices.append(index)
-        return indices
+            rows.append(row)
+        if isinstance(stream, StreamRefills) and self.accelerator.num_processes > 1:
+            check_ranks_drew_alike(rows)  # each rank reads the stream on its own
+        return rows
 
     def _refill_inputs(self, n_prompts: int, record: StepRecord) -> list[dict]:
         """This rank's rows of ``n_prompts`` fresh prompts, laid out as TRL's RepeatSampler + dataloader would."""
         G = self.num_generations
-        indices = self._draw_refill_prompts(n_prompts, record)
-        rows = [i for i in indices for _ in range(G)]  # each prompt G times, consecutively
-        local = rows[process_rows(len(rows), self.accelerator.process_index, self.accelerator.num_processes)]
-        return [self.train_dataset[i] for i in local]
-
-    def _refill_prompt_indices(self):
-        """The refill stream (:func:`trl_ext.dapo.step.refill_order`), continued past what a resumed run drew."""
-        if self._ds_refill_order is None:
-            self._ds_refill_order = refill_order(self.args.seed + 1, len(self.train_dataset))
-            for _ in range(self._ds_refill_drawn):  # resumed: continue where the checkpointed run stopped
-                next(self._ds_refill_order)
-        return self._ds_refill_order
+        prompts = self._draw_refill_prompts(n_prompts, record)
+        # each prompt G times, consecutively; copies, as a dataset gives a fresh row per access (and TRL's stream)
+        rows = [copy.deepcopy(row) for row in prompts for _ in range(G)]
+        return rows[process_rows(len(rows), self.accelerator.process_index, self.accelerator.num_processes)]
 
     @property
     def pooled_groups(self) -> int:
@@ -363,6 +362,8 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             "dynamic_sampling": {
                 "pool": self._ds_pool.state_dict(), "step": self._ds_step,
                 "refill_drawn": self._ds_refill_drawn, "totals": dict(self.dynamic_sampling_totals),
+                **({"refill_stream": self._ds_refills.state_dict()} if isinstance(self._ds_refills, StreamRefills)
+                   else {}),
                 **({"prompt_history": self._ds_history.state_dict()} if self._ds_history is not None else {}),
             },
         }
@@ -374,7 +375,12 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
             return
         self._ds_pool.load_state_dict(ds["pool"])
         self._ds_step = ds["step"] if "step" in ds else ds["generation"]  # "generation": older checkpoints
-        self._ds_refill_drawn, self._ds_refill_order = ds["refill_drawn"], None
+        self._ds_refill_drawn = ds["refill_drawn"]
+        if isinstance(self._ds_refills, StreamRefills) and "refill_stream" not in ds:
+            logger.warning("%s holds no position of a streaming train_dataset (it was written by a run on a map-style "
+                           "dataset): the refill stream starts again at the stream's first row.", checkpoint)
+        else:
+            self._ds_refills.load_state_dict(ds.get("refill_stream", {}), self._ds_refill_drawn)
         self.dynamic_sampling_totals.update(ds["totals"])
         if self._ds_history is not None and "prompt_history" in ds:
             self._ds_history.load_state_dict(ds["prompt_history"])
