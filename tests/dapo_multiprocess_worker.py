@@ -65,7 +65,7 @@ def main(out_dir, mode=None):
         json.dump({"world_size": trainer.accelerator.num_processes, "seen": seen, "metrics": metrics,
                    "totals": trainer.dynamic_sampling_totals, "checksum": checksum,
                    "history": trainer._ds_history.streaks if cheaper else None, "refills": refills,
-                   "prompts": data["prompt"]}, f)
+                   "prompts": list(data["prompt"])}, f)
     trainer.accelerator.wait_for_everyone()  # leave gloo together: a rank exiting mid-teardown aborts the other
     torch.distributed.destroy_process_group()
 
