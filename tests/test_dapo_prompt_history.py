@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 from test_dapo import G, config, informative_if_even, logged, record_batches, trainer
 from trl_ext import DAPOConfig
 from trl_ext.dapo.prompt_history import PromptHistory, draw_uniform, prompt_key, refill_prompts, skip_probability
+from fingerprints import batch_fingerprint
 
 
 # ---- the skip rule ------------------------------------------------------------------------------------------------
@@ -82,12 +83,6 @@ def test_bad_options_fail_early_naming_the_field(tmp_path, overrides, match):
 
 
 # ---- in the trainer -----------------------------------------------------------------------------------------------
-def _fingerprint(batch) -> str:
-    m = hashlib.sha1()
-    for key in ("prompt_ids", "completion_ids", "completion_mask"):
-        m.update(json.dumps(batch[key].tolist()).encode())
-    m.update(json.dumps([round(x, 6) for x in batch["advantages"].tolist()]).encode())
-    return m.hexdigest()[:16]
 
 
 def test_options_off_keep_the_rows_of_the_recorded_run(tmp_path, ckpt, tokenizer):
@@ -98,7 +93,7 @@ def test_options_off_keep_the_rows_of_the_recorded_run(tmp_path, ckpt, tokenizer
     t = trainer(ckpt, tokenizer, config(tmp_path, max_steps=3, overlong_buffer_length=0), [informative_if_even])
     seen = record_batches(t)
     t.train()
-    assert [_fingerprint(b) for b in seen] == ["0bc258dbbc4bda84", "abafbfc37e0e5579", "4e26eb6c5c86929a"]
+    assert [batch_fingerprint(b) for b in seen] == ["0bc258dbbc4bda84", "abafbfc37e0e5579", "4e26eb6c5c86929a"]
     assert logged(t, "dynamic_sampling/refill_rounds") == [0, 2, 0]
     assert "dynamic_sampling/skipped_prompts" not in t.state.log_history[0]
 

@@ -3,7 +3,6 @@ streams run, refills come from the stream itself in its order, a resumed run con
 checkpoint left it (or says what it cannot restore), and a map-style run keeps the rows it kept before streams were
 accepted. Two processes: tests/test_dapo_multiprocess.py."""
 
-import hashlib
 import json
 import logging
 import re
@@ -12,6 +11,7 @@ import pytest
 from datasets import Dataset, IterableDataset
 from transformers import AutoModelForCausalLM, TrainerCallback
 
+from fingerprints import batch_fingerprint
 from test_dapo import G, config, informative_if_even, logged, record_batches, trainer
 from trl_ext import DAPOTrainer
 from trl_ext.dapo.refill import StreamRefills
@@ -175,12 +175,6 @@ def test_skipping_and_sized_refills_draw_from_the_stream(tmp_path, ckpt, tokeniz
     assert totals["informative"] == totals["trained"] + t.pooled_groups + totals["dropped"]
 
 
-def _fingerprint(batch) -> str:
-    m = hashlib.sha1()
-    for key in ("prompt_ids", "completion_ids", "completion_mask"):
-        m.update(json.dumps(batch[key].tolist()).encode())
-    m.update(json.dumps([round(x, 6) for x in batch["advantages"].tolist()]).encode())
-    return m.hexdigest()[:16]
 
 
 def test_a_map_style_run_keeps_the_rows_of_the_recorded_run(tmp_path, ckpt, tokenizer):
@@ -191,7 +185,7 @@ def test_a_map_style_run_keeps_the_rows_of_the_recorded_run(tmp_path, ckpt, toke
     t = trainer(ckpt, tokenizer, args, [informative_if_even], n_prompts=8)
     seen = record_batches(t)
     t.train()
-    assert [_fingerprint(b) for b in seen] == RECORDED["fingerprints"]
+    assert [batch_fingerprint(b) for b in seen] == RECORDED["fingerprints"]
     assert {k: logged(t, k) for k in RECORDED["metrics"]} == RECORDED["metrics"]
     assert t.dynamic_sampling_totals == RECORDED["totals"] and t._ds_refill_drawn == RECORDED["drawn"]
 
