@@ -109,7 +109,8 @@ class DAPOConfig(GRPOConfig):
             "probability min(dynamic_sampling_max_skip_probability, 1 - (1 - p) ** streak), streak being its "
             "consecutive zero-variance groups (any group with signal resets it). A per-prompt record keyed by a hash "
             "of the prompt, kept over the run and checkpointed. A skipped prompt of the dataloader's batch is "
-            "replaced by one from the refill stream; a skipped refill prompt is passed over. 0 (default): off. The count is logged as dynamic_sampling/skipped_prompts."
+            "replaced by one from the refill stream; a skipped refill prompt is passed over. 0 (default): off. "
+            "The count is logged as dynamic_sampling/skipped_prompts."
         },
     )
     dynamic_sampling_max_skip_probability: float = field(
