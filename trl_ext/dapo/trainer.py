@@ -132,6 +132,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         self._ds_refills = refill_source(self.train_dataset, args.seed + 1)
         self._ds_refill_drawn = 0  # prompts taken from the refill stream so far (a resumed run skips them)
         self._ds_step = 0
+        self._ds_capped_steps = 0  # steps that stopped at the refill cap, for the warning's count (not checkpointed)
         # running totals across the run (the benchmark reads them): groups generated / informative / trained on
         self.dynamic_sampling_totals = {
             "generated_groups": 0, "informative": 0, "trained": 0, "dropped": 0, "padded": 0, "skipped_prompts": 0,
@@ -271,11 +272,21 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if args.dynamic_sampling_on_cap == "raise":
             raise RuntimeError(f"{message} To go on, {CAP_FIXES}, or set dynamic_sampling_on_cap='train_on_kept'.")
         padded = need - pool.num_groups
-        logger.warning(
-            "%s Training on them with %d masked filler groups (no gradient; the metric "
-            "dynamic_sampling/padded_groups counts them). If this repeats, %s; set dynamic_sampling_on_cap='raise' "
-            "to stop instead.", message, padded, CAP_FIXES,
-        )
+        self._ds_capped_steps += 1
+        full = (f"{message} Training on them with {padded} masked filler groups (no gradient; the metric "
+                f"dynamic_sampling/padded_groups counts them). If this repeats, {CAP_FIXES}; set "
+                "dynamic_sampling_on_cap='raise' to stop instead.")
+        # the whole story once, then a count at the 2nd, 4th, 8th ... capped step: a run in a sparse regime caps
+        # most steps, and the same paragraph each step would bury every other line of the log (all at INFO)
+        count = self._ds_capped_steps
+        if count == 1:
+            logger.warning(full)
+        elif count & (count - 1) == 0:
+            logger.warning("Dynamic sampling stopped short again: %d steps so far trained with masked filler groups "
+                           "(this one: %d informative of %d needed, %d filler). The first such warning says why and "
+                           "what to change.", count, pool.num_groups, need, padded)
+        else:
+            logger.info(full)
         pool.add(masked_filler(record.rejected, padded, self.num_generations, seam.tokenizer(self).pad_token_id),
                  self._ds_step)
         return padded
