@@ -15,7 +15,9 @@ spread over seeds, and wall times per stage.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -45,6 +47,9 @@ def run_one(recipe: str, seed: int, runs_dir: Path, extra: list[str]) -> dict:
         "wall_s_this_sitting": wall, "stage_wall_s": report["wall_time_s"], "models": report["models"],
         "report": {k: v for k, v in report.items() if k not in ("models", "wall_time_s")},
         "git": git_state(), "machine": machine_info(),
+        # the pipeline's torch threads: one run alone uses every core; two seeds side by side get one core each, so
+        # their wall times are not the recipe's time on a quiet machine
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", f"unset ({os.cpu_count()} cores)"),
     }
 
 
@@ -80,7 +85,9 @@ def summarise(runs: list[dict]) -> dict:
 
 def markdown(result: dict) -> str:
     lines = ["# SmolLM2-135M-Instruct recipes, seed by seed", "",
-             "`python benchmarks/smollm2_recipes.py " + " ".join(result["argv"]) + "`", ""]
+             "`python benchmarks/smollm2_recipes.py --recipes " + " ".join(result["summary"]) + " --seeds "
+             + " ".join(str(s) for s in sorted({r["seed"] for r in result["runs"]})) + "` (resumable; seeds may run "
+             "in separate invocations: each run's own command, commit and thread count are below and in the json)", ""]
     for recipe, entry in result["summary"].items():
         lines += [f"## smollm2-{recipe} (seeds {entry['seeds']})", "",
                   f"Held-out checker accuracy of the starting model (`{entry['start_model']}`) and of the RL model; the "
@@ -99,20 +106,34 @@ def markdown(result: dict) -> str:
                   f"(mean {w['mean']:.0f}, max {w['max']:.0f}).", ""]
         runs = [r for r in result["runs"] if r["recipe"] == recipe]
         stages = list(dict.fromkeys(s for r in runs for s in r["stage_wall_s"]))
-        lines += ["| seed | " + " | ".join(stages) + " | commit | cpu |", "|---|" + "---:|" * len(stages) + "---|---|"]
+        lines += ["| seed | " + " | ".join(stages) + " | threads | commit | cpu |",
+                  "|---|" + "---:|" * len(stages) + "---|---|---|"]
         for r in sorted(runs, key=lambda r: r["seed"]):
             cells = [f"{r['stage_wall_s'].get(s, float('nan')):.0f}" for s in stages]
             commit = r["git"]["commit"][:10] + (" (dirty)" if r["git"]["dirty"] else "")
-            lines.append(f"| {r['seed']} | " + " | ".join(cells) + f" | {commit} | {r['machine']['cpu']}, "
+            lines.append(f"| {r['seed']} | " + " | ".join(cells) + f" | {r.get('omp_num_threads', '?')} | {commit} | "
+                         f"{r['machine']['cpu']}, "
                          f"{r['machine']['cores']} cores |")
         lines.append("")
     return "\n".join(lines)
 
 
-def write(result: dict, path: Path) -> None:
-    result["summary"] = summarise(result["runs"]) if result["runs"] else {}
-    path.write_text(json.dumps(result, indent=1))
-    path.with_suffix(".md").write_text(markdown(result))
+def write(result: dict, path: Path, new: dict | None = None) -> None:
+    """Record ``new`` (a finished run) and rewrite the json and the page. The file is re-read under a lock first, so
+    two invocations running other seeds side by side (``--seeds 1`` and ``--seeds 2``) keep each other's runs."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            on_disk = json.loads(path.read_text())["runs"]
+            mine = {(r["recipe"], r["seed"]) for r in result["runs"]}
+            result["runs"] = [r for r in on_disk if (r["recipe"], r["seed"]) not in mine] + result["runs"]
+        if new is not None:
+            result["runs"] = [r for r in result["runs"] if (r["recipe"], r["seed"]) != (new["recipe"], new["seed"])]
+            result["runs"].append(new)
+        result["runs"].sort(key=lambda r: (r["recipe"], r["seed"]))
+        result["summary"] = summarise(result["runs"]) if result["runs"] else {}
+        path.write_text(json.dumps(result, indent=1))
+        path.with_suffix(".md").write_text(markdown(result))
 
 
 def main(argv=None) -> int:
@@ -125,15 +146,12 @@ def main(argv=None) -> int:
     args, extra = parser.parse_known_args(argv)  # anything else goes to trl-ext pipeline (e.g. --rl '{...}')
     path = ROOT / args.results
     result = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    result["argv"] = list(argv if argv is not None else sys.argv[1:])
     for recipe in args.recipes:
         for seed in args.seeds:
             if not args.rerun and any(r["recipe"] == recipe and r["seed"] == seed for r in result["runs"]):
                 print(f"smollm2-{recipe} seed {seed}: recorded, skipped", flush=True)
                 continue
-            entry = run_one(recipe, seed, ROOT / args.runs_dir, extra)
-            result["runs"] = [r for r in result["runs"] if (r["recipe"], r["seed"]) != (recipe, seed)] + [entry]
-            write(result, path)
+            write(result, path, run_one(recipe, seed, ROOT / args.runs_dir, extra))
     if result["runs"]:
         write(result, path)
         print(path.with_suffix(".md").read_text())

@@ -34,3 +34,18 @@ def test_summary_means_sds_and_verdict():
 def test_one_seed_never_claims_a_gain_over_the_spread():
     greedy = smollm2_recipes.summarise([_run(0, (0.1, 0.1), (0.9, 0.9))])["rlvr"]["metrics"]["oracle_accuracy_greedy"]
     assert not greedy["gain_exceeds_spread"]
+
+
+def test_two_invocations_side_by_side_keep_each_others_runs(tmp_path):
+    # `--seeds 1` and `--seeds 2` in two shells: each started from the file as it was and must not drop the other's run
+    path = tmp_path / "recipes.json"
+    first, second = {"runs": []}, {"runs": []}
+    smollm2_recipes.write(first, path, _run(1, (0.3, 0.1), (0.5, 0.1)))
+    smollm2_recipes.write(second, path, _run(2, (0.4, 0.1), (0.6, 0.1)))
+    smollm2_recipes.write(first, path, _run(0, (0.2, 0.1), (0.4, 0.1)))
+    import json
+
+    on_disk = json.loads(path.read_text())
+    assert [r["seed"] for r in on_disk["runs"]] == [0, 1, 2]
+    assert on_disk["summary"]["rlvr"]["seeds"] == [0, 1, 2]
+    assert "| 2 |" in path.with_suffix(".md").read_text()
