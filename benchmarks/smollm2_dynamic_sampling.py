@@ -17,7 +17,8 @@ generated completions (``--budget``), all three with :class:`trl_ext.DAPOTrainer
 * ``dapo_cheaper``: + ``dynamic_sampling_skip_probability`` (GRESO-style skipping) + ``dynamic_sampling_sized_refill``.
   Dropped rows' log-prob forwards (issue item 1c) are not paid with ``beta=0`` (see docs/dynamic-sampling.md).
 
-Every ``--eval_every`` steps the held-out accuracy of the checker, greedy and sampled (temperature 1, 2 samples,
+Every ``eval_every`` generated completions (every method is evaluated at the same counts, whatever its optimizer
+steps) the held-out accuracy of the checker, greedy and sampled (temperature 1, 2 samples,
 the same draw for every method at a given evaluation), against generated completions and training wall-clock
 (evaluation time left out). The headline, per method and seed: the generated completions and the wall-clock it
 needs to first reach GRPO's final greedy accuracy, as a ratio to GRPO's (whole budget and whole wall-clock): json keys
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import git_state, machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = "/work/models/smollm2-135m-instruct"
+MODEL = str(ROOT / "models" / "smollm2-135m-instruct")  # where `trl-ext convert-gguf smollm2` is told to write
 METHODS = {
     "grpo": dict(dynamic_sampling=False),
     "dapo": dict(dynamic_sampling=True),
@@ -69,12 +70,12 @@ class Setting:
     # 4800 completions = 600 groups: 150 prompts come back ~4 times (GRESO's skipping needs a prompt's history;
     # the recipe's 2000 would be seen once each). The same prompts for every method.
     num_prompts: int = 150
-    eval_every: int = 25  # optimizer steps
+    eval_every: int = 600  # generated completions: 8 points on the budget, at the same counts for every method
     eval_per_level: int = 25  # held-out problems per level (4 levels)
     bf16: bool = False
 
 
-SMOKE = Setting(budget=32, eval_every=2, eval_per_level=1, num_prompts=64, max_refill_rounds=1)
+SMOKE = Setting(budget=32, eval_every=16, eval_per_level=1, num_prompts=64, max_refill_rounds=1)
 
 
 # ---- the headline (pure) -------------------------------------------------------------------------------------------
@@ -198,7 +199,9 @@ def run_one(method: str, seed: int, s: Setting, model_path: str, workdir: Path) 
                                   **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
 
         def on_step_end(self, a, state, control, **kwargs):
-            if state.global_step % s.eval_every == 0 or control.should_training_stop \
+            # a dynamic-sampling step generates 1 to 1 + max_refill_rounds batches: evaluate at the first step end
+            # past each multiple of eval_every, so every method's points sit at (about) the same completion counts
+            if self.generated(state.global_step) >= len(self.curve) * s.eval_every or control.should_training_stop \
                     or state.global_step == state.max_steps:
                 self.evaluate(state.global_step)
 
@@ -329,6 +332,8 @@ def main(argv=None) -> int:
         setting = Setting(**{**asdict(setting), "budget": args.budget})
     path = Path("/tmp/smollm2_dynamic_sampling_smoke.json") if args.smoke else ROOT / args.results
     seeds = args.seeds[:1] if args.smoke else args.seeds
+    if args.smoke:  # a check that the script runs, never a result to resume
+        path.unlink(missing_ok=True)
     result = json.loads(path.read_text()) if path.exists() else {"runs": []}
     result["command"] = "python benchmarks/smollm2_dynamic_sampling.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
