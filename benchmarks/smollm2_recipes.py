@@ -58,12 +58,16 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Per recipe and metric: the starting model's and the RL model's mean +- sd over seeds, and the gain's."""
+    """Per recipe and metric: the mean +- sd over seeds of the model RL started from (the SFT model where the recipe
+    ran SFT, else the given model) and of the RL model, and the gain's; every model's mean beside them."""
     out = {}
     for recipe in sorted({r["recipe"] for r in runs}):
         rows = sorted((r for r in runs if r["recipe"] == recipe), key=lambda r: r["seed"])
-        start = next(iter(rows[0]["models"]))  # the first model evaluated: the base, or the given model
-        entry = {"seeds": [r["seed"] for r in rows], "start_model": start, "metrics": {}}
+        names = list(rows[0]["models"])  # in pipeline order: base or given, [sft,] rl
+        start = "sft" if "sft" in names else names[0]  # RL's own starting point: its gain is what RL did
+        entry = {"seeds": [r["seed"] for r in rows], "start_model": start, "models": names, "metrics": {},
+                 "model_means": {m: {metric: statistics.fmean(r["models"][m][metric] for r in rows)
+                                     for metric in METRICS} for m in names}}
         for metric in METRICS:
             before = [r["models"][start][metric] for r in rows]
             after = [r["models"]["rl"][metric] for r in rows]
@@ -90,8 +94,11 @@ def markdown(result: dict) -> str:
              "in separate invocations: each run's own command, commit and thread count are below and in the json)", ""]
     for recipe, entry in result["summary"].items():
         lines += [f"## smollm2-{recipe} (seeds {entry['seeds']})", "",
-                  f"Held-out checker accuracy of the starting model (`{entry['start_model']}`) and of the RL model; the "
-                  "gain counts when its mean exceeds the larger of the two models' sd over seeds.", "",
+                  "Held-out checker accuracy, mean over seeds, of every model the pipeline evaluated: "
+                  + ", ".join(f"`{m}` {v['oracle_accuracy_greedy']:.3f} greedy / {v['oracle_accuracy_sampled']:.3f} "
+                              "sampled" for m, v in entry["model_means"].items()) + ".", "",
+                  f"RL's gain over the model it started from (`{entry['start_model']}`); the gain counts when its mean "
+                  "exceeds the larger of the two models' sd over seeds.", "",
                   "| metric | before (mean +- sd) | after (mean +- sd) | gain (mean +- sd) | exceeds spread | per seed "
                   "(before -> after) |", "|---|---:|---:|---:|---|---|"]
         for metric, m in entry["metrics"].items():

@@ -49,3 +49,19 @@ def test_two_invocations_side_by_side_keep_each_others_runs(tmp_path):
     assert [r["seed"] for r in on_disk["runs"]] == [0, 1, 2]
     assert on_disk["summary"]["rlvr"]["seeds"] == [0, 1, 2]
     assert "| 2 |" in path.with_suffix(".md").read_text()
+
+
+def test_rlhf_gain_is_measured_from_the_sft_model_rl_started_from():
+    runs = []
+    for seed, (base, sft, rl) in enumerate([(0.28, 0.33, 0.32), (0.28, 0.35, 0.37), (0.28, 0.31, 0.33)]):
+        run = _run(seed, (base, base), (rl, rl))
+        run["recipe"] = "rlhf"
+        run["models"] = {"base": run["models"]["given"], "sft": {"oracle_accuracy_greedy": sft,
+                                                                 "oracle_accuracy_sampled": sft}, "rl": run["models"]["rl"]}
+        runs.append(run)
+    summary = smollm2_recipes.summarise(runs)["rlhf"]
+    greedy = summary["metrics"]["oracle_accuracy_greedy"]
+    assert summary["start_model"] == "sft" and summary["models"] == ["base", "sft", "rl"]
+    assert greedy["before_mean"] == pytest.approx(0.33) and greedy["gain_mean"] == pytest.approx(0.01)
+    assert summary["model_means"]["base"]["oracle_accuracy_greedy"] == pytest.approx(0.28)
+    assert not greedy["gain_exceeds_spread"]  # +0.01 against an sd of 0.02
