@@ -1,13 +1,125 @@
-"""The report of benchmarks/dapo_ablation.py: its markdown and its two figures, from the summary and the runs."""
+"""The numbers and the report of benchmarks/dapo_ablation.py: the per-rung summary and the headline ratios (pure
+functions of the runs' records), the markdown and the two figures."""
 
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
 
-from stats import logged
+from stats import first_reaching, logged, mean_if_all, mean_sd, spread
 
 
+# ---- the headline: steps to reach a target -------------------------------------------------------------------------
+def steps_ratio(dapo: list[tuple[float, float]], grpo: list[tuple[float, float]]) -> float | None:
+    """Optimizer steps DAPO needs to reach GRPO's final accuracy, divided by GRPO's steps; None if never reached.
+
+    Curves are [(step, accuracy), ...] from step 0 (the shared start) on; GRPO's final point gives the target and
+    the denominator. Only evaluation points after the start count (step 0 is the SFT model, not DAPO's doing).
+    """
+    final_step, target = grpo[-1]
+    reached = first_reaching(dapo, target)
+    return None if reached is None else dapo[reached][0] / final_step
+
+
+# ---- summary -------------------------------------------------------------------------------------------------------
+def _generated_groups(totals: dict) -> int:
+    """DAPO's count of generated groups: ``generated_groups``, or ``generated`` in the recorded runs of
+    results/dapo_ablation.json (the name DAPOTrainer's totals had then), which ``--from_partial`` still reads."""
+    return totals["generated_groups"] if "generated_groups" in totals else totals["generated"]
+
+
+def _mean_of(run: dict, key: str, first: bool | None = None) -> float | None:
+    values = [v for _, v in logged(run, key)]
+    if not values:
+        return None
+    if first is True:
+        return values[0]
+    if first is False:
+        return values[-1]
+    return statistics.mean(values)
+
+
+def summarise(runs: list[dict], seeds: list[int], names: list[str]) -> dict:
+    """Per rung (``names``: the rungs' names in ladder order, naive GRPO first, full DAPO last) the numbers the report
+    shows, and the headline ratios per seed."""
+    by = {(r["rung"], r["seed"]): r for r in runs}
+    rungs = {}
+    for i, name in enumerate(names):
+        rs = [by[(i, s)] for s in seeds if (i, s) in by]
+        if not rs:
+            continue
+        rungs[name] = {
+            "final_accuracy": spread([r["curve"][-1]["accuracy"] for r in rs]),
+            "final_accuracy_per_seed": [r["curve"][-1]["accuracy"] for r in rs],
+            "start_accuracy": statistics.mean(r["curve"][0]["accuracy"] for r in rs),
+            "final_sampled_accuracy": spread([r["curve"][-1]["sampled_accuracy"] for r in rs]),
+            "final_sampled_accuracy_per_seed": [r["curve"][-1]["sampled_accuracy"] for r in rs],
+            "start_sampled_accuracy": statistics.mean(r["curve"][0]["sampled_accuracy"] for r in rs),
+            "best_accuracy": spread([max(p["accuracy"] for p in r["curve"]) for r in rs]),
+            "final_by_level": {lv: statistics.mean(r["curve"][-1]["by_level"][lv] for r in rs)
+                               for lv in rs[0]["curve"][-1]["by_level"]},
+            "generated_completions": spread([r["curve"][-1]["generated"] for r in rs]),
+            "train_wall_s": spread([r["train_wall_s"] for r in rs]),
+        }
+        for key, label in (("entropy", "entropy"), ("frac_reward_zero_std", "frac_zero_std"),
+                           ("checker/frac_groups_constant", "checker_constant"),
+                           ("checker/frac_groups_all_right", "all_right"), ("checker/frac_groups_all_wrong", "all_wrong"),
+                           ("completions/clipped_ratio", "truncated"), ("completions/mean_length", "mean_length"),
+                           ("clip_ratio/region_mean", "clip_region"), ("clip_ratio/low_mean", "clip_low"),
+                           ("clip_ratio/high_mean", "clip_high")):
+            for which, flag in (("first", True), ("last", False), ("mean", None)):
+                vals = [v for v in (_mean_of(r, key, flag) for r in rs) if v is not None]
+                rungs[name][f"{label}_{which}"] = statistics.mean(vals) if vals else None
+        ds = [r["totals"] for r in rs if r["config"]["dynamic_sampling"]]
+        if ds:
+            rungs[name]["dynamic_sampling"] = {
+                "generated_per_kept": statistics.mean(_generated_groups(t) / max(t["trained"], 1) for t in ds),
+                "refill_rounds_mean": statistics.mean(
+                    statistics.mean(v for _, v in logged(r, "dynamic_sampling/refill_rounds")) for r in rs),
+                "padded_groups": sum(t["padded"] for t in ds),
+                "totals": ds,
+            }
+    ratio, cost = headline(by, seeds, "accuracy", len(names) - 1)
+    ratio_sampled, cost_sampled = headline(by, seeds, "sampled_accuracy", len(names) - 1)
+    # the same ratio for every rung, GRPO included (against itself: when its own curve first reached its final
+    # value): a rung is faster than GRPO only if its ratio is below GRPO's own, not merely below 1
+    by_rung = {key: {name: [steps_ratio([(p["step"], p[key]) for p in by[(i, s)]["curve"]],
+                                        [(p["step"], p[key]) for p in by[(0, s)]["curve"]])
+                            for s in seeds if (i, s) in by and (0, s) in by]
+                     for i, name in enumerate(names)} for key in ("accuracy", "sampled_accuracy")}
+    return {"rungs": rungs, "steps_ratio_to_grpo_final": ratio, "cost_to_grpo_final": cost,
+            "steps_ratio_to_grpo_final_sampled": ratio_sampled, "cost_to_grpo_final_sampled": cost_sampled,
+            "steps_ratio_to_grpo_final_by_rung": by_rung}
+
+
+def headline(by: dict, seeds: list[int], key: str, last: int) -> tuple[dict, list[dict]]:
+    """Per seed: full DAPO's (rung ``last``) steps to GRPO's (rung 0) final ``key`` / GRPO's steps, and the
+    completions and wall time spent."""
+    per_seed, cost = [], []
+    for s in seeds:
+        g, d = by.get((0, s)), by.get((last, s))
+        if g is None or d is None:
+            continue
+        grpo_pts = [(p["step"], p[key]) for p in g["curve"]]
+        dapo_pts = [(p["step"], p[key]) for p in d["curve"]]
+        target = grpo_pts[-1][1]
+        i = first_reaching(dapo_pts, target)
+        reached = None if i is None else dapo_pts[i][0]
+        per_seed.append(steps_ratio(dapo_pts, grpo_pts))
+        cost.append({
+            "seed": s, "grpo_start": grpo_pts[0][1], "grpo_final": target, "grpo_improved": target > grpo_pts[0][1],
+            "dapo_final": dapo_pts[-1][1], "dapo_step": reached, "grpo_steps": grpo_pts[-1][0],
+            "dapo_generated": None if i is None else d["curve"][i]["generated"],
+            "grpo_generated": g["curve"][-1]["generated"],
+            "dapo_wall_s": None if i is None else d["curve"][i]["wall_s"], "grpo_wall_s": g["curve"][-1]["wall_s"],
+        })
+    reached = [r for r in per_seed if r is not None]
+    ratio = {"metric": key, "per_seed": per_seed, "seeds": [c["seed"] for c in cost], **mean_if_all(per_seed),
+             "sd": mean_sd(reached)[1], "reached": f"{len(reached)}/{len(per_seed)}", "goal": 0.6}
+    return ratio, cost
+
+
+# ---- report --------------------------------------------------------------------------------------------------------
 def _fmt(x, spec=".3f"):
     return "n/a" if x is None else format(x, spec)
 
@@ -36,7 +148,7 @@ def write_markdown(meta: dict, summary: dict, runs: list[dict], path: Path):
         f"Accuracy: greedy, the checker, {s['eval_prompts']} held-out prompts, every {s['eval_every']} steps.",
         "",
     ]
-    for key, title in (("", "greedy accuracy (the brief's headline)"), ("_sampled", "sampled accuracy (T=1, 2 per prompt)")):
+    for key, title in (("", "greedy accuracy (the headline)"), ("_sampled", "sampled accuracy (T=1, 2 per prompt)")):
         lines += headline_lines(summary[f"steps_ratio_to_grpo_final{key}"], summary[f"cost_to_grpo_final{key}"], title)
         own = [x for x in summary["steps_ratio_to_grpo_final_by_rung"]["sampled_accuracy" if key else "accuracy"]
                .get("grpo", []) if x is not None]
