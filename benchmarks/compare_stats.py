@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import statistics
 
+from stats import mean_sd
+
 
 def hacking_gap(rm_score: float, utility: float, reference: dict) -> dict:
     """Proxy gain minus true gain, each in units of the SFT model's own spread.
@@ -26,10 +28,8 @@ def first_crossing(points: list[dict], threshold: float, key: str = "accuracy") 
 
 def aggregate(values: list[float]) -> dict:
     """Mean and sample standard deviation (n - 1) over seeds; sd is None for a single value."""
-    if not values:
-        return {"mean": None, "sd": None, "n": 0}
-    sd = statistics.stdev(values) if len(values) > 1 else None
-    return {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
+    mean, sd = mean_sd(values)
+    return {"mean": mean, "sd": sd, "n": len(values)}
 
 
 def clearly_apart(a: dict, b: dict, k: float = 2.0) -> bool:

@@ -19,26 +19,29 @@ What runs:
    and seeds for every rung; reward ``trl_ext.toy.sum_correct`` (0/1). Rollouts are reused for
    ``steps_per_generation`` optimizer steps (as in the paper: several mini-batch updates per rollout), so the policy
    ratio leaves 1 and the clip bounds have something to clip.
-3. Per run a callback keeps the trainer's logged metrics every step (entropy, ``frac_reward_zero_std``, clip ratios,
-   ``completions/clipped_ratio``, mean length, ``dynamic_sampling/*``) and every ``--eval_every`` steps the greedy
-   accuracy of the checker on the 300 held-out prompts (``trl_ext.evaluation``), against optimizer steps, generated
-   completions (dynamic sampling's refills counted) and training wall time (evaluation time left out).
+3. Per run ``trl_ext.curves.CurveRecorder`` keeps the trainer's logged metrics every step (entropy,
+   ``frac_reward_zero_std``, clip ratios, ``completions/clipped_ratio``, mean length, ``dynamic_sampling/*``, and the
+   checker's all-right / all-wrong groups) and every ``--eval_every`` steps the greedy accuracy of the checker on the
+   300 held-out prompts (``trl_ext.evaluation``), against optimizer steps, generated completions (dynamic sampling's
+   refills counted) and training wall time (evaluation time left out).
 4. Headline: optimizer steps full DAPO needs to reach naive GRPO's final accuracy, / GRPO's steps, per seed.
-   ``benchmarks/results/dapo_ablation.{md,json}`` and ``dapo_ablation*.png``.
+   ``benchmarks/results/dapo_ablation.{md,json}`` and ``dapo_ablation*.png`` (written by dapo_ablation_report.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dapo_ablation_report import plot, summarise, write_markdown  # noqa: E402
+from provenance import git_state, machine_info, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -54,6 +57,8 @@ RUNGS: list[tuple[str, dict]] = [
     ("+token_loss", dict(loss_type="dapo")),
     ("+dynamic_sampling", dict(dynamic_sampling=True)),
 ]
+
+RUNG_NAMES = [name for name, _ in RUNGS]
 
 
 @dataclass(frozen=True)
@@ -88,33 +93,6 @@ def rung_overrides(index: int) -> dict:
     for _, change in RUNGS[: index + 1]:
         fields.update(change)
     return fields
-
-
-# ---- the headline: steps to reach a target -------------------------------------------------------------------------
-def first_reaching(points: list[tuple[float, float]], target: float) -> float | None:
-    """The first x of ``points`` [(x, accuracy), ...] (in x order, x > 0 only) whose accuracy is >= ``target``."""
-    for x, acc in points:
-        if x > 0 and acc >= target - 1e-12:
-            return x
-    return None
-
-
-def steps_ratio(dapo: list[tuple[float, float]], grpo: list[tuple[float, float]]) -> float | None:
-    """Optimizer steps DAPO needs to reach GRPO's final accuracy, divided by GRPO's steps; None if never reached.
-
-    Curves are [(step, accuracy), ...] from step 0 (the shared start) on; GRPO's final point gives the target and
-    the denominator. Only evaluation points after the start count (step 0 is the SFT model, not DAPO's doing).
-    """
-    final_step, target = grpo[-1]
-    reached = first_reaching(dapo, target)
-    return None if reached is None else reached / final_step
-
-
-def spread(values: list[float]) -> dict:
-    if not values:
-        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
 
 
 # ---- the shared start ----------------------------------------------------------------------------------------------
@@ -186,61 +164,29 @@ class GroupedChecker:
                 "checker/frac_groups_constant": right + wrong}
 
 
-def make_recorder(trainer, eval_data, every: int, checker: GroupedChecker):
-    """A TrainerCallback that keeps every logged metric and, every ``every`` steps, the held-out greedy accuracy."""
-    from transformers import TrainerCallback
-
+def held_out_accuracy(trainer, eval_data):
+    """``evaluate(model, step)`` for :class:`trl_ext.curves.CurveRecorder`: the checker's greedy accuracy on the
+    held-out prompts (overall and by level, and the answers' mean length) and its accuracy on 2 samples per prompt."""
     from trl_ext.evaluation import oracle_accuracy, oracle_accuracy_by_level, sample_completions
     from trl_ext.toy import sum_correct
 
     prompts, levels = eval_data["prompt"], eval_data["level"]
-    args = trainer.args
+    args, tokenizer = trainer.args, trainer.processing_class
 
-    class Recorder(TrainerCallback):
-        def __init__(self):
-            self.logs, self.curve = [], []
-            self.eval_s = 0.0
-            self.start = None
+    def evaluate(model, step: int) -> dict:
+        answers = sample_completions(model, tokenizer, prompts, temperature=0.0,
+                                     max_new_tokens=args.max_completion_length)
+        # what RL optimises: samples at the training temperature, the same draw for every rung at this step
+        sampled = sample_completions(model, tokenizer, prompts, num_samples=2, temperature=args.temperature,
+                                     max_new_tokens=args.max_completion_length, seed=10_000 + step)
+        return {
+            "accuracy": oracle_accuracy(prompts, answers, sum_correct),
+            "sampled_accuracy": oracle_accuracy(prompts, sampled, sum_correct),
+            "by_level": oracle_accuracy_by_level(prompts, answers, sum_correct, levels),
+            "mean_length": statistics.mean(len(a[0]) for a in answers),
+        }
 
-        def generated(self, step: int) -> int:
-            if args.dynamic_sampling:  # every round counts, refills included
-                return trainer.dynamic_sampling_totals["generated_groups"] * trainer.num_generations
-            # TRL generates one batch of generation_batch_size every steps_per_generation steps, at the first
-            return math.ceil(step / args.steps_per_generation) * args.generation_batch_size
-
-        def evaluate(self, step: int):
-            t0 = time.perf_counter()
-            answers = sample_completions(trainer.model, trainer.processing_class, prompts, temperature=0.0,
-                                         max_new_tokens=args.max_completion_length)
-            # what RL optimises: samples at the training temperature, the same draw for every rung at this step
-            sampled = sample_completions(trainer.model, trainer.processing_class, prompts, num_samples=2,
-                                         temperature=args.temperature, max_new_tokens=args.max_completion_length,
-                                         seed=10_000 + step)
-            self.curve.append({
-                "step": step, "generated": self.generated(step),
-                "wall_s": (t0 - self.start - self.eval_s) if self.start is not None else 0.0,
-                "accuracy": oracle_accuracy(prompts, answers, sum_correct),
-                "sampled_accuracy": oracle_accuracy(prompts, sampled, sum_correct),
-                "by_level": oracle_accuracy_by_level(prompts, answers, sum_correct, levels),
-                "mean_length": statistics.mean(len(a[0]) for a in answers),
-            })
-            self.eval_s += time.perf_counter() - t0
-
-        def on_train_begin(self, a, state, control, **kwargs):
-            self.evaluate(0)
-            self.start = time.perf_counter()
-            self.eval_s = 0.0
-
-        def on_log(self, a, state, control, logs=None, **kwargs):
-            if logs is not None and "loss" in logs:
-                self.logs.append({"step": state.global_step, **checker.drain(),
-                                  **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
-
-        def on_step_end(self, a, state, control, **kwargs):
-            if state.global_step % every == 0 or state.global_step == state.max_steps:
-                self.evaluate(state.global_step)
-
-    return Recorder()
+    return evaluate
 
 
 def run_one(job: dict) -> dict:
@@ -251,6 +197,7 @@ def run_one(job: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
 
     from trl_ext import DAPOConfig, DAPOTrainer
+    from trl_ext.curves import CurveRecorder
     from trl_ext.pipeline import RL_DEFAULTS, stage_args
 
     s = Setting(**job["setting"])
@@ -277,7 +224,7 @@ def run_one(job: dict) -> dict:
     if s.eval_prompts < len(eval_data):  # an evenly spaced subset keeps every level
         step = len(eval_data) / s.eval_prompts
         eval_data = eval_data.select([int(i * step) for i in range(s.eval_prompts)])
-    recorder = make_recorder(trainer, eval_data, s.eval_every, checker)
+    recorder = CurveRecorder(trainer, held_out_accuracy(trainer, eval_data), s.eval_every, extra_logs=checker.drain)
     trainer.remove_callback(PrinterCallback)  # the per-step log dicts; the recorder keeps them
     trainer.add_callback(recorder)
     start = time.perf_counter()
@@ -312,267 +259,6 @@ def run_all(jobs: list[dict], workers: int, log) -> list[dict]:
     return sorted(runs, key=lambda r: (r["seed"], r["rung"]))
 
 
-# ---- summary -------------------------------------------------------------------------------------------------------
-def _metric(run: dict, key: str) -> list[tuple[int, float]]:
-    return [(h["step"], h[key]) for h in run["logs"] if key in h]
-
-
-def _generated_groups(totals: dict) -> int:
-    """DAPO's count of generated groups; records written before the key was renamed call it "generated"."""
-    return totals["generated_groups"] if "generated_groups" in totals else totals["generated"]
-
-
-def _mean_of(run: dict, key: str, first: bool | None = None) -> float | None:
-    values = [v for _, v in _metric(run, key)]
-    if not values:
-        return None
-    if first is True:
-        return values[0]
-    if first is False:
-        return values[-1]
-    return statistics.mean(values)
-
-
-def _at(curve: list[dict], step: float | None, key: str):
-    if step is None:
-        return None
-    return next(p[key] for p in curve if p["step"] == step)
-
-
-def summarise(runs: list[dict], seeds: list[int]) -> dict:
-    by = {(r["rung"], r["seed"]): r for r in runs}
-    rungs = {}
-    for i, (name, _) in enumerate(RUNGS):
-        rs = [by[(i, s)] for s in seeds if (i, s) in by]
-        if not rs:
-            continue
-        rungs[name] = {
-            "final_accuracy": spread([r["curve"][-1]["accuracy"] for r in rs]),
-            "final_accuracy_per_seed": [r["curve"][-1]["accuracy"] for r in rs],
-            "start_accuracy": statistics.mean(r["curve"][0]["accuracy"] for r in rs),
-            "final_sampled_accuracy": spread([r["curve"][-1]["sampled_accuracy"] for r in rs]),
-            "final_sampled_accuracy_per_seed": [r["curve"][-1]["sampled_accuracy"] for r in rs],
-            "start_sampled_accuracy": statistics.mean(r["curve"][0]["sampled_accuracy"] for r in rs),
-            "best_accuracy": spread([max(p["accuracy"] for p in r["curve"]) for r in rs]),
-            "final_by_level": {lv: statistics.mean(r["curve"][-1]["by_level"][lv] for r in rs)
-                               for lv in rs[0]["curve"][-1]["by_level"]},
-            "generated_completions": spread([r["curve"][-1]["generated"] for r in rs]),
-            "train_wall_s": spread([r["train_wall_s"] for r in rs]),
-        }
-        for key, label in (("entropy", "entropy"), ("frac_reward_zero_std", "frac_zero_std"),
-                           ("checker/frac_groups_constant", "checker_constant"),
-                           ("checker/frac_groups_all_right", "all_right"), ("checker/frac_groups_all_wrong", "all_wrong"),
-                           ("completions/clipped_ratio", "truncated"), ("completions/mean_length", "mean_length"),
-                           ("clip_ratio/region_mean", "clip_region"), ("clip_ratio/low_mean", "clip_low"),
-                           ("clip_ratio/high_mean", "clip_high")):
-            for which, flag in (("first", True), ("last", False), ("mean", None)):
-                vals = [v for v in (_mean_of(r, key, flag) for r in rs) if v is not None]
-                rungs[name][f"{label}_{which}"] = statistics.mean(vals) if vals else None
-        ds = [r["totals"] for r in rs if r["config"]["dynamic_sampling"]]
-        if ds:
-            rungs[name]["dynamic_sampling"] = {
-                "generated_per_kept": statistics.mean(_generated_groups(t) / max(t["trained"], 1) for t in ds),
-                "refill_rounds_mean": statistics.mean(
-                    statistics.mean(v for _, v in _metric(r, "dynamic_sampling/refill_rounds")) for r in rs),
-                "padded_groups": sum(t["padded"] for t in ds),
-                "totals": ds,
-            }
-    ratio, cost = headline(by, seeds, "accuracy")
-    ratio_sampled, cost_sampled = headline(by, seeds, "sampled_accuracy")
-    # the same ratio for every rung, GRPO included (against itself: when its own curve first reached its final
-    # value): a rung is faster than GRPO only if its ratio is below GRPO's own, not merely below 1
-    by_rung = {key: {name: [steps_ratio([(p["step"], p[key]) for p in by[(i, s)]["curve"]],
-                                        [(p["step"], p[key]) for p in by[(0, s)]["curve"]])
-                            for s in seeds if (i, s) in by and (0, s) in by]
-                     for i, (name, _) in enumerate(RUNGS)} for key in ("accuracy", "sampled_accuracy")}
-    return {"rungs": rungs, "steps_ratio_to_grpo_final": ratio, "cost_to_grpo_final": cost,
-            "steps_ratio_to_grpo_final_sampled": ratio_sampled, "cost_to_grpo_final_sampled": cost_sampled,
-            "steps_ratio_to_grpo_final_by_rung": by_rung}
-
-
-def headline(by: dict, seeds: list[int], key: str) -> tuple[dict, list[dict]]:
-    """Per seed: full DAPO's steps to GRPO's final ``key`` / GRPO's steps, and the completions and wall time spent."""
-    per_seed, cost = [], []
-    for s in seeds:
-        g, d = by.get((0, s)), by.get((len(RUNGS) - 1, s))
-        if g is None or d is None:
-            continue
-        grpo_pts = [(p["step"], p[key]) for p in g["curve"]]
-        dapo_pts = [(p["step"], p[key]) for p in d["curve"]]
-        target = grpo_pts[-1][1]
-        reached = first_reaching(dapo_pts, target)
-        per_seed.append(steps_ratio(dapo_pts, grpo_pts))
-        cost.append({
-            "seed": s, "grpo_start": grpo_pts[0][1], "grpo_final": target, "grpo_improved": target > grpo_pts[0][1],
-            "dapo_final": dapo_pts[-1][1], "dapo_step": reached, "grpo_steps": grpo_pts[-1][0],
-            "dapo_generated": _at(d["curve"], reached, "generated"), "grpo_generated": g["curve"][-1]["generated"],
-            "dapo_wall_s": _at(d["curve"], reached, "wall_s"), "grpo_wall_s": g["curve"][-1]["wall_s"],
-        })
-    reached = [r for r in per_seed if r is not None]
-    ratio = {
-        "metric": key, "per_seed": per_seed, "seeds": [c["seed"] for c in cost],
-        # a mean only when every seed reached the target: an unreached seed is not a number to average
-        "mean": statistics.mean(reached) if reached and len(reached) == len(per_seed) else None,
-        "mean_over_reached": statistics.mean(reached) if reached else None,
-        "std": statistics.stdev(reached) if len(reached) > 1 else None,
-        "reached": f"{len(reached)}/{len(per_seed)}", "goal": 0.6,
-    }
-    return ratio, cost
-
-
-def _fmt(x, spec=".3f"):
-    return "n/a" if x is None else format(x, spec)
-
-
-def write_markdown(meta: dict, summary: dict, runs: list[dict], path: Path):
-    r, ratio = summary["rungs"], summary["steps_ratio_to_grpo_final"]
-    s = meta["setting"]
-    lines = [
-        "# DAPO's ablation, rung by rung, on the verifiable-reward task" + (" (PARTIAL)" if meta["partial"] else ""),
-        "",
-        f"Command: `{meta['command']}`  ",
-        f"Commit `{meta['git']['commit']}` (branch `{meta['git']['branch']}`{', uncommitted changes' if meta['git']['dirty'] else ''}); "
-        f"machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, shared with other jobs "
-        f"({meta['workers']} runs in parallel, one thread each), total wall {meta['wall_s']:.0f} s; "
-        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
-        "",
-        *([f"Files rewritten from the runs' records by `{meta['rewritten_by']['command']}` at commit "
-           f"`{meta['rewritten_by']['git']['commit']}`.", ""] if meta.get("rewritten_by") else []),
-        *([f"PARTIAL: only the seeds with all rungs finished are summarised: {meta['seeds']}.", ""]
-          if meta["partial"] else []),
-        f"Task: graded addition (tiny-rlvr.yaml: sums of 2/3/4 numbers in [0, 19]) with chatter among the SFT "
-        f"demonstrators' slips; one SFT start for every run; reward `sum_correct` (0/1). Every rung: lr "
-        f"{s['learning_rate']}, {s['batch']} completions ({s['batch'] // s['num_generations']} prompts x "
-        f"{s['num_generations']}) per optimizer step, one rollout per {s['steps_per_generation']} steps, "
-        f"{s['steps']} optimizer steps, max_completion_length {s['max_completion_length']}, seeds {meta['seeds']}. "
-        f"Accuracy: greedy, the checker, {s['eval_prompts']} held-out prompts, every {s['eval_every']} steps.",
-        "",
-    ]
-    for key, title in (("", "greedy accuracy (the brief's headline)"), ("_sampled", "sampled accuracy (T=1, 2 per prompt)")):
-        lines += headline_lines(summary[f"steps_ratio_to_grpo_final{key}"], summary[f"cost_to_grpo_final{key}"], title)
-        own = [x for x in summary["steps_ratio_to_grpo_final_by_rung"]["sampled_accuracy" if key else "accuracy"]
-               .get("grpo", []) if x is not None]
-        if own:  # the ratio GRPO itself gets: a rung is faster only if it does better than this
-            lines[-1:] = ["", f"Read against GRPO's own curve: GRPO first reaches its final value at ratio "
-                              f"{statistics.mean(own):.2f} (mean; per seed in the table below). A ratio for DAPO "
-                              "that is not below this says the curves plateau early, not that DAPO is faster.", ""]
-    lines += ["## The same ratio for every rung (GRPO against its own final value: its plateau, the baseline to beat)",
-              "", "| rung | greedy, per seed | sampled, per seed |", "|---|---|---|"]
-    br = summary["steps_ratio_to_grpo_final_by_rung"]
-    for name in br["accuracy"]:
-        lines.append(f"| {name} | " + " | ".join(
-            ", ".join("not reached" if x is None else f"{x:.2f}" for x in br[key][name])
-            for key in ("accuracy", "sampled_accuracy")) + " |")
-    lines += ["", "## Per rung (means over seeds)", "",
-              "| rung | greedy acc start -> final (per seed) | sampled acc start -> final (per seed) | best greedy | level 0/1/2 final | entropy first -> last | zero-adv groups "
-              "(TRL) first -> last | checker all right + all wrong, first -> last | truncated first -> last | mean length first -> last | clip low / high / region "
-              "(mean) | generated | train wall s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, x in r.items():
-        lines.append(
-            f"| {name} | {x['start_accuracy']:.3f} -> {x['final_accuracy']['mean']:.3f} ± {x['final_accuracy']['std']:.3f} ("
-            + ", ".join(f"{a:.3f}" for a in x["final_accuracy_per_seed"]) + f") | {x['start_sampled_accuracy']:.3f} -> "
-            f"{x['final_sampled_accuracy']['mean']:.3f} ± {x['final_sampled_accuracy']['std']:.3f} ("
-            + ", ".join(f"{a:.3f}" for a in x["final_sampled_accuracy_per_seed"]) + f") | {x['best_accuracy']['mean']:.3f} | "
-            + "/".join(f"{v:.2f}" for v in x["final_by_level"].values())
-            + f" | {_fmt(x['entropy_first'])} -> {_fmt(x['entropy_last'])} | {_fmt(x['frac_zero_std_first'])} -> "
-            f"{_fmt(x['frac_zero_std_last'])} | {_fmt(x['all_right_first'], '.2f')} + {_fmt(x['all_wrong_first'], '.2f')} -> "
-            f"{_fmt(x['all_right_last'], '.2f')} + {_fmt(x['all_wrong_last'], '.2f')} | {_fmt(x['truncated_first'])} -> {_fmt(x['truncated_last'])} | "
-            f"{_fmt(x['mean_length_first'], '.2f')} -> {_fmt(x['mean_length_last'], '.2f')} | "
-            f"{_fmt(x['clip_low_mean'], '.4f')} / {_fmt(x['clip_high_mean'], '.4f')} / {_fmt(x['clip_region_mean'], '.4f')} | "
-            f"{x['generated_completions']['mean']:.0f} | {x['train_wall_s']['mean']:.0f} |")
-    for name, x in r.items():
-        if "dynamic_sampling" in x:
-            d = x["dynamic_sampling"]
-            lines += ["", f"Dynamic sampling ({name}): generated / kept groups {d['generated_per_kept']:.2f}, refill "
-                          f"rounds per rollout {d['refill_rounds_mean']:.2f} (mean), groups padded at the refill cap "
-                          f"{d['padded_groups']}."]
-    lines += ["", "Zero-std groups (TRL's `frac_reward_zero_std`, on the reward without the overlong shaping) and the "
-                  "checker's all-right / all-wrong groups are means over every generation round of the logging step, "
-                  "refills included. With the soft overlong penalty (rungs 4-6) the advantages can still move inside "
-                  "a group whose checker verdicts are all equal.",
-              "", "![accuracy](dapo_ablation.png)", "", "![training](dapo_ablation_training.png)", ""]
-    if meta.get("notes"):
-        lines += ["## What each rung did", "", meta["notes"], ""]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def headline_lines(ratio: dict, cost: list[dict], title: str) -> list[str]:
-    lines = [f"## Steps full DAPO needs to reach naive GRPO's final {title} / GRPO's steps (goal <= 0.6)", "",
-             "| seed | GRPO start | GRPO final | DAPO final | DAPO reaches it at step | ratio | DAPO generated / GRPO "
-             "generated (to that point) | DAPO wall / GRPO wall (s) |", "|---|---|---|---|---|---|---|---|"]
-    for c, x in zip(cost, ratio["per_seed"]):
-        lines.append(
-            f"| {c['seed']} | {c['grpo_start']:.3f} | {c['grpo_final']:.3f} | {c['dapo_final']:.3f} | "
-            f"{c['dapo_step'] if c['dapo_step'] is not None else 'not reached'} of {c['grpo_steps']} | "
-            f"{_fmt(x, '.2f') if x is not None else 'not reached'} | "
-            f"{c['dapo_generated'] if c['dapo_generated'] is not None else '-'} / {c['grpo_generated']} | "
-            f"{_fmt(c['dapo_wall_s'], '.0f') if c['dapo_wall_s'] is not None else '-'} / {c['grpo_wall_s']:.0f} |")
-    mean = ratio["mean"]
-    lines += ["", (f"Mean ratio {mean:.2f} (std {_fmt(ratio['std'], '.2f')}, seeds {ratio['reached']} reached); "
-                   f"goal <= 0.6: {'met' if mean <= 0.6 else 'not met'}." if mean is not None else
-                   f"Mean ratio: not a number, DAPO reached GRPO's final value on {ratio['reached']} seeds "
-                   f"(mean over those: {_fmt(ratio['mean_over_reached'], '.2f')}). Goal <= 0.6: not met.")]
-    if any(not c["grpo_improved"] for c in cost):
-        lines += ["", "Note: on some seeds GRPO's final value is not above the shared start; there the target is at "
-                      "or below the start and the ratio measures noise, not speed."]
-    return lines + [""]
-
-
-def plot(runs: list[dict], seeds: list[int], prefix: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = plt.cm.viridis([i / (len(RUNGS) - 1) for i in range(len(RUNGS))])
-    colours[-1] = (0.85, 0.1, 0.1, 1.0)  # full DAPO in red
-    fig, axes = plt.subplots(1, 4, figsize=(21, 4.5))
-    panels = [("step", "accuracy"), ("generated", "accuracy"), ("wall_s", "accuracy"), ("step", "sampled_accuracy")]
-    for i, (name, _) in enumerate(RUNGS):
-        rs = [r for r in runs if r["rung"] == i]
-        if not rs:
-            continue
-        for ax, (x, y) in zip(axes, panels):
-            for r in rs:
-                ax.plot([p[x] for p in r["curve"]], [p[y] for p in r["curve"]], color=colours[i], alpha=0.25, lw=0.8)
-            steps = [p["step"] for p in rs[0]["curve"]]
-            if x == "step" and all(len(r["curve"]) == len(steps) for r in rs):
-                mean = [statistics.mean(r["curve"][n][y] for r in rs) for n in range(len(steps))]
-                ax.plot(steps, mean, color=colours[i], lw=2, label=f"{i + 1} {name}")
-    for ax, (x, y) in zip(axes, panels):
-        ax.set_xlabel({"step": "optimizer steps", "generated": "generated completions (refills counted)",
-                       "wall_s": "training wall s"}[x])
-        ax.set_ylabel({"accuracy": "held-out greedy accuracy", "sampled_accuracy": "held-out sampled accuracy (T=1)"}[y])
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"DAPO ablation ladder, graded addition, seeds {seeds} (thin: per seed, thick: mean)")
-    fig.tight_layout()
-    fig.savefig(f"{prefix}.png", dpi=110)
-    plt.close(fig)
-
-    keys = [("entropy", "policy entropy"), ("frac_reward_zero_std", "zero-std reward groups (TRL frac_reward_zero_std)"),
-            ("checker/frac_groups_constant", "groups all right or all wrong (checker)"),
-            ("completions/clipped_ratio", "truncated completions (clipped_ratio)"),
-            ("completions/mean_length", "mean length (tokens)"), ("clip_ratio/region_mean", "clip ratio (region)"),
-            ("clip_ratio/low_mean", "clip ratio (low)"), ("clip_ratio/high_mean", "clip ratio (high)")]
-    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
-    for ax, (key, label) in zip(axes.flat, keys):
-        for i, (name, _) in enumerate(RUNGS):
-            for k, r in enumerate([r for r in runs if r["rung"] == i]):
-                pts = _metric(r, key)
-                if pts:
-                    ax.plot(*zip(*pts), color=colours[i], alpha=0.6, lw=0.9,
-                            label=f"{i + 1} {name}" if k == 0 else None)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("optimizer steps")
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(f"{prefix}_training.png", dpi=110)
-    plt.close(fig)
-
-
 # ---- main ----------------------------------------------------------------------------------------------------------
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -599,9 +285,6 @@ def main(argv=None):
     workdir = Path(a.workdir or ("/tmp/trl_ext_dapo_ablation" + ("_smoke" if a.smoke else "")))
     results = Path(a.results) if a.results else RESULTS
     results.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from provenance import git_state, machine_info, versions
-
     import torch
 
     torch.set_num_threads(1)
@@ -648,7 +331,7 @@ def main(argv=None):
 
 def finish(runs, seeds, setting, workers, git, wall, results: Path, notes, partial, command, machine, vers, sft,
            rewritten_by=None):
-    summary = summarise(runs, seeds)
+    summary = summarise(runs, seeds, RUNG_NAMES)
     meta = {"command": command.strip(), "git": git, "machine": machine, "versions": vers, "workers": workers,
             "setting": setting.__dict__, "seeds": seeds, "wall_s": wall, "partial": partial, "sft": sft,
             "notes": Path(notes).read_text() if notes else None,
@@ -665,7 +348,7 @@ def finish(runs, seeds, setting, workers, git, wall, results: Path, notes, parti
            "runs": runs}
     (results / "dapo_ablation.json").write_text(json.dumps(out, indent=1, default=str))
     write_markdown(meta, summary, runs, results / "dapo_ablation.md")
-    plot(runs, seeds, results / "dapo_ablation")
+    plot(runs, seeds, results / "dapo_ablation", RUNG_NAMES)
     return out
 
 

@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
 from trl_ext import DAPOConfig, DAPOTrainer
+from trl_ext.curves import CurveRecorder
 from trl_ext.evaluation import oracle_accuracy, sample_completions
 from trl_ext.toy import AdditionTask, ensure_tiny_checkpoint, oracle_correct
 
@@ -52,33 +53,16 @@ def sft_checkpoint(workdir: Path) -> Path:
     return out
 
 
-def greedy_accuracy(model, tokenizer, eval_rows: int) -> float:
-    """Greedy oracle accuracy on the first ``eval_rows`` held-out prompts (one answer each, up to 6 tokens)."""
+def greedy_accuracy(tokenizer, eval_rows: int):
+    """``evaluate(model, step)`` for ``CurveRecorder``: greedy oracle accuracy on the first ``eval_rows`` held-out
+    prompts (one answer each, up to 6 tokens)."""
     prompts = TASK.eval_dataset().select(range(eval_rows))["prompt"]
-    answers = sample_completions(model, tokenizer, prompts, temperature=0.0, max_new_tokens=6)
-    return oracle_accuracy(prompts, answers, oracle_correct)
 
+    def evaluate(model, step: int) -> dict:
+        answers = sample_completions(model, tokenizer, prompts, temperature=0.0, max_new_tokens=6)
+        return {"accuracy": oracle_accuracy(prompts, answers, oracle_correct)}
 
-class EvalCallback(TrainerCallback):
-    def __init__(self, every: int, eval_rows: int):
-        self.every, self.eval_rows, self.trainer, self.curve = every, eval_rows, None, []
-
-    def generated_completions(self, state) -> int:
-        t = self.trainer
-        if isinstance(t, DAPOTrainer) and t.args.dynamic_sampling:
-            return t.dynamic_sampling_totals["generated_groups"] * t.num_generations
-        return state.global_step * t.args.generation_batch_size  # one generation batch per step here
-
-    def record(self, state):
-        acc = greedy_accuracy(self.trainer.model, self.trainer.processing_class, self.eval_rows)
-        self.curve.append((state.global_step, self.generated_completions(state), acc))
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.record(state)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0:
-            self.record(state)
+    return evaluate
 
 
 LEARNING_RATE = 1e-4  # set by --lr
@@ -103,16 +87,15 @@ def rl_run(algo: str, ckpt: Path, seed: int, steps: int, every: int, eval_rows: 
         args = DAPOConfig(**common_args(workdir / algo, seed, steps), dynamic_sampling_signal="oracle_correct",
                           dynamic_sampling_on_cap="train_on_kept")
         trainer = DAPOTrainer(model, [oracle_correct], args=args, train_dataset=data, processing_class=tokenizer)
-    callback = EvalCallback(every, eval_rows)
-    callback.trainer = trainer
-    trainer.add_callback(callback)
+    recorder = CurveRecorder(trainer, greedy_accuracy(tokenizer, eval_rows), every)
+    trainer.add_callback(recorder)
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
     totals = dict(trainer.dynamic_sampling_totals) if isinstance(trainer, DAPOTrainer) else None
     if totals is not None:
         totals["pool_at_end"] = trainer.pooled_groups
-    return {"algo": algo, "seed": seed, "curve": callback.curve, "wall_s": wall, "totals": totals}
+    return {"algo": algo, "seed": seed, "curve": recorder.curve, "wall_s": wall, "totals": totals}
 
 
 def overhead_pairs(ckpt: Path, reps: int, steps: int, workdir: Path) -> list[dict]:
@@ -153,11 +136,11 @@ def summarise(runs, pairs, config) -> str:
              "## Accuracy", "", "| algo | seed | start | end | best | steps | generated completions | wall s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        accs = [c[2] for c in r["curve"]]
+        accs = [p["accuracy"] for p in r["curve"]]
         lines.append(f"| {r['algo']} | {r['seed']} | {accs[0]:.3f} | {accs[-1]:.3f} | {max(accs):.3f} | "
-                     f"{r['curve'][-1][0]} | {r['curve'][-1][1]} | {r['wall_s']:.0f} |")
+                     f"{r['curve'][-1]['step']} | {r['curve'][-1]['generated']} | {r['wall_s']:.0f} |")
     for algo in ("grpo", "dapo"):
-        ends = [r["curve"][-1][2] for r in runs if r["algo"] == algo]
+        ends = [r["curve"][-1]["accuracy"] for r in runs if r["algo"] == algo]
         lines.append(f"\n{algo}: final accuracy mean {statistics.mean(ends):.3f} (seeds: "
                      + ", ".join(f"{e:.3f}" for e in ends) + ")")
     lines += ["", "## Dynamic sampling efficiency (DAPO runs)", "",
@@ -193,7 +176,7 @@ def plot(runs, path: Path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colours = {"grpo": "tab:blue", "dapo": "tab:red"}
     for r in runs:
-        steps, gen, acc = zip(*r["curve"])
+        steps, gen, acc = ([p[k] for p in r["curve"]] for k in ("step", "generated", "accuracy"))
         label = f"{r['algo']} seed {r['seed']}"
         axes[0].plot(steps, acc, color=colours[r["algo"]], alpha=0.7, label=label)
         axes[1].plot(gen, acc, color=colours[r["algo"]], alpha=0.7, label=label)

@@ -240,7 +240,7 @@ def train_run(spec: dict, ctx: dict) -> dict:
     out_dir = Path(ctx["work_dir"]) / "runs" / spec["id"].replace("/", "_")
     build = _rm_trainer if spec["trainer"] == "rm" else _rl_trainer
     trainer = build(spec, ctx, settings, model_args, tokenizer, out_dir)
-    disable_bnb_cpu_repack(trainer.model)  # as the pipeline does: CPU 4-bit layers must not repack (DESIGN.md)
+    disable_bnb_cpu_repack(trainer.model)  # as the pipeline does: a repacked CPU 4-bit layer trains without gradients
     match_trainable_dtype_to_compute(trainer.model, trainer.args.bf16)
     trainer.add_callback(meter.callback())
     meter.time_generate(trainer.accelerator.unwrap_model(trainer.model))

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 CONFIGS = ("grpo_lora", "ppo_shared", "ppo_separate", "grpo_lora_nf4", "ppo_shared_nf4")
-GOAL = 1.3  # issue #5: PPO with all roles on one base should cost at most 1.3x GRPO + LoRA
+GOAL = 1.3  # the claim checked: PPO with all roles on one base costs at most 1.3x GRPO + LoRA
 
 
 def _rss_mb() -> float:

@@ -22,7 +22,7 @@ by default the embedded tiny base, randomly initialised, which learns little mor
 Both routes run the same epochs, learning rate and schedule, with the same number of sequences per optimizer step
 (``--sequences_per_step``: pairwise batches of that / 2 pairs, K-wise batches of that / K rankings). Sequences through
 the model are counted by a forward hook during training. Each run is a fresh process (forked from the driver after
-the imports) so peak memory (``ru_maxrss`` of that process on CPU, ``torch.cuda.max_memory_allocated`` on a GPU) is its own; wall time is
+the imports) so peak memory (the peak resident size, VmHWM, of that process on CPU, ``torch.cuda.max_memory_allocated`` on a GPU) is its own; wall time is
 ``trainer.train()`` alone. The machine may be shared: compare the two routes within one run of this script.
 """
 
@@ -32,14 +32,15 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import git_state, machine_info, read_peak_rss_mib, versions  # noqa: E402
+from stats import mean_sd  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ROUTES = ("pairwise", "kwise")
@@ -143,7 +144,7 @@ def train_one(spec: dict) -> dict:
         "route": route, "k": k, "seed": spec["seed"], "train_rows": len(trainer.train_dataset),
         "optimizer_steps": trainer.state.global_step, "forward_calls": train_forwards, "sequences": sum(sequences),
         "train_wall_s": wall,
-        "peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else read_peak_rss_mib(),
         "peak_kind": "cuda_max_memory_allocated" if cuda else "process_max_rss",
         "rss_before_train_mib": rss_before,
     }
@@ -185,60 +186,50 @@ def run_all(a) -> list[dict]:
     return results
 
 
-def _mean_sd(values):
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def summarise(results: list[dict], ks) -> dict:
     summary = {}
     for k in ks:
         by = {r: [x for x in results if x["k"] == k and x["route"] == r] for r in ROUTES}
         row = {}
         for route, runs in by.items():
-            row[route] = {key: _mean_sd([x[key] for x in runs]) for key in (
+            row[route] = {key: mean_sd([x[key] for x in runs]) for key in (
                 "sequences", "train_wall_s", "peak_mib", "peak_rise_mib", "test_accuracy", "test_log_loss", "optimizer_steps")}
         pw, kw = by["pairwise"], by["kwise"]
         row["sequence_ratio"] = statistics.mean(p["sequences"] for p in pw) / statistics.mean(x["sequences"] for x in kw)
         row["wall_ratio"] = statistics.mean(p["train_wall_s"] for p in pw) / statistics.mean(x["train_wall_s"] for x in kw)
         acc_pw, sd_pw = row["pairwise"]["test_accuracy"]
         acc_kw, sd_kw = row["kwise"]["test_accuracy"]
-        row["accuracy_not_lower"] = acc_kw >= acc_pw - max(sd_pw, sd_kw)
+        # within the seeds' spread; one seed has none, so then K-wise must simply not be lower
+        row["accuracy_not_lower"] = acc_kw >= acc_pw - max(sd_pw or 0.0, sd_kw or 0.0)
         summary[str(k)] = row
     return summary
 
 
 def provenance(argv) -> dict:
+    """The command, git state, machine, GPU and versions (benchmarks/provenance.py), and the load when it starts."""
     import torch
-    import transformers
-    import trl
-
-    def git(*cmd):
-        try:
-            return subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-        except OSError:
-            return "unknown"
 
     return {
-        "command": "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset") + " python benchmarks/ranking_rm.py " + " ".join(argv),
-        "commit": git("rev-parse", "--short", "HEAD"), "tree_clean": git("status", "--porcelain", "--untracked-files=no") == "",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
-                   + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"),
-        "load_average_start": os.getloadavg()[0],
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "trl": trl.__version__,
-                     "transformers": transformers.__version__},
+        "command": "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset") + " python benchmarks/ranking_rm.py "
+                   + " ".join(argv),
+        "git": git_state(), "machine": machine_info(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average_start": os.getloadavg()[0], "versions": versions(),
     }
 
 
 def write(out_dir: Path, meta: dict, results: list[dict], summary: dict, a) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "ranking_rm.json").write_text(json.dumps({**meta, "settings": vars(a), "summary": summary, "runs": results}, indent=1))
-    f = lambda ms, d=0: f"{ms[0]:.{d}f} ± {ms[1]:.{d}f}"
+    git, machine = meta["git"], meta["machine"]
+    f = lambda ms, d=0: f"{ms[0]:.{d}f} ± " + ("n/a" if ms[1] is None else f"{ms[1]:.{d}f}")  # noqa: E731
     lines = [
         "# Reward model from rankings: pairwise expansion vs K-wise (RankingRewardTrainer)", "",
-        f"Command: `{meta['command']}`  ", f"Commit: `{meta['commit']}`{'' if meta['tree_clean'] else ' (uncommitted changes)'}  ",
-        f"Machine: {meta['machine']}; 1-minute load average {meta['load_average_start']:.2f} at the start, "
+        f"Command: `{meta['command']}`  ",
+        f"Commit: `{git['commit'][:10]}`{' (uncommitted changes)' if git['dirty'] else ''}  ",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores visible, {meta['gpu'] or 'no GPU'}; 1-minute load average {meta['load_average_start']:.2f} at the start, "
         f"{meta['load_average_end']:.2f} at the end; total {meta['total_wall_s']:.0f} s  ",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
+        f"Versions: python {machine['python']}, " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
         f"RM initialised from `{a.init or 'the embedded tiny base (random weights)'}`. "
         f"{a.train_prompts} training prompts ranked by the noisy labeller, {a.epochs} epochs, learning rate "
         f"{a.learning_rate}, {a.sequences_per_step} sequences per optimizer step for both routes, seeds 0..{a.seeds - 1}; "
@@ -285,7 +276,7 @@ def plot(path: Path, summary: dict) -> None:
     for ax, (key, title) in zip(axes, keys, strict=True):
         for j, route in enumerate(ROUTES):
             means = [summary[k][route][key][0] for k in ks]
-            sds = [summary[k][route][key][1] for k in ks]
+            sds = [summary[k][route][key][1] or 0.0 for k in ks]  # one seed: no error bar
             ax.bar([i + (j - 0.5) * 0.38 for i in range(len(ks))], means, 0.38, yerr=sds, label=route, capsize=3)
         ax.set_xticks(range(len(ks)), [f"K = {k}" for k in ks])
         ax.set_title(title, fontsize=10)

@@ -15,12 +15,12 @@ generated completions (``--budget``), all three with :class:`trl_ext.DAPOTrainer
   batch, so this is the same budget);
 * ``dapo``: dynamic sampling as it was before the cheaper options (whole-batch refills), ``max_generated_completions``;
 * ``dapo_cheaper``: + ``dynamic_sampling_skip_probability`` (GRESO-style skipping) + ``dynamic_sampling_sized_refill``.
-  Dropped rows' log-prob forwards (issue item 1c) are not paid with ``beta=0`` (see docs/dynamic-sampling.md).
+  Dropped rows' log-prob forwards are not paid with ``beta=0`` (see docs/dynamic-sampling.md; ``--dropped_group_cost``
+  measures what they cost where they are).
 
-Every ``eval_every`` generated completions (every method is evaluated at the same counts, whatever its optimizer
-steps) the held-out accuracy of the checker, greedy and sampled (temperature 1, 2 samples,
-the same draw for every method at a given evaluation), against generated completions and training wall-clock
-(evaluation time left out). The headline, per method and seed: the generated completions and the wall-clock it
+Every ``eval_every`` generated completions (``trl_ext.curves.CurveRecorder``; every method is evaluated at the same
+counts, whatever its optimizer steps) the held-out accuracy of the checker, greedy and sampled (temperature 1, 2 samples, the same draw for every method at a given evaluation), against generated
+completions and training wall-clock (evaluation time left out). The headline, per method and seed: the generated completions and the wall-clock it
 needs to first reach GRPO's final greedy accuracy, as a ratio to GRPO's (whole budget and whole wall-clock): json keys
 ``seeds`` and per method ``generated_completions_ratio`` / ``wall_ratio`` with ``mean`` (None unless every seed
 reached the target) and ``per_seed``. Also zero-advantage shares over training (TRL's ``frac_reward_zero_std``),
@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import git_state, machine_info  # noqa: E402
+from stats import first_reaching, logged, mean_if_all  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = str(ROOT / "models" / "smollm2-135m-instruct")  # where `trl-ext convert-gguf smollm2` is told to write
@@ -86,19 +87,16 @@ def cost_ratios(curve: list[dict], grpo: list[dict], key: str = "accuracy") -> d
     which does not count: reaching the target there is the start's doing. Returns ``generated_completions_ratio``
     and ``wall_ratio``, both None when the curve never reaches the target.
     """
-    target, last = grpo[-1][key], grpo[-1]
-    for point in curve:
-        if point["generated"] > 0 and point[key] >= target - 1e-12:
-            return {"generated_completions_ratio": point["generated"] / last["generated"],
-                    "wall_ratio": point["wall_s"] / last["wall_s"]}
-    return {"generated_completions_ratio": None, "wall_ratio": None}
+    last = grpo[-1]
+    i = first_reaching([(p["generated"], p[key]) for p in curve], last[key])
+    if i is None:
+        return {"generated_completions_ratio": None, "wall_ratio": None}
+    return {"generated_completions_ratio": curve[i]["generated"] / last["generated"],
+            "wall_ratio": curve[i]["wall_s"] / last["wall_s"]}
 
 
 def _mean_and_seeds(values: list[float | None], seeds: list[int]) -> dict:
-    reached = [v for v in values if v is not None]
-    return {"mean": statistics.fmean(reached) if reached and len(reached) == len(values) else None,
-            "mean_over_reached": statistics.fmean(reached) if reached else None,
-            "per_seed": dict(zip(map(str, seeds), values, strict=True))}
+    return {**mean_if_all(values), "per_seed": dict(zip(map(str, seeds), values, strict=True))}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -128,7 +126,7 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def _mean_logged(run: dict, key: str) -> float | None:
-    values = [h[key] for h in run["logs"] if key in h]
+    values = [v for _, v in logged(run, key)]
     return statistics.fmean(values) if values else None
 
 
@@ -136,9 +134,10 @@ def _mean_logged(run: dict, key: str) -> float | None:
 def run_one(method: str, seed: int, s: Setting, model_path: str, workdir: Path) -> dict:
     import torch
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
 
     from trl_ext import DAPOConfig, DAPOTrainer
+    from trl_ext.curves import CurveRecorder
     from trl_ext.evaluation import oracle_accuracy, sample_completions
     from trl_ext.toy import ArithmeticTask, arithmetic_correct
 
@@ -163,60 +162,27 @@ def run_one(method: str, seed: int, s: Setting, model_path: str, workdir: Path) 
                                task_type="CAUSAL_LM"),
     )
     held_out = task.eval_dataset()
+    prompts, columns = held_out["prompt"], {"answer": held_out["answer"]}
 
-    class Recorder(TrainerCallback):
-        def __init__(self):
-            self.curve, self.logs, self.eval_s, self.start = [], [], 0.0, None
+    def evaluate(model, step: int) -> dict:
+        greedy = sample_completions(model, tokenizer, prompts, temperature=0.0, max_new_tokens=s.max_completion_length)
+        sampled = sample_completions(model, tokenizer, prompts, num_samples=2, temperature=1.0,
+                                     max_new_tokens=s.max_completion_length, seed=10_000 + step)
+        point = {"accuracy": oracle_accuracy(prompts, greedy, arithmetic_correct, columns),
+                 "sampled_accuracy": oracle_accuracy(prompts, sampled, arithmetic_correct, columns)}
+        print(f"{method} s{seed} step {step} {point}", flush=True)
+        return point
 
-        def generated(self, step: int) -> int:
-            if args.dynamic_sampling:
-                return trainer.dynamic_sampling_totals["generated_groups"] * s.num_generations
-            return step * args.generation_batch_size
-
-        def evaluate(self, step: int):
-            t0 = time.perf_counter()
-            prompts, columns = held_out["prompt"], {"answer": held_out["answer"]}
-            greedy = sample_completions(trainer.model, tokenizer, prompts, temperature=0.0,
-                                        max_new_tokens=s.max_completion_length)
-            sampled = sample_completions(trainer.model, tokenizer, prompts, num_samples=2, temperature=1.0,
-                                         max_new_tokens=s.max_completion_length, seed=10_000 + step)
-            self.curve.append({
-                "step": step, "generated": self.generated(step),
-                "wall_s": t0 - self.start - self.eval_s if self.start is not None else 0.0,
-                "accuracy": oracle_accuracy(prompts, greedy, arithmetic_correct, columns),
-                "sampled_accuracy": oracle_accuracy(prompts, sampled, arithmetic_correct, columns),
-            })
-            self.eval_s += time.perf_counter() - t0
-            print(f"{method} s{seed} {self.curve[-1]}", flush=True)
-
-        def on_train_begin(self, a, state, control, **kwargs):
-            self.evaluate(0)
-            self.start, self.eval_s = time.perf_counter(), 0.0
-
-        def on_log(self, a, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.logs.append({"step": state.global_step,
-                                  **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
-
-        def on_step_end(self, a, state, control, **kwargs):
-            # a dynamic-sampling step generates 1 to 1 + max_refill_rounds batches: evaluate at the first step end
-            # past each multiple of eval_every, so every method's points sit at (about) the same completion counts
-            if self.generated(state.global_step) >= len(self.curve) * s.eval_every or control.should_training_stop \
-                    or state.global_step == state.max_steps:
-                self.evaluate(state.global_step)
-
-    recorder = Recorder()
+    recorder = CurveRecorder(trainer, evaluate, eval_completions=s.eval_every)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(recorder)
     trainer.train()
-    if recorder.curve[-1]["step"] != trainer.state.global_step:  # stopped by a callback after on_step_end ran
-        recorder.evaluate(trainer.state.global_step)
     return {"method": method, "seed": seed, "curve": recorder.curve, "logs": recorder.logs,
             "totals": dict(trainer.dynamic_sampling_totals), "setting": asdict(s), "git": git_state(),
             "machine": machine_info()}
 
 
-# ---- what a dropped group pays besides its generation (issue item 1c) ---------------------------------------------
+# ---- what a dropped group pays besides its generation ------------------------------------------------------------
 def dropped_group_cost(model_path: str, num_groups: int = 8, G: int = 8, T: int = 16) -> dict:
     """Seconds to generate one group of ``G`` completions of ``T`` tokens, and to run on it the no-grad log-prob
     forward TRL 1.16 runs on every row before rewards exist (reference with ``beta != 0``, old policy when steps are

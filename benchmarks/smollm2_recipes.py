@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import git_state, machine_info  # noqa: E402
+from stats import mean_sd  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("oracle_accuracy_greedy", "oracle_accuracy_sampled")
@@ -53,10 +54,6 @@ def run_one(recipe: str, seed: int, runs_dir: Path, extra: list[str]) -> dict:
     }
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
-
-
 def summarise(runs: list[dict]) -> dict:
     """Per recipe and metric: the mean +- sd over seeds of the model RL started from (the SFT model where the recipe
     ran SFT, else the given model) and of the RL model, and the gain's; every model's mean beside them."""
@@ -72,19 +69,23 @@ def summarise(runs: list[dict]) -> dict:
             before = [r["models"][start][metric] for r in rows]
             after = [r["models"]["rl"][metric] for r in rows]
             gains = [a - b for a, b in zip(after, before, strict=True)]
-            b_mean, b_sd = _mean_sd(before)
-            a_mean, a_sd = _mean_sd(after)
-            g_mean, g_sd = _mean_sd(gains)
-            spread = max(b_sd, a_sd) if len(rows) > 1 else float("nan")
+            b_mean, b_sd = mean_sd(before)
+            a_mean, a_sd = mean_sd(after)
+            g_mean, g_sd = mean_sd(gains)
+            spread = max(b_sd, a_sd) if len(rows) > 1 else None
             entry["metrics"][metric] = {
                 "before": before, "after": after, "before_mean": b_mean, "before_sd": b_sd, "after_mean": a_mean,
                 "after_sd": a_sd, "gain_mean": g_mean, "gain_sd": g_sd, "spread": spread,
-                "gain_exceeds_spread": bool(len(rows) > 1 and g_mean > spread),
+                "gain_exceeds_spread": bool(spread is not None and g_mean > spread),
             }
         walls = [sum(r["stage_wall_s"].values()) for r in rows]
         entry["total_wall_s"] = {"per_seed": walls, "mean": statistics.fmean(walls), "max": max(walls)}
         out[recipe] = entry
     return out
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"  # no sd from one seed
 
 
 def markdown(result: dict) -> str:
@@ -104,8 +105,8 @@ def markdown(result: dict) -> str:
         for metric, m in entry["metrics"].items():
             per_seed = ", ".join(f"{b:.3f} -> {a:.3f}" for b, a in zip(m["before"], m["after"], strict=True))
             lines.append(
-                f"| {metric.removeprefix('oracle_accuracy_')} | {m['before_mean']:.3f} +- {m['before_sd']:.3f} | "
-                f"{m['after_mean']:.3f} +- {m['after_sd']:.3f} | {m['gain_mean']:+.3f} +- {m['gain_sd']:.3f} | "
+                f"| {metric.removeprefix('oracle_accuracy_')} | {m['before_mean']:.3f} +- {_fmt(m['before_sd'])} | "
+                f"{m['after_mean']:.3f} +- {_fmt(m['after_sd'])} | {m['gain_mean']:+.3f} +- {_fmt(m['gain_sd'])} | "
                 f"{'yes' if m['gain_exceeds_spread'] else 'no'} | {per_seed} |"
             )
         w = entry["total_wall_s"]

@@ -1,4 +1,4 @@
-"""TRL's own GRPO and RLOO test files, run on stock TRL and with trl_ext's classes swapped in (issue 27's check).
+"""TRL's own GRPO and RLOO test files, run on stock TRL and with trl_ext's classes swapped in: the drop-in check.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/trl_suite.py            # extract, build stand-ins, run, report
     PYTHONPATH=$PWD python benchmarks/trl_suite.py --report-only                 # re-read the junit files only

@@ -1,4 +1,5 @@
-"""benchmarks/dapo_ablation.py: the steps-ratio arithmetic on made-up curves, the ladder's knobs, and a smoke run."""
+"""benchmarks/dapo_ablation.py and its report: the steps-ratio arithmetic on made-up curves, the ladder's knobs, and a
+smoke run."""
 
 import json
 import sys
@@ -8,20 +9,21 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import dapo_ablation as ab  # noqa: E402
+import dapo_ablation_report as report  # noqa: E402
 
 
 def test_steps_ratio_first_step_at_or_above_grpo_final():
     grpo = [(0, 0.30), (10, 0.35), (20, 0.40)]  # target 0.40 after 20 steps
     dapo = [(0, 0.30), (5, 0.38), (10, 0.41), (15, 0.39), (20, 0.50)]
-    assert ab.steps_ratio(dapo, grpo) == pytest.approx(10 / 20)
-    assert ab.steps_ratio([(0, 0.3), (4, 0.40)], grpo) == pytest.approx(4 / 20)  # equal counts as reached
+    assert report.steps_ratio(dapo, grpo) == pytest.approx(10 / 20)
+    assert report.steps_ratio([(0, 0.3), (4, 0.40)], grpo) == pytest.approx(4 / 20)  # equal counts as reached
 
 
 def test_steps_ratio_not_reached_is_none_and_the_start_does_not_count():
     grpo = [(0, 0.30), (20, 0.40)]
-    assert ab.steps_ratio([(0, 0.30), (10, 0.39), (20, 0.39)], grpo) is None
+    assert report.steps_ratio([(0, 0.30), (10, 0.39), (20, 0.39)], grpo) is None
     # the shared SFT start above the target is not DAPO's doing: the first point after it that reaches counts
-    assert ab.steps_ratio([(0, 0.45), (10, 0.30), (20, 0.42)], grpo) == pytest.approx(1.0)
+    assert report.steps_ratio([(0, 0.45), (10, 0.30), (20, 0.42)], grpo) == pytest.approx(1.0)
 
 
 def _run(rung, seed, accs, every=10):
@@ -35,11 +37,11 @@ def test_headline_mean_only_when_every_seed_reaches():
     last = len(ab.RUNGS) - 1
     runs = [_run(0, 0, [0.3, 0.35, 0.40]), _run(last, 0, [0.3, 0.45, 0.5]),   # seed 0: step 10 of 20 -> 0.5
             _run(0, 1, [0.3, 0.32, 0.36]), _run(last, 1, [0.3, 0.33, 0.37])]  # seed 1: 20 of 20 -> 1.0
-    ratio = ab.summarise(runs, [0, 1])["steps_ratio_to_grpo_final"]
+    ratio = report.summarise(runs, [0, 1], ab.RUNG_NAMES)["steps_ratio_to_grpo_final"]
     assert ratio["per_seed"] == pytest.approx([0.5, 1.0])
     assert ratio["mean"] == pytest.approx(0.75)
     runs[3] = _run(last, 1, [0.3, 0.33, 0.35])  # seed 1 never reaches 0.36
-    ratio = ab.summarise(runs, [0, 1])["steps_ratio_to_grpo_final"]
+    ratio = report.summarise(runs, [0, 1], ab.RUNG_NAMES)["steps_ratio_to_grpo_final"]
     assert ratio["per_seed"] == [0.5, None]
     assert ratio["mean"] is None and ratio["mean_over_reached"] == pytest.approx(0.5)
     assert ratio["reached"] == "1/2"
