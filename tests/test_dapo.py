@@ -431,7 +431,7 @@ def test_resumed_run_keeps_to_the_generation_budget(tmp_path, ckpt, tokenizer):
 
 def test_sparse_reward_trains_on_by_default_with_a_warning(tmp_path, ckpt, tokenizer, caplog):
     # all 0 for the first two steps (2 rounds each, the cap), then informative: trl.GRPOTrainer trains on through
-    # such a start, so the default must too (it raised at step 1 before)
+    # such a start, so the default must too (raising here would stop a run that GRPO would have trained on)
     calls = []
 
     def sparse_then_informative(prompts, completions, answer, **kwargs):

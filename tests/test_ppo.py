@@ -178,7 +178,7 @@ def _p_correct(model, tokenizer):
 
 @pytest.fixture(scope="module")
 def noisy_sft(tiny, tokenizer, tmp_path_factory):
-    """The seed's stage 1 in miniature: 40 SFT steps on demonstrators who write the digits swapped half the time."""
+    """The SFT stage in miniature: 40 SFT steps on demonstrators who write the digits swapped half the time."""
     import random
 
     from transformers import AutoModelForCausalLM

@@ -182,7 +182,7 @@ def test_token_level_kl_in_the_loss(tmp_path, ckpt, tokenizer):
     t = build(RLOOTrainer, RLOOConfig(**common(tmp_path, beta=0.05, kl_in="loss")), ckpt, tokenizer, graded)
     advantages = record_loss_advantages(t)
     t.train()
-    assert "kl" in t.state.log_history[0]  # logged by GRPOTrainer's loss, which now carries the KL term
+    assert "kl" in t.state.log_history[0]  # logged by GRPOTrainer's loss, which carries the KL term here
     rewards = list(t._logs["rewards"]["graded"])  # KL not in the reward: pure leave-one-out
     assert advantages() == pytest.approx(hand_leave_one_out(rewards, 4), abs=1e-6)
 
