@@ -114,6 +114,7 @@ def rlvr_run(tmp_path_factory):
     return cfg, run_pipeline(cfg)
 
 
+@pytest.mark.slow
 def test_rlvr_route_skips_labels_and_rm_and_reports_per_level(rlvr_run):
     cfg, report = rlvr_run
     run = cfg.output_dir
@@ -138,6 +139,7 @@ def test_rlvr_route_skips_labels_and_rm_and_reports_per_level(rlvr_run):
     assert "| model | level 0 | level 1 | level 2 |" in md and "zero advantage" in md
 
 
+@pytest.mark.slow
 def test_given_sft_model_and_prompt_file_runs_rl_only(rlvr_run, tmp_path):
     """The issue's command: --algorithm dapo --model_name_or_path MY_SFT --prompt_dataset_name prompts.jsonl
     --reward_funcs ... trains RL on the given model: no SFT, no labels, no RM."""
