@@ -1,7 +1,7 @@
 # The two commands README.md documents. `make install` is what both need on a fresh machine.
 PYTHON ?= python3
 
-.PHONY: install pipeline test
+.PHONY: install pipeline test test-fast
 install:
 	$(PYTHON) -m pip install "torch==2.13.0"
 	$(PYTHON) -m pip install -e ".[test,bench,gguf]"
@@ -14,3 +14,8 @@ pipeline: install
 
 test: install
 	OMP_NUM_THREADS=2 $(PYTHON) -m pytest -q tests
+
+# the inner loop, once `make install` has run: the suite without the tests marked slow (learning runs, subprocesses
+# and torchrun, multi-stage pipelines, the real-GGUF conversion); `make test` (what CI runs) includes them
+test-fast:
+	OMP_NUM_THREADS=2 $(PYTHON) -m pytest -q -m "not slow" tests

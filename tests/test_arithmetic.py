@@ -153,6 +153,7 @@ TINY = dict(
 )
 
 
+@pytest.mark.slow
 def test_rlvr_route_on_smollm2s_tokenizer(tmp_path, smollm2_tiny):
     tiny = {**TINY, "rl": {**TINY["rl"], "dynamic_sampling_max_refill_rounds": 1}}  # a random model is always wrong
     cfg = PipelineConfig(output_dir=str(tmp_path / "run"), reward_funcs=[CHECKER], algorithm="dapo", start_at="rl",
@@ -166,6 +167,7 @@ def test_rlvr_route_on_smollm2s_tokenizer(tmp_path, smollm2_tiny):
     assert "dropped by dynamic sampling" in (tmp_path / "run" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_rlhf_route_on_smollm2s_tokenizer(tmp_path, smollm2_tiny):
     # enough SFT for the random model to write numbers, so the labeller has answers of different grades to rank
     sft = {**TINY["sft"], "max_steps": 16, "learning_rate": 1e-2}

@@ -289,6 +289,7 @@ def test_resumed_run_continues_the_curves(tmp_path, ckpt, tokenizer):
 
 
 # ---- report_to: TensorBoard and trackio read back -----------------------------------------------------------------
+@pytest.mark.slow
 def test_tensorboard_and_trackio_receive_gold_and_dynamic_sampling(tmp_path):
     env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 # the first checkpoint comes early; the 35 steps after it leave the parent seconds to interrupt
 SFT = {"max_steps": 40, "save_steps": 5, "save_total_limit": 2, "per_device_train_batch_size": 8}
 
@@ -17,6 +19,7 @@ def command(run_dir):
     ]
 
 
+@pytest.mark.slow
 def test_sigint_saves_exits_130_with_the_resume_message_and_the_same_command_resumes(tmp_path):
     """Other settings cannot resume the cut-off stage; the same command can."""
     run_dir = tmp_path / "run"

@@ -98,6 +98,7 @@ def test_unknown_algorithm_on_the_command_line_is_a_one_line_error(tmp_path):
         compare.main(["--algorithms", "grpo", "sac", "--output_dir", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_writes_every_output_and_respects_the_budget(tmp_path, capsys, monkeypatch):
     """DAPO (whose dynamic sampling generates more than it trains on) and DPO (budget in pairs), 1 seed, tiny run.
 
@@ -160,6 +161,7 @@ torch.distributed.destroy_process_group()
 '''
 
 
+@pytest.mark.slow
 def test_generated_completions_are_counted_on_all_processes(tmp_path):
     """torchrun, 2 CPU processes (gloo): ranks generating 3 and 5 completions both count 8 toward the budget."""
     import os

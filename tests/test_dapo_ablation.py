@@ -58,6 +58,7 @@ def test_ladder_is_cumulative_one_change_per_rung():
         assert [k for k in after if after[k] != before[k]] == list(ab.RUNGS[i][1])
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_the_files_and_keys(tmp_path):
     results = tmp_path / "results"
     ab.main(["--smoke", "--workdir", str(tmp_path / "work"), "--results", str(results)])

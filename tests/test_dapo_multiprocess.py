@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test launches torchrun
+
 WORKER = Path(__file__).with_name("dapo_multiprocess_worker.py")
 
 

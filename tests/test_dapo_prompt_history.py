@@ -3,12 +3,14 @@ before generating, how many prompts a sized refill draws, kept rows unchanged wi
 
 import hashlib
 import json
+import math
 import re
 
 import pytest
 from transformers import TrainerCallback
 
-from test_dapo import G, config, informative_if_even, logged, record_batches, trainer
+from test_dapo import (G, check_dynamic_sampling_metrics, config, expected_dynamic_sampling, informative_if_even,
+                       logged, record_answers_by_step, record_batches, trainer)
 from trl_ext import DAPOConfig
 from trl_ext.dapo.prompt_history import PromptHistory, draw_uniform, prompt_key, refill_prompts, skip_probability
 from fingerprints import batch_fingerprint
@@ -104,25 +106,32 @@ def _answer(prompt) -> int:
 
 
 def test_sized_refill_rounds_draw_the_shortfall(tmp_path, ckpt, tokenizer):
-    # 4 groups a step; informative_if_even keeps the groups with an even answer. Each refill round draws
-    # refill_prompts(missing, informative so far, generated so far) prompts, not 4
+    # 4 groups a step; informative_if_even keeps the groups with an even answer. A refill round draws
+    # ceil(missing / rate) prompts, at most a generation batch (4), rate = the run's informative fraction so far
+    # (at least the floor 0.1): counted here from the answers the reward function was given, round by round
     args = config(tmp_path, max_steps=4, overlong_buffer_length=0, per_device_train_batch_size=16,
                   dynamic_sampling_sized_refill=True)
     t = trainer(ckpt, tokenizer, args, [informative_if_even])
-    sizes, original = [], t._refill_inputs
-    t._refill_inputs = lambda n, record: sizes.append(
-        (n, refill_prompts(4 - t.pooled_groups, t.dynamic_sampling_totals["informative"] + record.informative,
-                           t.dynamic_sampling_totals["generated_groups"] + record.generated, 0.1, 4, 1))
-    ) or original(n, record)
+    t.reward_funcs[0], steps = record_answers_by_step(t, informative_if_even)
     seen = record_batches(t)
     t.train()
-    assert sizes and all(n == expected for n, expected in sizes) and any(n < 4 for n, _ in sizes)
+    even = lambda answers: sum(int(a) % 2 == 0 for a in answers[::G])  # noqa: E731: informative groups of a round
+    expected = expected_dynamic_sampling(steps, lambda a: int(a) % 2 == 0, need=4)
+    check_dynamic_sampling_metrics(t, expected)
+    informative = generated = refills = 0
+    for rounds, step in zip(steps, expected, strict=True):
+        pooled = step["carried_in_groups"]
+        for r, answers in enumerate(rounds):
+            if r > 0:  # a refill: sized to what the pool still misses
+                wanted = math.ceil((4 - pooled) / max(informative / generated, 0.1) - 1e-9)
+                assert len(answers) // G == min(wanted, 4), (r, answers)
+                refills += 1
+            informative, generated = informative + even(answers), generated + len(answers) // G
+            pooled += even(answers)
+    assert refills and any(len(a) // G < 4 for rounds in steps for a in rounds[1:])  # some round was sized below 4
     for batch in seen:
         assert batch["completion_ids"].size(0) == 16
         assert all(_answer(p) % 2 == 0 for p in tokenizer.batch_decode(batch["prompt_ids"], skip_special_tokens=True))
-    totals = t.dynamic_sampling_totals
-    assert totals["generated_groups"] == 4 * 4 + sum(n for n, _ in sizes)  # 4 first rounds of 4 groups + refills
-    assert totals["informative"] == totals["trained"] + t.pooled_groups + totals["dropped"]
 
 
 def test_skipping_passes_over_only_prompts_that_never_had_signal(tmp_path, ckpt, tokenizer):

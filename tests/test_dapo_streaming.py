@@ -107,7 +107,7 @@ def test_a_stream_trains_with_refills_from_the_stream_itself(tmp_path, ckpt, tok
     args = config(tmp_path, max_steps=3, overlong_buffer_length=0, dataloader_num_workers=1)
     with caplog.at_level(logging.WARNING):
         t, prompts = _stream_trainer(ckpt, tokenizer, args, n_prompts=5)
-    # TRL's checks for a stream ran (they were never reached while DAPOTrainer refused streams)
+    # TRL's own set-up for a stream ran: DAPOTrainer passes the stream to GRPOTrainer unchanged
     assert t.args.accelerator_config.dispatch_batches is False and t.args.dataloader_num_workers == 0
     assert any("dataloader_num_workers=0" in r.getMessage() for r in caplog.records)
     refills, seen = record_refills(t), record_batches(t)

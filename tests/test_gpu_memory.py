@@ -74,6 +74,7 @@ def test_committed_fit_table_is_the_dry_run_of_the_current_plan(tmp_path):
     assert fresh == committed, "regenerate it: python benchmarks/gpu_memory.py --dry_run --not_measured '...'"
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_trainer_and_setting_with_measured_numbers(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     proc = subprocess.run(

@@ -77,6 +77,7 @@ def _output(*args) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not bnb.functional.has_avx512bf16(), reason="bitsandbytes logs the notice only on AVX512-BF16 CPUs")
 def test_bitsandbytes_kernel_notice_appears_only_once_4bit_is_used(base):
     # transformers imports peft, which imports bitsandbytes: importing trl_ext cannot avoid it, only hold the notice

@@ -42,6 +42,7 @@ def finished_run(tmp_path_factory):
     return cfg, run_pipeline(cfg)
 
 
+@pytest.mark.slow
 def test_every_stage_writes_its_folder_and_the_report(finished_run):
     cfg, report = finished_run
     run = cfg.output_dir
@@ -60,6 +61,7 @@ def test_every_stage_writes_its_folder_and_the_report(finished_run):
     assert "| rl |" in open(f"{run}/report.md").read()
 
 
+@pytest.mark.slow
 def test_labels_are_all_pairs_of_each_ranking(finished_run):
     cfg, _ = finished_run
     rankings = [json.loads(line) for line in open(f"{cfg.output_dir}/labels/rankings.jsonl")]
@@ -78,6 +80,7 @@ def test_labels_are_all_pairs_of_each_ranking(finished_run):
     assert n_pairs == expected
 
 
+@pytest.mark.slow
 def test_rerun_skips_complete_stages(finished_run):
     cfg, report = finished_run
     before = {s: open(f"{cfg.output_dir}/{s}/stage.json").read() for s in ("sft", "labels", "rm", "rl", "eval")}
@@ -87,6 +90,7 @@ def test_rerun_skips_complete_stages(finished_run):
     assert after == before
 
 
+@pytest.mark.slow
 def test_changed_settings_are_refused_not_reused(finished_run):
     cfg, _ = finished_run
     changed = PipelineConfig(**{**cfg.__dict__, "rl": {**cfg.rl, "learning_rate": 1e-3}})
@@ -94,6 +98,7 @@ def test_changed_settings_are_refused_not_reused(finished_run):
         run_pipeline(changed)
 
 
+@pytest.mark.slow
 def test_a_cut_off_stage_resumes_and_earlier_stages_stay_intact(tmp_path):
     cfg = small(tmp_path, until="rl")
     with pytest.raises(KeyboardInterrupt):
@@ -156,6 +161,7 @@ def test_prompt_dataset_errors_name_the_column_and_the_row(tmp_path):
         rl_prompts(cfg)
 
 
+@pytest.mark.slow
 def test_lora_and_4bit_in_every_stage_with_the_rm_on_the_policys_base(tmp_path, finished_run):
     # start from the fully fine-tuned SFT model of the other run: a few LoRA steps on a random model answer nothing
     # the labeller can tell apart, and the labels stage would (rightly) refuse
@@ -194,6 +200,7 @@ def test_shared_base_reward_needs_lora(tmp_path):
         run_pipeline(small(tmp_path, shared_base_reward=True))
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
     import os
     import signal
@@ -215,6 +222,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
     assert sft["resumed_from"].endswith("checkpoint-1") and sft["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_dpo_route_trains_the_policy_on_the_labellers_pairs(tmp_path, finished_run):
     src = finished_run[0].output_dir
     cfg = small(tmp_path, algorithm="dpo", rl={"max_steps": 2, "per_device_train_batch_size": 4})
@@ -227,6 +235,7 @@ def test_dpo_route_trains_the_policy_on_the_labellers_pairs(tmp_path, finished_r
     assert report["algorithm"] == "dpo" and "rl" in report["models"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["dapo", "rloo", "rloo_trl", "ppo"])
 def test_every_rl_algorithm_runs_in_the_pipeline(tmp_path, finished_run, algorithm):
     src = finished_run[0].output_dir
@@ -242,6 +251,7 @@ def test_every_rl_algorithm_runs_in_the_pipeline(tmp_path, finished_run, algorit
     assert (tmp_path / "run/rl/model/model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_reward_funcs_from_the_config_join_the_reward_model(tmp_path, finished_run):
     """A reward function named by dotted path in the config is imported and weighted beside the RM."""
     src = finished_run[0].output_dir
@@ -320,6 +330,7 @@ def test_ppo_shared_base_loads_the_reward_adapter_once_and_no_full_rm(tmp_path, 
     assert not seen.new_classifiers  # PPO scores with the adapter: the merged RM is never loaded beside it
 
 
+@pytest.mark.slow
 def test_rm_trains_on_whole_rankings_and_the_pairwise_route_stays(tmp_path, finished_run):
     """Default ``rm_loss: ranking``; its held-out accuracy is TRL's RewardTrainer's on test.jsonl, as the pairwise route's."""
     from datasets import load_dataset
@@ -355,6 +366,7 @@ def test_rm_loss_is_checked():
     assert PipelineConfig().rm_loss == "ranking"
 
 
+@pytest.mark.slow
 def test_report_embeds_the_gold_and_training_curves(finished_run):
     """The RL stage ran GoldRewardCallback with the oracle as gold; report.md shows its curves and each stage's."""
     cfg, _ = finished_run

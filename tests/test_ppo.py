@@ -178,7 +178,7 @@ def _p_correct(model, tokenizer):
 
 @pytest.fixture(scope="module")
 def noisy_sft(tiny, tokenizer, tmp_path_factory):
-    """The seed's stage 1 in miniature: 40 SFT steps on demonstrators who write the digits swapped half the time."""
+    """The SFT stage in miniature: 40 SFT steps on demonstrators who write the digits swapped half the time."""
     import random
 
     from transformers import AutoModelForCausalLM
@@ -201,6 +201,7 @@ def noisy_sft(tiny, tokenizer, tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 def test_ppo_raises_oracle_accuracy(tmp_path, tokenizer, noisy_sft):
     """After noisy SFT the right answer and its swap compete; PPO on the oracle's reward must favour the right one."""
     from transformers import AutoModelForCausalLM
@@ -247,6 +248,7 @@ def test_unscorable_completion_gets_zero_advantage(tmp_path, tiny, tokenizer):
     assert math.isfinite(trainer.state.log_history[0]["loss"])
 
 
+@pytest.mark.slow
 def test_value_loss_falls(tmp_path, tiny, tokenizer):
     """Reward 1 for every completion, no KL, λ = 1: every return is exactly 1, so the critic's values go to 1."""
     args = _args(tmp_path, num_iterations=4, max_steps=16, learning_rate=1e-5, critic_learning_rate=1e-3,
@@ -370,6 +372,7 @@ torch.distributed.destroy_process_group()
 '''
 
 
+@pytest.mark.slow
 def test_separate_critic_stays_in_sync_across_two_processes(tmp_path, tiny):
     """torchrun with 2 CPU processes (gloo): the critic trains and its weights agree on both ranks."""
     import os

@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("benchmarks_ranking_rm", ROOT / "benchmarks" / "ranking_rm.py")
 bench = importlib.util.module_from_spec(_spec)
@@ -20,6 +22,7 @@ def test_pairwise_expansion_is_every_implied_pair_of_distinct_answers():
     assert len(kwise["completions"]) == 4 and kwise["ranking"] == [[0, 3], [1], [2]]
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_md_json_png(tmp_path):
     summary = bench.main(["--smoke", "--ks", "4", "--out_dir", str(tmp_path)])
     for name in ("ranking_rm.md", "ranking_rm.json", "ranking_rm.png"):

@@ -99,6 +99,7 @@ def uninterrupted_grpo(stages, tmp_path_factory):
     return cfg.output_dir
 
 
+@pytest.mark.slow
 def test_kill_9_during_rl_then_rerun_continues_as_if_never_killed(stages, uninterrupted_grpo, tmp_path):
     cfg = rl_config(stages, tmp_path / "run", "grpo", GRPO)
     before = fingerprints(cfg.output_dir)
@@ -115,6 +116,7 @@ def test_kill_9_during_rl_then_rerun_continues_as_if_never_killed(stages, uninte
     assert_same_run(uninterrupted_grpo, cfg.output_dir)
 
 
+@pytest.mark.slow
 def test_kill_9_while_saving_a_checkpoint_resumes_from_the_previous_one(stages, uninterrupted_grpo, tmp_path, caplog):
     cfg = rl_config(stages, tmp_path / "run", "grpo", GRPO)
     killed = run_worker(cfg, "--kill-in-save", "6")  # checkpoint-6 gets its weights, not its optimizer or state
@@ -139,6 +141,7 @@ class StopAfterSave(TrainerCallback):
             raise KeyboardInterrupt(f"cut off after the checkpoint of step {self.step}")
 
 
+@pytest.mark.slow
 def test_dapo_surplus_is_saved_with_the_checkpoint_and_restored(stages, tmp_path, caplog):
     uninterrupted = rl_config(stages, tmp_path / "a", "dapo", DAPO)
     run_pipeline(uninterrupted)
@@ -157,6 +160,7 @@ def test_dapo_surplus_is_saved_with_the_checkpoint_and_restored(stages, tmp_path
     assert_same_run(uninterrupted.output_dir, cfg.output_dir)
 
 
+@pytest.mark.slow
 def test_ppo_resumes_its_critic_and_matches_an_uninterrupted_run(stages, tmp_path):
     uninterrupted = rl_config(stages, tmp_path / "a", "ppo", PPO)
     run_pipeline(uninterrupted)

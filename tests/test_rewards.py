@@ -504,7 +504,7 @@ def test_shared_base_on_a_4bit_policy(base_path, toy_tokenizer, trained_rm_adapt
     if bnb_cpu_path == "plain":  # nothing was rounded: the very same logits and the very same base tensors
         assert torch.equal(logits_after, logits_before)
         assert base_storage(policy) == ptr_before
-    else:  # the packed kernel computed in bf16: close, not equal (scrambled scales were off by 0.35)
+    else:  # the packed kernel computed in bf16: close, not equal (scrambled scales would be off by ~0.35)
         assert (logits_after - logits_before).abs().max() < 0.05
     assert sum(p.numel() * p.element_size() for n, p in policy.named_parameters() if "lora_" not in n) == bytes_before
     # training reaches every LoRA matrix of the policy (on a still-packed base none would get a gradient)

@@ -169,11 +169,19 @@ def test_composes_with_dapo_options(tmp_path, ckpt, tokenizer):
 def test_evaluation_on_one_completion_per_prompt(tmp_path, ckpt, tokenizer):
     # num_generations_eval=1 is TRL's way to evaluate on one sample per prompt: no baseline is needed there
     args = RLOOConfig(**common(tmp_path, num_generations_eval=1, per_device_eval_batch_size=4, beta=0.05))
-    t = RLOOTrainer(AutoModelForCausalLM.from_pretrained(ckpt), [graded], args=args,
+    scored = []
+
+    def recorded(prompts, completions, answer, **kwargs):
+        scored.extend(graded(prompts, completions, answer))
+        return scored[-len(prompts):]
+
+    recorded.__name__ = "graded"
+    t = RLOOTrainer(AutoModelForCausalLM.from_pretrained(ckpt), [recorded], args=args,
                     train_dataset=AdditionTask().prompt_dataset(16, seed=0),
                     eval_dataset=AdditionTask().prompt_dataset(8, seed=1), processing_class=tokenizer)
     metrics = t.evaluate()
-    assert math.isfinite(metrics["eval_reward"])
+    assert len(scored) == 8  # one completion for each of the 8 eval prompts
+    assert metrics["eval_reward"] == pytest.approx(sum(scored) / len(scored), abs=1e-6)  # two equal batches of 4
     assert metrics["eval_loss"] == 0.0  # one completion per prompt: advantage 0 (trl.RLOOTrainer's rule too)
     assert list(t._logs["advantages"])[-8:] == [0.0] * 8
 
@@ -182,7 +190,7 @@ def test_token_level_kl_in_the_loss(tmp_path, ckpt, tokenizer):
     t = build(RLOOTrainer, RLOOConfig(**common(tmp_path, beta=0.05, kl_in="loss")), ckpt, tokenizer, graded)
     advantages = record_loss_advantages(t)
     t.train()
-    assert "kl" in t.state.log_history[0]  # logged by GRPOTrainer's loss, which now carries the KL term
+    assert "kl" in t.state.log_history[0]  # logged by GRPOTrainer's loss, which carries the KL term here
     rewards = list(t._logs["rewards"]["graded"])  # KL not in the reward: pure leave-one-out
     assert advantages() == pytest.approx(hand_leave_one_out(rewards, 4), abs=1e-6)
 

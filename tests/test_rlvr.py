@@ -34,7 +34,7 @@ def conv(text):
         ("3+41+7", "51!", 0.0),  # the task asks for the number alone
         ("3+41+7", "50", 0.0),
         ("3+41+7", "", 0.0),
-        ("27+15", "42", 1.0),  # two operands: the seed's task too
+        ("27+15", "42", 1.0),  # two operands: AdditionTask's prompts too
         ("1+2+3+4", "10", 1.0),
         ("1+2+3+4", "100", 0.0),
     ],
@@ -94,7 +94,7 @@ def test_accuracy_by_level_and_reward_means_by_hand():
 @pytest.mark.parametrize(
     "overrides, model, plan",
     [
-        ({}, None, ["sft", "labels", "rm", "rl", "eval"]),  # the seed's route, unchanged
+        ({}, None, ["sft", "labels", "rm", "rl", "eval"]),  # the RM route, the default
         ({"reward_funcs": [CHECKER]}, None, ["sft", "rl", "eval"]),  # reward_funcs alone: rules, no labels, no RM
         ({"reward_funcs": [CHECKER], "reward": "both"}, None, ["sft", "labels", "rm", "rl", "eval"]),
         ({"reward_funcs": [CHECKER], "start_at": "rl"}, "m", ["rl", "eval"]),
@@ -114,6 +114,7 @@ def rlvr_run(tmp_path_factory):
     return cfg, run_pipeline(cfg)
 
 
+@pytest.mark.slow
 def test_rlvr_route_skips_labels_and_rm_and_reports_per_level(rlvr_run):
     cfg, report = rlvr_run
     run = cfg.output_dir
@@ -138,6 +139,7 @@ def test_rlvr_route_skips_labels_and_rm_and_reports_per_level(rlvr_run):
     assert "| model | level 0 | level 1 | level 2 |" in md and "zero advantage" in md
 
 
+@pytest.mark.slow
 def test_given_sft_model_and_prompt_file_runs_rl_only(rlvr_run, tmp_path):
     """The issue's command: --algorithm dapo --model_name_or_path MY_SFT --prompt_dataset_name prompts.jsonl
     --reward_funcs ... trains RL on the given model: no SFT, no labels, no RM."""
@@ -162,7 +164,7 @@ def test_given_sft_model_and_prompt_file_runs_rl_only(rlvr_run, tmp_path):
     assert rl["settings"]["algorithm"] == "dapo" and rl["metrics"]["global_step"] == 2
 
 
-# ---- the labels stage (issue 11) ----------------------------------------------------------------------------------
+# ---- the labels stage ---------------------------------------------------------------------------------------------
 def test_labels_sample_with_the_configured_length(tmp_path, monkeypatch):
     import trl_ext.pipeline as pipeline
     import trl_ext.pipeline.labels

@@ -24,7 +24,7 @@ class RLOOConfig(DAPOConfig):
 
     Every ``trl.RLOOConfig`` field is accepted with TRL's default (``num_generations=2``, ``beta=0.05``,
     ``epsilon_high=None``, ``normalize_advantages=False``, ``reward_clip_range=None``, ...); the intended differences
-    are listed in the README ("RLOO: differences from trl.RLOOConfig") and checked by ``tests/test_trl_contract.py``.
+    are listed in docs/drop-in.md (the ``RLOOConfig`` table) and checked by ``tests/test_trl_contract.py``.
     The extra fields come from ``GRPOConfig`` (the loss is GRPO's, so its loss options apply) and ``DAPOConfig``
     (off by default: ``overlong_buffer_length=0``, ``dynamic_sampling=False``; set ``epsilon_high=0.28``,
     ``overlong_buffer_length=None``, ``dynamic_sampling=True`` to get RLOO advantages inside DAPO's recipe). Two GRPO

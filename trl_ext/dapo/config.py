@@ -13,8 +13,10 @@ ON_CAP_CHOICES = ("raise", "train_on_kept")
 class DAPOConfig(GRPOConfig):
     """``GRPOConfig`` with DAPO's defaults and the fields TRL lacks.
 
-    Re-defaulted TRL fields (the paper's settings, Section 3 and Table 1): ``epsilon=0.2``, ``epsilon_high=0.28``
-    (clip-higher), ``loss_type="dapo"`` (token-level loss), ``beta=0.0`` (no reference model is loaded).
+    Re-defaulted TRL field: ``epsilon_high=0.28`` (clip-higher, the paper's Section 3.1; TRL's default is None, i.e.
+    ``epsilon``). TRL's own defaults already are the paper's other settings: ``epsilon=0.2``, ``loss_type="dapo"``
+    (token-level loss) and ``beta=0.0`` (no reference model is loaded); ``loss_type`` and ``beta`` are declared again
+    with those same defaults only to pin them should TRL's change, and to say in ``--help`` why DAPO uses them.
     Overlong filtering is TRL's ``mask_truncated_completions`` (off by default, as the paper's final recipe uses the
     soft punishment instead).
 

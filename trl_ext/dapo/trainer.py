@@ -385,7 +385,7 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if ds is None:
             return
         self._ds_pool.load_state_dict(ds["pool"])
-        self._ds_step = ds["step"] if "step" in ds else ds["generation"]  # "generation": older checkpoints
+        self._ds_step = ds["step"]
         self._ds_refill_drawn = ds["refill_drawn"]
         if isinstance(self._ds_refills, StreamRefills) and "refill_stream" not in ds:
             logger.warning("%s holds no position of a streaming train_dataset (it was written by a run on a map-style "

@@ -1,4 +1,4 @@
-"""PPO with a learned critic (the seed's stage 3), built on TRL's GRPO generation machinery.
+"""PPO with a learned critic (the pipeline's RL stage with ``algorithm: ppo``) on TRL's GRPO generation machinery.
 
 TRL removed its ``PPOTrainer``, value-head models and multi-adapter RL in 2026. This module brings back the classic
 RLHF recipe of Ziegler et al. 2019 (arXiv:1909.08593) and Ouyang et al. 2022 (arXiv:2203.02155), in the shape of the

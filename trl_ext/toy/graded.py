@@ -1,6 +1,6 @@
 """A graded task for the verifiable-reward route: sums of 2, 3, 4 ... numbers, one difficulty level per operand count.
 
-The seed's :class:`~trl_ext.toy.AdditionTask` is too easy for RL against a checker: after SFT, greedy accuracy is
+The embedded :class:`~trl_ext.toy.AdditionTask` is too easy for RL against a checker: after SFT, greedy accuracy is
 already 1.000, so RL has nothing to win. Here the difficulty spreads: level ``i`` asks for the sum of
 ``operands[i]`` numbers in ``[low, high]`` ("12+7+30"), and the demonstrators who write the SFT data slip more often
 on harder levels (``demo_error_rates[i]``), as people do. An SFT model therefore answers the easy level well and the
@@ -143,7 +143,8 @@ class GradedAdditionTask:
 def sum_correct(prompts, completions, **kwargs) -> list[float]:
     """The checker as a TRL reward function: 1.0 where the completion is the prompt's sum and nothing else, else 0.0.
 
-    Works for any number of operands ("27+15" as well as "3+41+7"), so it also checks the seed's addition task.
+    Works for any number of operands ("27+15" as well as "3+41+7"), so it also checks
+    :class:`~trl_ext.toy.AdditionTask`'s prompts.
     """
     scores = []
     for prompt, completion in zip(prompts, completions, strict=True):

@@ -1,6 +1,6 @@
 """The embedded task: two-digit addition, with noisy demonstrators, an oracle, and a simulated labeller.
 
-The seed's three stages need three kinds of people; here each is a small, seeded simulation:
+The three stages (SFT, reward model, RL) need three kinds of people; here each is a small, seeded simulation:
 
 * **Demonstrators** (SFT data) answer correctly with probability ``1 - demo_error_rate``; otherwise they make a
   human-like slip drawn from ``demo_error_kinds``: ``chatter`` adds words after the right number ("42 I think"),
