@@ -47,7 +47,7 @@ def reaches(names: set[str], target: str) -> set[str]:
     return {n for n in names if n == target or n.startswith(target + ".")}
 
 
-def test_the_resolver_reads_relative_and_function_level_imports(tmp_path):
+def test_the_resolver_reads_relative_and_function_level_imports():
     """The checker itself: a relative import inside a function is found and resolved."""
     imports = imported_modules(PACKAGE / "cli.py")
     assert reaches(imports, "trl_ext.pipeline")  # cli.py imports the pipeline inside _pipeline() only

@@ -80,7 +80,8 @@ class EmbeddedTaskConfig:
         if self.embedded_task == "arithmetic":
             return ArithmeticTask(
                 levels=tuple(self.arithmetic_levels), eval_per_level=self.eval_size // len(self.arithmetic_levels),
-                demo_error_rates=tuple(self.arithmetic_error_rates), system_prompt=self.arithmetic_system_prompt or None,
+                demo_error_rates=tuple(self.arithmetic_error_rates),
+                system_prompt=self.arithmetic_system_prompt or None,
             )
         if self.embedded_task == "graded":
             return GradedAdditionTask(

@@ -89,14 +89,15 @@ def _check_labels(cfg: PipelineConfig, plan: list[str]) -> None:
         )
 
 
-def preflight(cfg: PipelineConfig, run_dir: Path, stop: int, model_args: ModelConfig | None = None) -> list[str]:
-    """Check everything the stages up to ``stop`` will need before the first one starts; return :func:`stage_plan`.
+def preflight(cfg: PipelineConfig, run_dir: Path, model_args: ModelConfig | None = None) -> list[str]:
+    """Check everything the stages up to ``cfg.until`` will need before the first one starts; return
+    :func:`stage_plan`.
 
     Builds every stage's TRL config (TRL validates its configs when they are built), imports the named reward
     functions, and loads and checks the named datasets, so a bad value in the ``rl:`` map or an empty row in a dataset
-    is an error in the first seconds rather than after SFT and the reward model have trained. ``stop`` is kept for
-    callers of the older signature; the plan's last stage is ``cfg.until``.
+    is an error in the first seconds rather than after SFT and the reward model have trained.
     """
+    stop = STAGES.index(cfg.until)
     if cfg.sft_dataset_name:
         sft_dataset(cfg)
     if cfg.preference_dataset_name and stop >= STAGES.index("labels"):

@@ -9,7 +9,7 @@ from pathlib import Path
 from trl import ModelConfig
 
 from .bookkeeping import fingerprint, run_stage, write_json_atomic
-from .config import STAGES, PipelineConfig, label_max_new_tokens, uses_embedded_model
+from .config import PipelineConfig, label_max_new_tokens, uses_embedded_model
 from .dpo import run_dpo
 from .eval import run_eval
 from .labels import run_labels
@@ -74,7 +74,7 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
     _check_model_args(cfg, model_args)
     run_dir = Path(cfg.output_dir)
     # a misspelt rl field, reward function or dataset column, or a route that cannot work, fails now, not after SFT
-    plan = preflight(cfg, run_dir, STAGES.index(cfg.until), model_args)
+    plan = preflight(cfg, run_dir, model_args)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg, model_args, run_dir)
     embedded = uses_embedded_model(model_args)
