@@ -267,11 +267,12 @@ def run_all(cmp: CompareArgs, cfg, model_args, build: dict, git: dict) -> list[d
 
 
 def parse(argv: list[str]):
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig
 
+    from trl_ext.assembly.frontend import CommandParser  # PipelineConfig's nested task settings as flat flags
     from trl_ext.pipeline import PipelineConfig
 
-    parser = TrlParser((CompareArgs, PipelineConfig, ModelConfig), prog="benchmarks/compare.py")
+    parser = CommandParser((CompareArgs, PipelineConfig, ModelConfig), prog="benchmarks/compare.py")
     cmp, cfg, model_args = parser.parse_args_and_config(argv)
     if cfg.output_dir == DEFAULT_OUTPUT_DIR:
         cfg.output_dir = f"runs/compare-{cmp.setting}"

@@ -106,7 +106,7 @@ def pipeline_config(workdir: Path, s: Setting):
     data.update(output_dir=str(workdir), demo_error_kinds=[*data["demo_error_kinds"], "chatter"],
                 num_sft_examples=s.num_sft_examples, num_rl_prompts=s.num_rl_prompts)
     data["sft"] = {**data.get("sft", {}), "num_train_epochs": s.sft_epochs, "save_strategy": "no", "disable_tqdm": True}
-    return PipelineConfig(**data)
+    return PipelineConfig.from_flat(data)
 
 
 def sft_start(cfg, workdir: Path) -> Path:

@@ -7,7 +7,7 @@ import re
 import pytest
 from trl import ModelConfig
 
-from trl_ext.pipeline import PipelineConfig, run_pipeline, stage_defaults
+from trl_ext.pipeline import EmbeddedTaskConfig, PipelineConfig, run_pipeline, stage_defaults
 from trl_ext.pipeline.config import SFT_DEFAULTS, label_max_new_tokens, rl_max_completion_length, rl_stage_args
 from trl_ext.pipeline.sft import check_completions_fit
 from trl_ext.toy import ArithmeticTask, Labeller, arithmetic_correct, arithmetic_utility
@@ -104,16 +104,16 @@ def test_demonstrators_slip_at_their_level_rate():
 
 def test_bad_task_settings_are_named():
     with pytest.raises(ValueError, match="each must be one of"):
-        PipelineConfig(embedded_task="arithmetic", arithmetic_levels=["add_huge"])
+        EmbeddedTaskConfig(embedded_task="arithmetic", arithmetic_levels=["add_huge"])
     with pytest.raises(ValueError, match="2 demo_error_rates for 4 levels"):
-        PipelineConfig(embedded_task="arithmetic", arithmetic_error_rates=[0.1, 0.2])
+        EmbeddedTaskConfig(embedded_task="arithmetic", arithmetic_error_rates=[0.1, 0.2])
     with pytest.raises(ValueError, match="level 'add_1digit' has 100 problems"):
-        PipelineConfig(embedded_task="arithmetic", eval_size=1000)
+        EmbeddedTaskConfig(embedded_task="arithmetic", eval_size=1000)
 
 
 # ---- defaults follow the model -------------------------------------------------------------------------------------
 def test_the_toy_keeps_its_defaults_and_a_given_model_gets_trls(tmp_path, ckpt, smollm2_tiny):
-    cfg = PipelineConfig(embedded_task="arithmetic")
+    cfg = PipelineConfig(embedded=EmbeddedTaskConfig(embedded_task="arithmetic"))
     assert stage_defaults("sft") == SFT_DEFAULTS and stage_defaults("sft", embedded=False)["save_steps"] == 50
     toy = rl_stage_args(cfg, tmp_path, embedded=True)
     given = rl_stage_args(cfg, tmp_path, embedded=False)
@@ -124,7 +124,7 @@ def test_the_toy_keeps_its_defaults_and_a_given_model_gets_trls(tmp_path, ckpt, 
 
     assert (toy.bf16, given.bf16, given.gradient_checkpointing) == (False, cpu_has_native_bf16(), False)
     assert (label_max_new_tokens(cfg, True), label_max_new_tokens(cfg, False)) == (8, 512)
-    cfg = PipelineConfig(embedded_task="arithmetic", rl={"max_completion_length": 16})
+    cfg = PipelineConfig(embedded=EmbeddedTaskConfig(embedded_task="arithmetic"), rl={"max_completion_length": 16})
     assert rl_max_completion_length(cfg, False) == label_max_new_tokens(cfg, False) == 16
     from trl_ext.pipeline import uses_embedded_model
 
@@ -144,8 +144,9 @@ def test_sft_rows_whose_prompt_fills_max_length_are_refused(smollm2_tiny):
 
 # ---- both routes through the pipeline on SmolLM2's tokenizer --------------------------------------------------------
 TINY = dict(
-    embedded_task="arithmetic", arithmetic_levels=["add_1digit", "mul_1digit"], arithmetic_error_rates=[0.1, 0.3],
-    eval_size=8, eval_samples=2, num_sft_examples=32, num_label_prompts=16, num_ranked=3, num_rl_prompts=16,
+    embedded=EmbeddedTaskConfig(embedded_task="arithmetic", arithmetic_levels=["add_1digit", "mul_1digit"],
+                                arithmetic_error_rates=[0.1, 0.3], eval_size=8),
+    eval_samples=2, num_sft_examples=32, num_label_prompts=16, num_ranked=3, num_rl_prompts=16,
     gold_eval_steps=0, sft={"max_steps": 2, "per_device_train_batch_size": 8, "max_length": 64},
     rm={"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 64},
     rl={"max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 6,

@@ -168,7 +168,7 @@ def test_ppo_with_reward_model_and_default_critic(in_data, ckpt, tmp_path):
 def test_ppo_critic_is_the_one_reward_model_unless_named_and_the_shared_base_gets_paths():
     from types import SimpleNamespace
 
-    from trl_ext.commands.common import RewardPlan
+    from trl_ext.assembly.rewards import RewardPlan
     from trl_ext.commands.ppo import PPOScriptArguments, critic_and_rewards
 
     separate, shared = SimpleNamespace(shared_base=False), SimpleNamespace(shared_base=True)
@@ -183,7 +183,7 @@ def test_ppo_critic_is_the_one_reward_model_unless_named_and_the_shared_base_get
 def test_dapo_4bit_lora(in_data, ckpt, tmp_path, monkeypatch):
     import bitsandbytes as bnb
 
-    from trl_ext.commands import common
+    from trl_ext.assembly import trainers
 
     seen = {}
 
@@ -192,8 +192,8 @@ def test_dapo_4bit_lora(in_data, ckpt, tmp_path, monkeypatch):
         seen["trainable"] = sorted({n.split(".")[-2] for n, p in trainer.model.named_parameters() if p.requires_grad})
         return prepare(trainer)
 
-    prepare = common.prepare
-    monkeypatch.setattr(common, "prepare", spy)
+    prepare = trainers.prepare
+    monkeypatch.setattr(trainers, "prepare", spy)
     assert run("dapo", "--model_name_or_path", ckpt, "--dataset_name", "prompts.jsonl", "--reward_funcs",
                "my_rewards.length", "--output_dir", tmp_path, "--learning_rate", "1e-2", "--load_in_4bit",
                "--use_peft", "--lora_r", "4", *RL) == 0

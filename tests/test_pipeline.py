@@ -9,12 +9,13 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, TrainerCallback
 from trl import ModelConfig
 
-from trl_ext.pipeline import PipelineConfig, StageMismatchError, run_pipeline, validate_columns
+from trl_ext.assembly.data import validate_columns
+from trl_ext.pipeline import PipelineConfig, StageMismatchError, run_pipeline
 
 # A few seconds per stage: enough to exercise every stage, not to learn anything.
 SMALL = dict(
     num_sft_examples=256, num_label_prompts=64, num_ranked=8, rm_test_fraction=0.25, num_rl_prompts=32,
-    eval_size=16, eval_samples=2,
+    embedded={"eval_size": 16}, eval_samples=2,
     # the RM logs every step: its few ranking steps (fewer than the default logging_steps) still draw a training curve
     sft={"num_train_epochs": 1, "save_steps": 2, "learning_rate": 1e-2}, rm={"num_train_epochs": 1, "save_steps": 2, "logging_steps": 1},
     rl={"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4},
@@ -127,7 +128,7 @@ def test_a_cut_off_stage_resumes_and_earlier_stages_stay_intact(tmp_path):
         ({"num_ranked": 1}, "num_ranked=1: a ranking needs K >= 2"),
         ({"until": "deploy"}, "until='deploy' is not a stage"),
         ({"rl": "{not json"}, "--rl must be a JSON object"),
-        ({"demo_error_rate": 2.0}, "demo_error_rate must be in"),
+        ({"embedded": {"demo_error_rate": 2.0}}, "demo_error_rate must be in"),
     ],
 )
 def test_bad_settings_fail_before_any_work(tmp_path, overrides, message):

@@ -272,10 +272,10 @@ def test_dapo_4bit_lora_command(in_data, smollm2_tiny, tmp_path, monkeypatch):
     LoRA weights (a repacked 4-bit layer gives them no gradient) on the 4-bit layers."""
     import bitsandbytes as bnb
 
-    from trl_ext.commands import common
+    from trl_ext.assembly import trainers
 
     seen = {}
-    prepare = common.prepare
+    prepare = trainers.prepare
 
     def spy(trainer):
         layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
@@ -283,7 +283,7 @@ def test_dapo_4bit_lora_command(in_data, smollm2_tiny, tmp_path, monkeypatch):
         seen["repack"] = {m.support_avx512bf16_for_cpu for m in layers}
         return prepare(trainer)
 
-    monkeypatch.setattr(common, "prepare", spy)
+    monkeypatch.setattr(trainers, "prepare", spy)
     assert run("dapo", "--model_name_or_path", smollm2_tiny, "--dataset_name", "prompts.jsonl", "--reward_funcs",
                "my_rewards.length", "--output_dir", tmp_path, "--load_in_4bit", *RL) == 0
     assert seen["4bit"] > 0 and seen["repack"] == {False}
@@ -400,17 +400,17 @@ def test_gold_reward_callback_on_a_lora_dapo_run(smollm2_tiny, smol_tok, tmp_pat
 def test_ppo_command_with_a_reward_model_of_another_tokenizer(in_data, ckpt, smollm2_tiny, tmp_path, monkeypatch):
     """The command's critic defaults to the reward model, but a critic reads the policy's token ids: an RM with
     another tokenizer (RewardAdapter scores it fine) must leave the critic to the policy's checkpoint, not fail."""
-    from trl_ext.commands import common
+    from trl_ext.assembly import trainers
 
     seen = {}
-    prepare = common.prepare
+    prepare = trainers.prepare
 
     def spy(trainer):
         critic = trainer.accelerator.unwrap_model(trainer.critic)
         seen["critic_vocab"] = critic.model.get_input_embeddings().num_embeddings
         return prepare(trainer)
 
-    monkeypatch.setattr(common, "prepare", spy)
+    monkeypatch.setattr(trainers, "prepare", spy)
     (in_data / "toy_prompts.jsonl").write_text("".join(
         json.dumps({"prompt": user(f"{a}+{b}")}) + "\n" for a, b in PAIRS[:8]))
     assert run("ppo", "--model_name_or_path", ckpt, "--dataset_name", "toy_prompts.jsonl",

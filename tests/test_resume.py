@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def rl_config(stages, folder, algorithm, rl) -> PipelineConfig:
 
 def run_worker(cfg: PipelineConfig, *kill) -> subprocess.CompletedProcess:
     path = Path(cfg.output_dir).with_suffix(".json")
-    path.write_text(json.dumps(cfg.__dict__))
+    path.write_text(json.dumps(asdict(cfg)))
     env = {**os.environ, "PYTHONPATH": str(WORKER.parent.parent), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(WORKER), str(path), *kill], env=env, capture_output=True, text=True,
                           timeout=900)

@@ -14,7 +14,8 @@ from trl_ext.toy import GradedAdditionTask, sum_correct
 CHECKER = "trl_ext.toy.sum_correct"
 # A few seconds per stage: enough to exercise the route, not to learn anything.
 TINY = dict(
-    embedded_task="graded", task_low=0, task_high=19, eval_size=12, eval_samples=2, num_sft_examples=128,
+    embedded={"embedded_task": "graded", "task_low": 0, "task_high": 19, "eval_size": 12}, eval_samples=2,
+    num_sft_examples=128,
     num_rl_prompts=32, reward_funcs=[CHECKER],
     sft={"num_train_epochs": 1, "learning_rate": 1e-2},
     rl={"max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4, "logging_steps": 1},
@@ -148,7 +149,7 @@ def test_given_sft_model_and_prompt_file_runs_rl_only(rlvr_run, tmp_path):
     GradedAdditionTask(low=0, high=19, eval_size=30).prompt_dataset(40, seed=0).to_json(prompts)
     cfg = PipelineConfig(
         output_dir=str(tmp_path / "run"), algorithm="dapo", prompt_dataset_name=str(prompts), reward_funcs=[CHECKER],
-        eval_size=8, eval_samples=2,
+        embedded={"eval_size": 8}, eval_samples=2,
         rl={"max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4, "logging_steps": 1,
             "dynamic_sampling_on_cap": "train_on_kept"},
     )

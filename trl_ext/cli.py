@@ -16,7 +16,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import re
 import sys
 
 from .commands import TRAINER_COMMANDS
@@ -49,25 +48,10 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def explain_parse_error(message: str, known: list[str], command: str = "pipeline") -> str:
-    """TrlParser's "unknown arguments" errors, restated with the closest known option for each unknown one."""
-    where = "in the config file" if "config file" in message else "on the command line"
-    if "Unknown arguments" not in message and "not used by the HfArgumentParser" not in message:
-        return message
-    unknown = re.findall(r"'--([\w.-]+)'", message)
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, known, n=1)
-        hints.append(f"{name!r}: did you mean {close[0]!r}?" if close else f"{name!r}: no such option.")
-    return f"unknown option(s) {where}: " + " ".join(hints) + f" `trl-ext {command} --help` lists every option."
-
-
 def _pipeline(argv: list[str]) -> int:
-    from dataclasses import fields
-
     from trl import ModelConfig
 
-    from .commands.common import CommandParser, fail
+    from .assembly.frontend import CommandParser, explain_parse_error, fail
     from .pipeline import PipelineConfig, StageInterrupted, StageMismatchError, format_report, run_pipeline
 
     parser = CommandParser((PipelineConfig, ModelConfig), intro=PIPELINE_INTRO, prog="trl-ext pipeline")
@@ -77,8 +61,7 @@ def _pipeline(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as e:  # unknown options, a bad --rl JSON, a missing --config file
         if debug:
             raise
-        known = [f.name for dc in (PipelineConfig, ModelConfig) for f in fields(dc)]
-        return fail("pipeline", explain_parse_error(str(e), known), 2)
+        return fail("pipeline", explain_parse_error(str(e), parser.option_names()), 2)
     try:
         report = run_pipeline(cfg, model_args)
     except StageInterrupted as e:
@@ -137,7 +120,7 @@ def _convert_gguf(argv: list[str]) -> int:
     except SystemExit as e:  # --help (0) or argparse's own usage error (2)
         return int(e.code or 0)
 
-    from .commands.common import fail
+    from .assembly.frontend import fail
     from .gguf import convert_gguf
 
     debug = bool(os.environ.get("TRL_EXT_DEBUG"))

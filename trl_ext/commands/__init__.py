@@ -3,7 +3,8 @@
 Each module has ``make_parser()`` (a ``TrlParser`` over
 ``ScriptArguments``, the algorithm's config, ``ModelConfig`` and ``DatasetMixtureConfig``) and
 ``main(script_args, training_args, model_args, dataset_args)``, as TRL's ``trl/scripts/*.py``; what they share is in
-:mod:`trl_ext.commands.common`. ``run(name, argv)`` parses and runs one, turning errors into one line and an exit code.
+:mod:`trl_ext.commands.common` and, with the pipeline, :mod:`trl_ext.assembly`. ``run(name, argv)`` parses and runs
+one, turning errors into one line and an exit code.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def command_module(name: str):
 
 
 def run(name: str, argv: list[str]) -> int:
-    from .common import run as _run
+    from ..assembly.frontend import run_command
 
     module = command_module(name)
-    return _run(name, module.make_parser(), module.main, argv)
+    return run_command(name, module.make_parser(), module.main, argv)

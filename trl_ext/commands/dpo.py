@@ -25,16 +25,17 @@ def make_parser():
 def main(script_args, training_args, model_args, dataset_args) -> None:
     from trl import DPOTrainer
 
-    from .common import check_policy_path, load_datasets, load_policy, peft_config_for, prepare, train_and_save
-    from .common import warn_plain_prompts
+    from ..assembly.data import load_datasets
+    from ..assembly.trainers import build_trainer
+    from .common import check_policy_path, load_policy, peft_config_for, train_and_save, warn_plain_prompts
 
     check_policy_path(model_args)
     train, evaluation = load_datasets(script_args, dataset_args, training_args, ["chosen", "rejected"])
     model, tokenizer = load_policy(model_args, training_args)
     warn_plain_prompts(train, tokenizer, script_args, "DPOTrainer")
-    trainer = DPOTrainer(
-        model=model, args=training_args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-        peft_config=peft_config_for(model_args),
+    trainer = build_trainer(
+        DPOTrainer, model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
+        processing_class=tokenizer, peft_config=peft_config_for(model_args),
     )
     if script_args.ignore_bias_buffers:  # TRL's dpo.py: DDP cannot broadcast bool buffers
         import torch
@@ -42,5 +43,4 @@ def main(script_args, training_args, model_args, dataset_args) -> None:
         trainer.model._ddp_params_and_buffers_to_ignore = [
             name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
         ]
-    prepare(trainer)
     train_and_save(trainer, training_args)

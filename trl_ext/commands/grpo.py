@@ -28,9 +28,9 @@ def make_parser():
 
 
 def main(script_args, training_args, model_args, dataset_args) -> None:
-    from ..pipeline import RL_ALGORITHMS
-    from .common import build_rl_trainer, train_and_save
+    from ..assembly.registry import RL_ALGORITHMS
+    from .common import rl_trainer_from_args, train_and_save
 
-    trainer_cls = RL_ALGORITHMS["grpo"][1]  # the pipeline's GRPO: TRL's trainer + the generation buffer in checkpoints
-    trainer = build_rl_trainer(trainer_cls, script_args, training_args, model_args, dataset_args)
+    trainer_cls = RL_ALGORITHMS["grpo"][1]  # TRL's trainer + the generation buffer in checkpoints
+    trainer = rl_trainer_from_args(trainer_cls, script_args, training_args, model_args, dataset_args)
     train_and_save(trainer, training_args)

@@ -51,7 +51,7 @@ def make_parser():
 
 
 def critic_and_rewards(script_args: PPOScriptArguments, training_args, policy: str | None = None):
-    """``extra(plan)`` for build_rl_trainer: the critic path, and raw reward paths for the shared base.
+    """``extra(plan)`` for rl_trainer_from_args: the critic path, and raw reward paths for the shared base.
 
     The critic reads the policy's token ids, while a reward model scores through RewardAdapter with its own tokenizer.
     So the one reward model becomes the critic's starting point only if its tokenizer is the policy's (checked on the
@@ -60,7 +60,7 @@ def critic_and_rewards(script_args: PPOScriptArguments, training_args, policy: s
     """
     from pathlib import Path
 
-    from .common import check_reward_model_path
+    from ..assembly.rewards import check_reward_model_path
 
     def extra(plan) -> dict:
         if training_args.shared_base:
@@ -99,9 +99,9 @@ def _same_tokenizer(a: str, b: str, trust_remote_code: bool) -> bool:
 
 def main(script_args, training_args, model_args, dataset_args) -> None:
     from ..ppo import PPOTrainer
-    from .common import build_rl_trainer, train_and_save
+    from .common import rl_trainer_from_args, train_and_save
 
-    trainer = build_rl_trainer(
+    trainer = rl_trainer_from_args(
         PPOTrainer, script_args, training_args, model_args, dataset_args,
         extra=critic_and_rewards(script_args, training_args, policy=model_args.model_name_or_path),
     )

@@ -28,7 +28,7 @@ def make_parser():
 
 def main(script_args, training_args, model_args, dataset_args) -> None:
     from ..rloo import RLOOTrainer
-    from .common import build_rl_trainer, train_and_save
+    from .common import rl_trainer_from_args, train_and_save
 
-    trainer = build_rl_trainer(RLOOTrainer, script_args, training_args, model_args, dataset_args)
+    trainer = rl_trainer_from_args(RLOOTrainer, script_args, training_args, model_args, dataset_args)
     train_and_save(trainer, training_args)

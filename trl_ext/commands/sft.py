@@ -29,16 +29,16 @@ def make_parser():
 def main(script_args, training_args, model_args, dataset_args) -> None:
     from trl import SFTTrainer
 
-    from .common import check_policy_path, load_datasets, load_policy, peft_config_for, prepare, train_and_save
-    from .common import warn_plain_prompts
+    from ..assembly.data import load_datasets
+    from ..assembly.trainers import build_trainer
+    from .common import check_policy_path, load_policy, peft_config_for, train_and_save, warn_plain_prompts
 
     check_policy_path(model_args)
     train, evaluation = load_datasets(script_args, dataset_args, training_args, COLUMNS)
     model, tokenizer = load_policy(model_args, training_args)
     warn_plain_prompts(train, tokenizer, script_args, "SFTTrainer")
-    trainer = SFTTrainer(
-        model=model, args=training_args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-        peft_config=peft_config_for(model_args),
+    trainer = build_trainer(
+        SFTTrainer, model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
+        processing_class=tokenizer, peft_config=peft_config_for(model_args),
     )
-    prepare(trainer)
     train_and_save(trainer, training_args)

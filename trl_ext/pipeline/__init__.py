@@ -18,10 +18,11 @@ stage and the way out. A failing stage never touches earlier stages' folders.
 
 The package, one idea per module::
 
-    config.py       PipelineConfig, the stage and algorithm names, each stage's defaults, stage_args
+    config.py       PipelineConfig, the stage names, each stage's defaults, stage_args
+    embedded.py     EmbeddedTaskConfig: the embedded task's settings, nested in PipelineConfig
     plan.py         which stages run (stage_plan) and the checks before the first (preflight)
     bookkeeping.py  stage markers and fingerprints, resume, Ctrl-C, writing folder/model
-    data.py         the embedded task's data or named datasets, their columns checked
+    data.py         each stage's data: the embedded task's, or named datasets (loaded and checked by trl_ext.assembly)
     sft.py labels.py rm.py rl.py dpo.py eval.py    one module per stage (dpo: the route without RL)
     report.py       report.json / report.md
     run.py          run_pipeline: the stages in order, then the report
@@ -29,13 +30,11 @@ The package, one idea per module::
 
 from .bookkeeping import StageInterrupted, StageMismatchError, fingerprint
 from .config import (
-    ALGORITHMS, DPO_DEFAULTS, EMBEDDED_TASKS, RL_ALGORITHMS, RL_DEFAULTS, RM_DEFAULTS, SFT_DEFAULTS, STAGES,
-    PipelineConfig, label_max_new_tokens, rl_max_completion_length, rl_stage_args, stage_args, stage_defaults,
-    uses_embedded_model,
+    ALGORITHMS, DPO_DEFAULTS, RL_ALGORITHMS, RL_DEFAULTS, RM_DEFAULTS, SFT_DEFAULTS, STAGES, PipelineConfig,
+    label_max_new_tokens, rl_max_completion_length, rl_stage_args, stage_args, stage_defaults, uses_embedded_model,
 )
-from .data import (
-    eval_dataset, eval_prompts, load_named_dataset, preference_dataset, rl_prompts, sft_dataset, validate_columns,
-)
+from .data import eval_dataset, eval_prompts, preference_dataset, rl_prompts, sft_dataset
+from .embedded import EMBEDDED_TASKS, EmbeddedTaskConfig
 from .dpo import run_dpo
 from .eval import run_eval
 from .labels import run_labels
@@ -48,10 +47,10 @@ from .sft import resolve_base, run_sft
 
 __all__ = [
     "ALGORITHMS", "DPO_DEFAULTS", "EMBEDDED_TASKS", "RL_ALGORITHMS", "RL_DEFAULTS", "RM_DEFAULTS", "SFT_DEFAULTS",
-    "STAGES", "PipelineConfig", "StageInterrupted", "StageMismatchError", "build_report", "build_rl_trainer",
-    "eval_dataset", "eval_prompts", "fingerprint", "format_figures", "format_report", "label_max_new_tokens",
-    "load_named_dataset", "rl_max_completion_length", "stage_defaults", "uses_embedded_model",
+    "STAGES", "EmbeddedTaskConfig", "PipelineConfig", "StageInterrupted", "StageMismatchError", "build_report",
+    "build_rl_trainer", "eval_dataset", "eval_prompts", "fingerprint", "format_figures", "format_report",
+    "label_max_new_tokens", "rl_max_completion_length", "stage_defaults", "uses_embedded_model",
     "preference_dataset", "preflight", "resolve_base", "rl_prompts", "rl_stage_args", "run_dpo", "run_eval",
     "run_labels", "run_pipeline", "run_rl", "run_rm", "run_sft", "sft_dataset", "stage_args", "stage_plan",
-    "train_rl", "validate_columns",
+    "train_rl",
 ]

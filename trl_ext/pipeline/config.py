@@ -1,48 +1,24 @@
-"""What a pipeline run is given: ``PipelineConfig``, the stage and algorithm names, each stage's defaults for the
-embedded model, and the TRL config a stage builds from them (:func:`stage_args`)."""
+"""What a pipeline run is given: ``PipelineConfig`` (the embedded task's settings nested in it, :mod:`.embedded`), the
+stage names, each stage's defaults for the embedded model, and the TRL config a stage builds from them
+(:func:`stage_args`). The algorithm names come from :mod:`trl_ext.assembly.registry`."""
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-import trl
 from trl import DPOConfig, GRPOConfig
 
-from ..dapo import DAPOConfig, DAPOTrainer
+from ..assembly.registry import ALGORITHMS, RL_ALGORITHMS
 from ..models import cpu_training_defaults
-from ..ppo import PPOConfig, PPOTrainer
-from ..resume import ResumableGRPOTrainer
-from ..rloo import RLOOConfig, RLOOTrainer
-from ..toy import AdditionTask, ArithmeticTask, GradedAdditionTask, Labeller, oracle_correct, sum_correct
-from ..toy.arithmetic import DEFAULT_ERROR_RATES, DEFAULT_LEVELS, LEVELS
-from ..toy.arithmetic import arithmetic_correct, arithmetic_utility
+from ..toy import AdditionTask, ArithmeticTask, GradedAdditionTask
 from ..toy.model import is_embedded_checkpoint
-from ..toy.task import ERROR_KINDS
-
+from .embedded import EmbeddedTaskConfig
 
 STAGES = ("sft", "labels", "rm", "rl", "eval")
-
-
-EMBEDDED_TASKS = ("addition", "graded", "arithmetic")
-
-
-# name -> (config class, trainer class) of the RL stage; later algorithms register here
-RL_ALGORITHMS: dict[str, tuple[type, type]] = {
-    "grpo": (GRPOConfig, ResumableGRPOTrainer),  # trl.GRPOTrainer that also checkpoints its generation buffer
-    "dapo": (DAPOConfig, DAPOTrainer),
-    "rloo": (RLOOConfig, RLOOTrainer),
-    "rloo_trl": (trl.RLOOConfig, trl.RLOOTrainer),  # TRL's own RLOO, beside the explicit variant above
-    "ppo": (PPOConfig, PPOTrainer),
-}
-
-
-ALGORITHMS = sorted([*RL_ALGORITHMS, "dpo"])  # "dpo": no RL, the policy trains on the labels' pairs (run_dpo)
 
 
 @dataclass
@@ -74,48 +50,14 @@ class PipelineConfig:
             "reward_weights). Default: 'rules' when reward_funcs is set, else 'model'."
         },
     )
-    # -- the embedded task --------------------------------------------------------------------------------------
-    task_low: int = field(default=10, metadata={"help": "Smallest operand of the addition task."})
-    task_high: int = field(default=49, metadata={"help": "Largest operand of the addition task."})
-    embedded_task: str = field(
-        default="addition",
-        metadata={
-            "help": "The embedded task: 'addition' (the seed's a+b), 'graded' (sums of task_operands[i] numbers "
-            "in [task_low, task_high], one difficulty level each; demonstrators slip at task_error_rates[i]; "
-            "checker trl_ext.toy.sum_correct; see trl_ext.toy.graded) or 'arithmetic' (questions for a real chat "
-            "model at the arithmetic_levels; checker trl_ext.toy.arithmetic_correct; see trl_ext.toy.arithmetic)."
-        },
-    )
-    task_operands: list[int] = field(
-        default_factory=lambda: [2, 3, 4], metadata={"help": "graded task: the number of operands of each level."}
-    )
-    task_error_rates: list[float] = field(
-        default_factory=lambda: [0.1, 0.3, 0.5],
-        metadata={"help": "graded task: the demonstrators' slip rate on each level (replaces demo_error_rate)."},
-    )
-    arithmetic_levels: list[str] = field(
-        default_factory=lambda: list(DEFAULT_LEVELS),
-        metadata={"help": f"arithmetic task: its difficulty levels, from {list(LEVELS)}."},
-    )
-    arithmetic_error_rates: list[float] = field(
-        default_factory=lambda: list(DEFAULT_ERROR_RATES),
-        metadata={"help": "arithmetic task: the demonstrators' slip rate on each level (one per level)."},
-    )
-    arithmetic_system_prompt: str = field(
-        default="",
-        metadata={"help": "arithmetic task: the system message of every prompt; '' (default) sends none, and a chat "
-                  "template may add its own (SmolLM2's costs ~10 tokens more than 'You are a helpful assistant.', "
-                  "and the base model answers better with it: benchmarks/results/task_levels.md)."},
-    )
-    eval_size: int = field(default=200, metadata={"help": "Held-out (a, b) pairs used only for evaluation."})
-    demo_error_rate: float = field(default=0.5, metadata={"help": "Share of SFT demonstrations that are wrong."})
-    demo_error_kinds: list[str] = field(
-        default_factory=lambda: ["chatter"], metadata={"help": f"Demonstrators' slips, from {list(ERROR_KINDS)}."}
+    # -- the embedded task (its keys are written flat: see EmbeddedTaskConfig) ---------------------------------------
+    embedded: EmbeddedTaskConfig = field(
+        default_factory=EmbeddedTaskConfig,
+        metadata={"help": "The embedded task's settings; a mapping of its fields is accepted (an asdict() copy)."},
     )
     num_sft_examples: int = field(default=8000, metadata={"help": "SFT demonstrations to write."})
     num_label_prompts: int = field(default=1500, metadata={"help": "Prompts whose K sampled answers get ranked."})
     num_ranked: int = field(default=4, metadata={"help": "K: answers sampled and ranked per prompt (>= 2)."})
-    labeller_noise: float = field(default=0.1, metadata={"help": "Chance the labeller misjudges one answer."})
     label_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for the K answers."})
     label_max_new_tokens: int | None = field(
         default=None,
@@ -178,6 +120,8 @@ class PipelineConfig:
     )
 
     def __post_init__(self):
+        if isinstance(self.embedded, dict):
+            self.embedded = EmbeddedTaskConfig(**self.embedded)
         for name in ("sft", "rm", "rl"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -227,34 +171,19 @@ class PipelineConfig:
             raise ValueError(f"reward={self.reward!r}: choose 'model', 'rules' or 'both' (or leave it unset).")
         if self.label_max_new_tokens is not None and self.label_max_new_tokens < 1:
             raise ValueError(f"label_max_new_tokens={self.label_max_new_tokens} must be >= 1.")
-        if self.embedded_task not in EMBEDDED_TASKS:
-            raise ValueError(f"embedded_task={self.embedded_task!r}: choose one of {list(EMBEDDED_TASKS)}.")
-        if self.embedded_task == "arithmetic":
-            unknown = [name for name in self.arithmetic_levels if name not in LEVELS]
-            if unknown or not self.arithmetic_levels:
-                raise ValueError(f"arithmetic_levels={self.arithmetic_levels}: each must be one of {list(LEVELS)}.")
-        self.task  # validates the task fields
-        Labeller(self.labeller_noise)
+
+    @classmethod
+    def from_flat(cls, settings: dict) -> PipelineConfig:
+        """The config from one flat mapping, keyed as a YAML file writes it (``embedded_task: graded`` beside
+        ``seed: 0``): the embedded task's keys go to ``embedded``, as ``trl-ext pipeline`` parses them."""
+        from ..assembly.frontend import CommandParser
+
+        return CommandParser((cls,)).parse_dict(settings)[0]
 
     @property
     def task(self) -> AdditionTask | GradedAdditionTask | ArithmeticTask:
-        if self.embedded_task == "arithmetic":
-            return _arithmetic_task(
-                tuple(self.arithmetic_levels), self.eval_size // len(self.arithmetic_levels),
-                tuple(self.arithmetic_error_rates), self.arithmetic_system_prompt or None,
-            )
-        if self.embedded_task == "graded":
-            return GradedAdditionTask(
-                operands=tuple(self.task_operands), low=self.task_low, high=self.task_high, eval_size=self.eval_size,
-                demo_error_rates=tuple(self.task_error_rates), demo_error_kinds=tuple(self.demo_error_kinds),
-            )
-        return AdditionTask(
-            low=self.task_low,
-            high=self.task_high,
-            eval_size=self.eval_size,
-            demo_error_rate=self.demo_error_rate,
-            demo_error_kinds=tuple(self.demo_error_kinds),
-        )
+        """The embedded task (``embedded.task``)."""
+        return self.embedded.task
 
     @property
     def uses_embedded_task(self) -> bool:
@@ -266,24 +195,6 @@ class PipelineConfig:
         if self.reward is not None:
             return self.reward
         return "rules" if self.reward_funcs else "model"
-
-    @property
-    def oracle(self) -> Callable[..., list[float]]:
-        """The embedded task's checker, a TRL reward function (1.0 right, 0.0 wrong)."""
-        return {"graded": sum_correct, "arithmetic": arithmetic_correct}.get(self.embedded_task, oracle_correct)
-
-    @property
-    def labeller(self) -> Labeller:
-        """The embedded task's labeller: the toy's own grades, or the arithmetic task's utility."""
-        utility = arithmetic_utility if self.embedded_task == "arithmetic" else None
-        return Labeller(self.labeller_noise, utility=utility)
-
-
-@functools.lru_cache(maxsize=8)
-def _arithmetic_task(levels, eval_per_level, demo_error_rates, system_prompt) -> ArithmeticTask:
-    """One task object per setting: built (and validated) once, then shared by every stage that asks."""
-    return ArithmeticTask(levels=levels, eval_per_level=eval_per_level, demo_error_rates=demo_error_rates,
-                          system_prompt=system_prompt)
 
 
 _COMMON = dict(

@@ -16,7 +16,8 @@ from ..evaluation import (
     oracle_accuracy, oracle_accuracy_by_level, reward_function_means, reward_model_scores, sample_completions,
 )
 from ..models import load_tokenizer, safe_from_pretrained
-from ..rewards import RewardAdapter, import_reward_function
+from ..assembly.rewards import import_reward_functions
+from ..rewards import RewardAdapter
 from .config import PipelineConfig, rl_max_completion_length
 from .data import eval_dataset
 
@@ -27,9 +28,9 @@ def _eval_rules(cfg: PipelineConfig, data: Dataset, prompts: list, greedy: list,
     if cfg.uses_embedded_task and "level" in data.column_names:
         for kind, answers in (("greedy", greedy), ("sampled", sampled)):
             row[f"oracle_accuracy_{kind}_by_level"] = oracle_accuracy_by_level(
-                prompts, answers, cfg.oracle, data["level"], {"answer": data["answer"]})
+                prompts, answers, cfg.embedded.oracle, data["level"], {"answer": data["answer"]})
     if cfg.reward_funcs:
-        funcs = {spec: import_reward_function(spec, field=f"reward_funcs[{i}]") for i, spec in enumerate(cfg.reward_funcs)}
+        funcs = dict(zip(cfg.reward_funcs, import_reward_functions(cfg.reward_funcs), strict=True))
         columns = {c: data[c] for c in data.column_names if c != "prompt"}
         for kind, answers in (("greedy", greedy), ("sampled", sampled)):
             row[f"reward_funcs_{kind}"] = reward_function_means(funcs, prompts, answers, columns)
@@ -43,7 +44,7 @@ def run_eval(cfg: PipelineConfig, models: dict[str, str], rm_model: str | None, 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = eval_dataset(cfg)
     prompts = data["prompt"]
-    oracle = cfg.oracle if cfg.uses_embedded_task else None
+    oracle = cfg.embedded.oracle if cfg.uses_embedded_task else None
     max_new_tokens = rl_max_completion_length(cfg, embedded)
     rm = None
     if rm_model is not None:

@@ -43,7 +43,7 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
         max_new_tokens=label_max_new_tokens(cfg, uses_embedded_model(model_args)), seed=cfg.seed,
         desc="sampling answers to rank",
     )
-    labeller = cfg.labeller
+    labeller = cfg.embedded.labeller
     rng = random.Random(cfg.seed)
     n_test = num_test_prompts(cfg, len(prompts))
     rows = {"train": [], "test": []}
@@ -71,7 +71,7 @@ def run_labels(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, fol
     flat = [a for ks in answers for a in ks]
     return {
         "prompts": len(prompts), "k": cfg.num_ranked, "train_pairs": len(rows["train"]), "test_pairs": len(rows["test"]),
-        "sampled_accuracy": oracle_accuracy(prompts, answers, cfg.oracle, {"answer": data["answer"]}),
+        "sampled_accuracy": oracle_accuracy(prompts, answers, cfg.embedded.oracle, {"answer": data["answer"]}),
         "distinct_answers": len(set(flat)),
     }
 

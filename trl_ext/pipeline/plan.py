@@ -7,8 +7,9 @@ from pathlib import Path
 
 from trl import DPOConfig, ModelConfig, SFTConfig
 
-from ..rewards import import_reward_function
-from .config import RL_ALGORITHMS, STAGES, PipelineConfig, stage_args, stage_defaults, uses_embedded_model
+from ..assembly.registry import RL_ALGORITHMS
+from ..assembly.rewards import import_reward_functions
+from .config import STAGES, PipelineConfig, stage_args, stage_defaults, uses_embedded_model
 from .data import preference_dataset, rl_prompts, sft_dataset
 from .rm import rm_classes
 
@@ -81,21 +82,22 @@ def _check_labels(cfg: PipelineConfig, plan: list[str]) -> None:
             "chosen, rejected), or reward: rules with reward_funcs (no labels, no RM). The embedded labeller only "
             "ranks answers to the embedded task, used when no sft_dataset_name / prompt_dataset_name is given."
         )
-    if "labels" in plan and cfg.uses_embedded_task and cfg.embedded_task == "graded":
+    if "labels" in plan and cfg.uses_embedded_task and cfg.embedded.embedded_task == "graded":
         raise ValueError(
-            f"embedded_task={cfg.embedded_task!r} has no labeller (its checker is the reward): set reward: rules with "
+            f"embedded_task={cfg.embedded.embedded_task!r} has no labeller (its checker is the reward): set reward: rules with "
             "reward_funcs: [trl_ext.toy.sum_correct], or embedded_task: addition or arithmetic for the RM route."
         )
 
 
-def preflight(cfg: PipelineConfig, run_dir: Path, stop: int, model_args: ModelConfig | None = None) -> list[str]:
-    """Check everything the stages up to ``stop`` will need before the first one starts; return :func:`stage_plan`.
+def preflight(cfg: PipelineConfig, run_dir: Path, model_args: ModelConfig | None = None) -> list[str]:
+    """Check everything the stages up to ``cfg.until`` will need before the first one starts; return
+    :func:`stage_plan`.
 
     Builds every stage's TRL config (TRL validates its configs when they are built), imports the named reward
     functions, and loads and checks the named datasets, so a bad value in the ``rl:`` map or an empty row in a dataset
-    is an error in the first seconds rather than after SFT and the reward model have trained. ``stop`` is kept for
-    callers of the older signature; the plan's last stage is ``cfg.until``.
+    is an error in the first seconds rather than after SFT and the reward model have trained.
     """
+    stop = STAGES.index(cfg.until)
     if cfg.sft_dataset_name:
         sft_dataset(cfg)
     if cfg.preference_dataset_name and stop >= STAGES.index("labels"):
@@ -119,7 +121,7 @@ def preflight(cfg: PipelineConfig, run_dir: Path, stop: int, model_args: ModelCo
                 raise
             raise ValueError(f"`{name}:` settings are invalid for {config_cls.__name__}: {e}") from None
         if name == "rl" and cfg.algorithm != "dpo":
-            funcs = [import_reward_function(spec, field=f"reward_funcs[{i}]") for i, spec in enumerate(cfg.reward_funcs)]
+            funcs = import_reward_functions(cfg.reward_funcs)
             weights = getattr(args, "reward_weights", None)
             with_rm = cfg.reward_route != "rules"
             if weights is not None and len(weights) != with_rm + len(funcs):

@@ -19,7 +19,7 @@ def build_report(cfg: PipelineConfig, infos: dict[str, dict]) -> dict:
         "wall_time_s": {name: info["wall_time_s"] for name, info in infos.items()},
     }
     if cfg.reward_route != "model":
-        report["reward"] = cfg.reward_route  # absent on the seed's route, whose report stays as it was
+        report["reward"] = cfg.reward_route  # written only off the default route (the learned RM)
     if "rm" in infos:
         report["rm_test_pairwise_accuracy"] = infos["rm"]["metrics"]["test_pairwise_accuracy"]
     rl = infos.get("rl", {}).get("metrics", {})

@@ -9,12 +9,14 @@ from typing import Any
 from transformers import AutoModelForCausalLM, set_seed
 from trl import ModelConfig, get_peft_config
 
+from ..assembly.registry import RL_ALGORITHMS
+from ..assembly.rewards import import_reward_functions
+from ..assembly.trainers import build_trainer
 from ..callbacks import GoldRewardCallback
-from ..models import disable_bnb_cpu_repack, load_causal_lm, load_sequence_classifier, load_tokenizer
-from ..models import match_trainable_dtype_to_compute
-from ..rewards import RewardAdapter, import_reward_function
+from ..models import load_causal_lm, load_sequence_classifier, load_tokenizer
+from ..rewards import RewardAdapter
 from .bookkeeping import save_model, train_resumable
-from .config import RL_ALGORITHMS, PipelineConfig, rl_stage_args, uses_embedded_model
+from .config import PipelineConfig, rl_stage_args, uses_embedded_model
 from .data import rl_prompts
 
 
@@ -54,16 +56,12 @@ def build_rl_trainer(
     reward, extra = _rl_reward(cfg, model_args, model, rm_folder)
     args = rl_stage_args(cfg, folder / "checkpoints", embedded=uses_embedded_model(model_args))
     reward_funcs = [reward] * (reward is not None) + [
-        RewardAdapter.from_function(import_reward_function(spec, field=f"reward_funcs[{i}]"))
-        for i, spec in enumerate(cfg.reward_funcs)
+        RewardAdapter.from_function(func) for func in import_reward_functions(cfg.reward_funcs)
     ]
-    trainer = trainer_cls(
-        model=model, reward_funcs=reward_funcs, args=args, train_dataset=rl_prompts(cfg), processing_class=tokenizer,
-        peft_config=peft_config, **extra,
+    return build_trainer(
+        trainer_cls, model=model, reward_funcs=reward_funcs, args=args, train_dataset=rl_prompts(cfg),
+        processing_class=tokenizer, peft_config=peft_config, **extra,
     )
-    disable_bnb_cpu_repack(trainer.model)
-    match_trainable_dtype_to_compute(trainer.model, args.bf16)
-    return trainer
 
 
 def _rl_reward(cfg: PipelineConfig, model_args: ModelConfig, model, rm_folder: Path | None) -> tuple[Any, dict]:
@@ -130,6 +128,6 @@ def _gold_callback(cfg: PipelineConfig, sft_model: str) -> list:
     if not cfg.uses_embedded_task or cfg.gold_eval_steps == 0:
         return []
     return [GoldRewardCallback(
-        gold=cfg.oracle, eval_dataset=cfg.task.eval_dataset(), eval_steps=cfg.gold_eval_steps,
+        gold=cfg.embedded.oracle, eval_dataset=cfg.task.eval_dataset(), eval_steps=cfg.gold_eval_steps,
         num_samples=cfg.gold_eval_samples, batch_size=cfg.reward_batch_size, seed=cfg.seed, ref_model=sft_model,
     )]

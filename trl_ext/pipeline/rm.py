@@ -9,7 +9,8 @@ from datasets import Dataset, load_dataset
 from transformers import AutoModelForSequenceClassification, set_seed
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
-from ..models import load_sequence_classifier, load_tokenizer, match_trainable_dtype_to_compute
+from ..assembly.trainers import build_trainer
+from ..models import load_sequence_classifier, load_tokenizer
 from ..ranking import RankingRewardConfig, RankingRewardTrainer
 from .bookkeeping import save_model, train_resumable
 from .config import PipelineConfig, stage_args, stage_defaults, uses_embedded_model
@@ -56,11 +57,10 @@ def run_rm(cfg: PipelineConfig, model_args: ModelConfig, sft_model: str, labels:
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         peft_config.task_type = "SEQ_CLS"  # keeps the score head trainable (modules_to_save)
-    trainer = trainer_cls(
-        model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tokenizer,
+    trainer = build_trainer(
+        trainer_cls, model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tokenizer,
         peft_config=peft_config,
     )
-    match_trainable_dtype_to_compute(trainer.model, args.bf16)
     metrics = train_resumable(trainer, folder, callbacks)
     evaluation = trainer.evaluate()
     metrics["test_pairwise_accuracy"] = evaluation["eval_accuracy"]

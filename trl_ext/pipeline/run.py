@@ -9,7 +9,7 @@ from pathlib import Path
 from trl import ModelConfig
 
 from .bookkeeping import fingerprint, run_stage, write_json_atomic
-from .config import STAGES, PipelineConfig, label_max_new_tokens, uses_embedded_model
+from .config import PipelineConfig, label_max_new_tokens, uses_embedded_model
 from .dpo import run_dpo
 from .eval import run_eval
 from .labels import run_labels
@@ -29,23 +29,17 @@ def base_settings(cfg: PipelineConfig, model_args: ModelConfig) -> dict:
     """The model and task settings SFT is fingerprinted with (and, without SFT, the SFT model's stand-in)."""
     # the embedded base is named by what it is, not where it lies, so a run folder can be moved or copied
     common = {"seed": cfg.seed, "model": model_settings(model_args), "base": model_args.model_name_or_path or "embedded"}
-    task = {k: getattr(cfg, k) for k in ("task_low", "task_high", "eval_size", "demo_error_rate", "demo_error_kinds")}
-    if cfg.embedded_task == "graded":  # recorded only when used, so folders of the seed's task keep their fingerprints
-        task.update({k: getattr(cfg, k) for k in ("embedded_task", "task_operands", "task_error_rates")})
-    if cfg.embedded_task == "arithmetic":
-        task.update({k: getattr(cfg, k) for k in ("embedded_task", "arithmetic_levels", "arithmetic_error_rates",
-                                                  "arithmetic_system_prompt")})
-    return {**common, **task}
+    return {**common, **cfg.embedded.settings()}
 
 
 def label_settings(cfg: PipelineConfig, upstream: str, embedded: bool = True) -> dict:
     settings = {
         "sft": upstream, "data": cfg.preference_dataset_name,
-        **{k: getattr(cfg, k) for k in ("num_label_prompts", "num_ranked", "labeller_noise", "label_temperature",
-                                        "rm_test_fraction")},
+        **{k: getattr(cfg, k) for k in ("num_label_prompts", "num_ranked", "label_temperature", "rm_test_fraction")},
+        "labeller_noise": cfg.embedded.labeller_noise,
     }
     length = label_max_new_tokens(cfg, embedded)
-    if length != 8:  # the value before it became a field: old folders keep their fingerprints
+    if length != 8:  # recorded only when it is not the embedded model's 8, which existing run folders were made with
         settings["label_max_new_tokens"] = length
     return settings
 
@@ -80,7 +74,7 @@ def run_pipeline(cfg: PipelineConfig, model_args: ModelConfig | None = None, cal
     _check_model_args(cfg, model_args)
     run_dir = Path(cfg.output_dir)
     # a misspelt rl field, reward function or dataset column, or a route that cannot work, fails now, not after SFT
-    plan = preflight(cfg, run_dir, STAGES.index(cfg.until), model_args)
+    plan = preflight(cfg, run_dir, model_args)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = resolve_base(cfg, model_args, run_dir)
     embedded = uses_embedded_model(model_args)
