@@ -136,6 +136,30 @@ def test_bad_settings_fail_before_any_work(tmp_path, overrides, message):
         small(tmp_path, **overrides)
 
 
+def test_command_line_json_merges_over_the_yaml_map_it_names(tmp_path):
+    """`--rl '{"max_steps": 2}'` on a recipe keeps the recipe's other rl: fields (TrlParser alone replaced the map,
+    so max_completion_length fell back to TRL's 512); a second flag merges again; without a YAML map it is the JSON."""
+    from trl_ext.cli import pipeline_parser
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text("rl:\n  max_steps: 80\n  max_completion_length: 16\n  learning_rate: 2.0e-5\n"
+                      "sft:\n  num_train_epochs: 3\n")
+    def parse(argv):  # a fresh parser each time: a --config leaves its defaults on the parser
+        return pipeline_parser().parse_args_and_config(argv)
+
+    cfg, _ = parse(["--config", str(config), "--rl", '{"max_steps": 2, "save_steps": 2}'])
+    assert cfg.rl == {"max_steps": 2, "max_completion_length": 16, "learning_rate": 2e-5, "save_steps": 2}
+    assert cfg.sft == {"num_train_epochs": 3} and cfg.rm == {}
+    cfg, _ = parse(["--config", str(config), "--rl", '{"max_steps": 2}', "--rl", '{"learning_rate": 1e-3}'])
+    assert cfg.rl == {"max_steps": 2, "max_completion_length": 16, "learning_rate": 1e-3}
+    cfg, _ = parse(["--config", str(config)])
+    assert cfg.rl == {"max_steps": 80, "max_completion_length": 16, "learning_rate": 2e-5}
+    cfg, _ = parse(["--rl", '{"max_steps": 2}'])
+    assert cfg.rl == {"max_steps": 2}
+    with pytest.raises(ValueError, match="--rl must be a JSON object"):
+        parse(["--config", str(config), "--rl", "{max_steps: 2}"])
+
+
 def test_unknown_stage_field_names_the_config(tmp_path):
     cfg = small(tmp_path, sft={"learning_rat": 1e-3})
     with pytest.raises(ValueError, match=r"`sft:` has fields that SFTConfig does not know: \['learning_rat'\]"):

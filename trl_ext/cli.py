@@ -31,7 +31,7 @@ SFT -> labelled rankings -> reward model -> RL (grpo, dapo, rloo, rloo_trl, ppo)
 run; every stage writes its own folder under --output_dir and is skipped when rerun with the same settings. Without
 --model_name_or_path it builds the embedded tiny model and task, so it runs end to end on a CPU. The `sft`, `rm` and
 `rl` fields take any field of SFTConfig, RewardConfig and the RL algorithm's config: a map in the YAML, a JSON object
-on the command line.
+on the command line (merged over the YAML's map: the fields it names win, the others stay).
 
 examples:
   trl-ext pipeline --config recipes/configs/tiny.yaml                          # CPU, ~2 minutes
@@ -48,13 +48,21 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _pipeline(argv: list[str]) -> int:
+def pipeline_parser():
+    """``trl-ext pipeline``'s parser: ``PipelineConfig`` and TRL's ``ModelConfig``."""
     from trl import ModelConfig
 
-    from .assembly.frontend import CommandParser, explain_parse_error, fail
-    from .pipeline import PipelineConfig, StageInterrupted, StageMismatchError, format_report, run_pipeline
+    from .assembly.frontend import CommandParser
+    from .pipeline import PipelineConfig
 
-    parser = CommandParser((PipelineConfig, ModelConfig), intro=PIPELINE_INTRO, prog="trl-ext pipeline")
+    return CommandParser((PipelineConfig, ModelConfig), intro=PIPELINE_INTRO, prog="trl-ext pipeline")
+
+
+def _pipeline(argv: list[str]) -> int:
+    from .assembly.frontend import explain_parse_error, fail
+    from .pipeline import StageInterrupted, StageMismatchError, format_report, run_pipeline
+
+    parser = pipeline_parser()
     debug = bool(os.environ.get("TRL_EXT_DEBUG"))
     try:
         cfg, model_args = parser.parse_args_and_config(argv)

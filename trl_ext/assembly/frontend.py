@@ -3,9 +3,11 @@ errors with exit codes, and unknown options restated with the closest known one.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import importlib
+import json
 import os
 import re
 import sys
@@ -29,6 +31,30 @@ def _nested_fields(dtype) -> dict[str, type]:
             if f.init and isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])}
 
 
+class _MergedSection(argparse._StoreAction):
+    """A JSON object given on the command line for a map field (``--rl '{"max_steps": 2}'``), merged over the map
+    the YAML file gives that field: the fields named on the command line win, the YAML's others stay. (TrlParser
+    alone would replace the whole map with the flag's value.) A value that is not a JSON object is stored as given,
+    for the config's own check to name it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        base = getattr(namespace, self.dest, None)
+        if isinstance(base, str):  # an earlier flag's JSON
+            base = _json_object(base)
+        given = _json_object(values)
+        if isinstance(base, dict) and given is not None:
+            values = {**base, **given}
+        setattr(namespace, self.dest, values)
+
+
+def _json_object(text: str) -> dict | None:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 class CommandParser(TrlParser):
     """``TrlParser`` whose ``--help`` starts with the command's description and example, then one flag group per
     dataclass (TRL's own scripts list all flags in one group).
@@ -36,6 +62,9 @@ class CommandParser(TrlParser):
     A field that holds a dataclass (``PipelineConfig.embedded``) is given by that dataclass's own flags, flat: they
     are parsed as one more dataclass and nested into the field, so a YAML file or the command line writes
     ``embedded_task: graded``, not a nested map.
+
+    The map fields a dataclass names in ``MERGED_SECTIONS`` (``PipelineConfig``'s ``sft``, ``rm``, ``rl``) merge a
+    command line's JSON over the YAML's map (:class:`_MergedSection`) instead of replacing it.
     """
 
     def __init__(self, dataclass_types, *, intro: str = "", **kwargs):
@@ -50,9 +79,12 @@ class CommandParser(TrlParser):
         start = len(self._actions)
         super()._add_dataclass_arguments(dtype)
         group = self.add_argument_group(f"{dtype.__name__} ({_public_name(dtype)})")
+        merged = getattr(dtype, "MERGED_SECTIONS", ())
         for action in self._actions[start:]:
             self._optionals._group_actions.remove(action)
             group._group_actions.append(action)
+            if action.dest in merged:
+                action.__class__ = _MergedSection
 
     @staticmethod
     def _parse_dataclass_field(parser, field):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from trl import DPOConfig, GRPOConfig
@@ -26,8 +26,12 @@ class PipelineConfig:
     """Settings of the whole run. Model settings (path, LoRA, 4-bit) come from TRL's ``ModelConfig`` beside it.
 
     The ``sft``, ``rm`` and ``rl`` mappings hold any field of the stage's TRL config (``SFTConfig``, ``RewardConfig``,
-    ``GRPOConfig``/the algorithm's config) and override the defaults chosen here for the embedded model.
+    ``GRPOConfig``/the algorithm's config) and override the defaults chosen here for the embedded model. On the
+    command line each is a JSON object merged over the YAML's map (``--rl '{"max_steps": 2}'`` keeps the YAML's
+    other ``rl:`` fields).
     """
+
+    MERGED_SECTIONS: ClassVar[tuple[str, ...]] = ("sft", "rm", "rl")  # see assembly.frontend.CommandParser
 
     output_dir: str = field(default="runs/tiny", metadata={"help": "Folder that receives one subfolder per stage."})
     seed: int = field(default=0, metadata={"help": "Seed of every stage (data, initialisation, sampling)."})
@@ -106,16 +110,17 @@ class PipelineConfig:
     dataset_split: str = field(default="train", metadata={"help": "Split read from each named dataset."})
     # -- per-stage TRL configs ---------------------------------------------------------------------------------------
     sft: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "trl.SFTConfig fields: a YAML map, or a JSON object on the command line."}
+        default=None, metadata={"help": "trl.SFTConfig fields: a YAML map, or a JSON object on the command line (merged over the YAML's map)."}
     )
     rm: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "trl.RewardConfig fields: a YAML map, or a JSON object on the command line."}
+        default=None, metadata={"help": "trl.RewardConfig fields: a YAML map, or a JSON object on the command line (merged over the YAML's map)."}
     )
     rl: dict[str, Any] | str | None = field(
         default=None,
         metadata={
             "help": "Fields of the RL algorithm's config (DPOConfig for dpo): a YAML map, or a JSON object on the "
-            """command line, e.g. --rl '{"max_steps": 300}'."""
+            """command line, e.g. --rl '{"max_steps": 300}': its fields replace the same fields of the YAML's """
+            "rl: map, the others stay."
         },
     )
 
