@@ -764,3 +764,22 @@ def test_4bit_lora(tmp_path, ckpt, tokenizer):
     lora = {n: p.detach().clone() for n, p in t.model.named_parameters() if "lora_B" in n}
     t.train()
     assert any(not torch.equal(p, dict(t.model.named_parameters())[n]) for n, p in lora.items())
+
+
+def test_carrying_surplus_on_absolute_positions_is_warned_at_construction(tmp_path, ckpt, tokenizer, caplog):
+    """Carried rows are re-padded at loss time (tests/test_groups.py shows rotary models do not see it); a model
+    without rotary settings gets a warning that names the setting to drop surplus instead. The toy (Qwen3) does not."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=64))
+    data = AdditionTask().prompt_dataset(8, seed=0)
+    message = "Set dynamic_sampling_max_staleness=0"
+    with caplog.at_level("WARNING", logger="trl_ext.dapo"):
+        DAPOTrainer(gpt2, [always_one], args=config(tmp_path), train_dataset=data, processing_class=tokenizer)
+    assert sum(message in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="trl_ext.dapo"):
+        DAPOTrainer(gpt2, [always_one], args=config(tmp_path, dynamic_sampling_max_staleness=0), train_dataset=data,
+                    processing_class=tokenizer)
+        trainer(ckpt, tokenizer, config(tmp_path), [always_one])
+    assert not any(message in r.getMessage() for r in caplog.records)

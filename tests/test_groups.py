@@ -123,3 +123,47 @@ def test_pool_is_fifo_splits_chunks_and_drops_stale():
     assert pool.drop_stale(step=3, max_staleness=1) == 2 and pool.num_groups == 0
     with pytest.raises(ValueError, match="requested"):
         pool.take(1)
+
+
+def _completion_logps(model, batch: dict) -> torch.Tensor:
+    """Per-token log-probs of the completions, the way GRPOTrainer computes them: prompt + completion in one
+    forward, the attention mask of both, no position ids. (B, T)"""
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    T = batch["completion_ids"].size(1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, -T - 1:-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+
+
+def test_carried_rows_keep_their_log_probs_when_repadded_among_longer_prompts():
+    """Surplus is scored (its behaviour log-probs stored) in the batch it was generated in, then pooled with rows
+    whose prompts are longer, so it gets more left padding at loss time, and TRL passes no position ids. On a
+    rotary (Llama-family, SmolLM2's) model the shift moves every position alike, so the log-probs of the real tokens
+    are unchanged up to float rounding: the clipped ratio of a carried row does not see its re-padding."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                         pad_token_id=0)).eval()
+
+    def batch(prompt_len: int, completion_len: int, rows: int = 2) -> dict:
+        prompt = torch.randint(1, 50, (rows, prompt_len))
+        prompt_mask = torch.ones_like(prompt)
+        prompt_mask[0, :1] = 0  # one row is already left-padded in its own batch
+        prompt[0, :1] = 0
+        completion = torch.randint(1, 50, (rows, completion_len))
+        completion_mask = torch.ones_like(completion)
+        completion_mask[1, -1] = 0  # and one ended early
+        completion[1, -1] = 0
+        return {"prompt_ids": prompt, "prompt_mask": prompt_mask, "completion_ids": completion,
+                "completion_mask": completion_mask, "advantages": torch.ones(rows)}
+
+    carried, fresh = batch(prompt_len=5, completion_len=6), batch(prompt_len=11, completion_len=4)
+    stored = _completion_logps(model, carried)  # (2, 6), scored in its own batch
+    pooled = concat_batches([carried, fresh], pad_token_id=0)
+    assert pooled["prompt_ids"].shape == (4, 11)  # the carried rows got 6 more pad tokens on the left
+    again = _completion_logps(model, pooled)[:2]  # (2, 6)
+    real = carried["completion_mask"].bool()
+    assert torch.allclose(again[real], stored[real], atol=1e-5)

@@ -30,6 +30,13 @@ from .step import masked_filler, record_step, refill_rounds_allowed, store_behav
 logger = logging.getLogger(__name__)
 
 
+def _rotary(config) -> bool:
+    """Whether a model config declares rotary positions (Llama, Qwen, SmolLM2, Gemma ...), under which a uniform
+    left-padding shift leaves the log-probs of the real tokens unchanged (tests/test_groups.py)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return any(getattr(text, name, None) is not None for name in ("rope_parameters", "rope_theta", "rope_scaling"))
+
+
 class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
     """Decoupled Clip and Dynamic sAmpling Policy Optimization (DAPO, https://huggingface.co/papers/2503.14476).
 
@@ -108,6 +115,13 @@ class DAPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         self._signal_index = signal_column(args.dynamic_sampling_signal, self.reward_func_names)
         self._overlong = OverlongShaping.from_config(args)  # None when off
         self._init_dynamic_sampling_state()
+        if args.dynamic_sampling and args.dynamic_sampling_max_staleness > 0 and not _rotary(self.model.config):
+            logger.warning(
+                "%s has no rotary position settings (rope_*) in its config: if it adds absolute position embeddings "
+                "(GPT-2, OPT), a carried surplus group re-padded among longer prompts sees other positions at loss "
+                "time than when its behaviour log-probs were stored (TRL passes no position ids), which moves its "
+                "clipped ratio. Set dynamic_sampling_max_staleness=0 to drop surplus instead of carrying it.",
+                type(self.model).__name__)
         if args.max_generated_completions is not None:
             self.add_callback(GenerationBudget(self.dynamic_sampling_totals, self.num_generations))
 
