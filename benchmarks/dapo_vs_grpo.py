@@ -154,8 +154,9 @@ def summarise(runs, pairs, config) -> str:
             continue
         p = t["informative"] / t["generated_groups"]
         achieved = t["generated_groups"] / max(t["trained"], 1)
+        floor = f"{1 / p:.3f}" if p else "n/a (no informative group)"
         lines.append(f"| {r['seed']} | {t['generated_groups']} | {t['informative']} | {t['trained']} | {t['padded']} | "
-                     f"{t['dropped']} | {t['pool_at_end']} | {p:.3f} | {1 / p:.3f} | {achieved:.3f} | "
+                     f"{t['dropped']} | {t['pool_at_end']} | {p:.3f} | {floor} | {achieved:.3f} | "
                      f"{achieved * p:.3f} |")
     ratios = [p["ratio"] for p in pairs]
     lines += ["", "## Overhead: DAPOTrainer (dynamic sampling and shaping off) / GRPOTrainer, same config", "",

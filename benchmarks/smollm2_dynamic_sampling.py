@@ -117,11 +117,60 @@ def summarise(runs: list[dict]) -> dict:
             entry[f"start_{key}"] = statistics.fmean(r["curve"][0][key] for r in rs)
         entry["generated_completions"] = _mean_and_seeds([r["curve"][-1]["generated"] for r in rs], ms)
         entry["train_wall_s"] = _mean_and_seeds([r["curve"][-1]["wall_s"] for r in rs], ms)
+        entry["no_signal_share"] = _mean_and_seeds([no_signal_share(r) for r in rs], ms)
         entry["frac_reward_zero_std"] = _mean_and_seeds([_mean_logged(r, "frac_reward_zero_std") for r in rs], ms)
         entry["skipped_prompts"] = _mean_and_seeds([r["totals"].get("skipped_prompts", 0) for r in rs], ms)
         entry["refill_rounds"] = _mean_and_seeds([sum(h.get("dynamic_sampling/refill_rounds", 0) for h in r["logs"])
                                                   for r in rs], ms)
         out["methods"][method] = entry
+    return out
+
+
+def group_counts(run: dict) -> list[tuple[int, float]]:
+    """Per optimizer step: (groups generated, groups whose rewards did not vary), from the step's logs. Without
+    dynamic sampling a step generates one batch and TRL's ``frac_reward_zero_std`` is that batch's share; with it,
+    TRL's share is taken after the filter, so the generated groups and the kept ones come from ``dynamic_sampling/*``.
+    """
+    per_step = run["setting"]["batch"] // run["setting"]["num_generations"]
+    out = []
+    for row in run["logs"]:
+        if "dynamic_sampling/generated_groups" in row:
+            generated = round(row["dynamic_sampling/generated_groups"])
+            out.append((generated, generated - round(row["dynamic_sampling/kept_groups"])))
+        elif "frac_reward_zero_std" in row:
+            out.append((per_step, row["frac_reward_zero_std"] * per_step))
+    return out
+
+
+def no_signal_share(run: dict) -> float | None:
+    """Share of all the groups a run generated whose rewards did not vary (what dynamic sampling throws away)."""
+    counts = group_counts(run)
+    generated = sum(g for g, _ in counts)
+    return sum(z for _, z in counts) / generated if generated else None
+
+
+def no_signal_curve(run: dict, every: int) -> list[tuple[int, float]]:
+    """(generated completions at a bin's end, share of the bin's groups without signal), in bins of ``every``
+    generated completions: the zero-advantage share over training, on the same axis for every method."""
+    G, out, done, bin_g, bin_z = run["setting"]["num_generations"], [], 0, 0, 0
+    for generated, zero in group_counts(run):
+        done, bin_g, bin_z = done + generated * G, bin_g + generated, bin_z + zero
+        if bin_g * G >= every:
+            out.append((done, bin_z / bin_g))
+            bin_g = bin_z = 0
+    if bin_g:
+        out.append((done, bin_z / bin_g))
+    return out
+
+
+def skipped_curve(run: dict) -> list[tuple[int, int]]:
+    """(generated completions so far, prompts skipped so far) after each logged step of a dynamic-sampling run."""
+    G, done, total, out = run["setting"]["num_generations"], 0, 0, []
+    for row in run["logs"]:
+        if "dynamic_sampling/generated_groups" in row:
+            done += round(row["dynamic_sampling/generated_groups"]) * G
+            total += round(row.get("dynamic_sampling/skipped_prompts", 0))
+            out.append((done, total))
     return out
 
 
@@ -225,14 +274,16 @@ def markdown(result: dict) -> str:
              f"`{result['command']}`", "",
              "Ratios: generated completions / wall-clock a method needs to first reach GRPO's final greedy held-out "
              "accuracy, over GRPO's whole run (n/a: not reached; mean only when every seed reached it).", "",
+             "Groups without signal: share of all generated groups whose rewards did not vary (dynamic sampling "
+             "drops them; GRPO trains on them with zero advantage).", "",
              "| method | completions ratio (mean; per seed) | wall ratio (mean; per seed) | final greedy | final sampled "
-             "| zero-std groups | skipped prompts | refill rounds |", "|---|---|---|---:|---:|---:|---:|---:|"]
+             "| groups without signal | skipped prompts | refill rounds |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for method, e in summary.get("methods", {}).items():
         def per(name, e=e):
             return f"{_fmt(e[name]['mean'])}; " + ", ".join(_fmt(v) for v in e[name]["per_seed"].values())
         lines.append(f"| {method} | {per('generated_completions_ratio')} | {per('wall_ratio')} | "
                      f"{_fmt(e['final_accuracy']['mean'])} | {_fmt(e['final_sampled_accuracy']['mean'])} | "
-                     f"{_fmt(e['frac_reward_zero_std']['mean'])} | {_fmt(e['skipped_prompts']['mean'], '.1f')} | "
+                     f"{_fmt(e['no_signal_share']['mean'])} | {_fmt(e['skipped_prompts']['mean'], '.1f')} | "
                      f"{_fmt(e['refill_rounds']['mean'], '.1f')} |")
     runs = result["runs"]
     if runs:
@@ -249,17 +300,33 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig, axes = plt.subplots(3, 2, figsize=(11, 12))
     colours = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+    first_seed = min(result["summary"]["seeds"] or [0])
+    for run in result["runs"]:
+        every = run["setting"]["eval_every"]
+        share = no_signal_curve(run, every)
+        axes[2][0].plot([g for g, _ in share], [z for _, z in share], color=colours[run["method"]], alpha=0.6,
+                        label=run["method"] if run["seed"] == first_seed else None)
+        skipped = skipped_curve(run)
+        if skipped and skipped[-1][1]:
+            axes[2][1].plot([g for g, _ in skipped], [k for _, k in skipped], color=colours[run["method"]],
+                            alpha=0.6, label=run["method"] if run["seed"] == first_seed else None)
+    axes[2][0].set_xlabel("generated completions")
+    axes[2][0].set_ylabel(f"groups without signal (share, per {every} completions)")
+    axes[2][1].set_xlabel("generated completions")
+    axes[2][1].set_ylabel("prompts skipped before generating (cumulative)")
     for run in result["runs"]:
         for row, key in enumerate(("accuracy", "sampled_accuracy")):
             for col, x in enumerate(("generated", "wall_s")):
                 axes[row][col].plot([p[x] for p in run["curve"]], [p[key] for p in run["curve"]],
                                     color=colours[run["method"]], alpha=0.6,
-                                    label=run["method"] if run["seed"] == min(result["summary"]["seeds"] or [0]) else None)
+                                    label=run["method"] if run["seed"] == first_seed else None)
                 axes[row][col].set_xlabel("generated completions" if x == "generated" else "training wall-clock (s)")
                 axes[row][col].set_ylabel(f"held-out {'greedy' if key == 'accuracy' else 'sampled'} accuracy")
-    axes[0][0].legend()
+    for ax in (axes[0][0], axes[2][0], axes[2][1]):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.suptitle("one line per (method, seed)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

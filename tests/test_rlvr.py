@@ -137,7 +137,8 @@ def test_rlvr_route_skips_labels_and_rm_and_reports_per_level(rlvr_run):
     assert rl["global_step"] == 2 and 0.0 <= rl["frac_reward_zero_std_first"] <= 1.0
     assert report["rl_frac_reward_zero_std"]["first"] == rl["frac_reward_zero_std_first"]
     md = open(f"{run}/report.md").read()
-    assert "| model | level 0 | level 1 | level 2 |" in md and "zero advantage" in md
+    assert report["level_names"] == {"0": "2 operands", "1": "3 operands", "2": "4 operands"}
+    assert "| model | 2 operands | 3 operands | 4 operands |" in md and "zero advantage" in md
 
 
 @pytest.mark.slow

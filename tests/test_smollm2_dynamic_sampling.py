@@ -32,11 +32,34 @@ def test_never_reached_and_the_start_does_not_count():
     assert bench.cost_ratios(at_start_only, GRPO) == {"generated_completions_ratio": None, "wall_ratio": None}
 
 
+SETTING = {"batch": 16, "num_generations": 8, "eval_every": 32}  # 2 groups a GRPO step
+
+
 def _run(method, seed, curve, skipped=0):
     logs = [{"step": 1, "frac_reward_zero_std": 0.5, "dynamic_sampling/refill_rounds": 2},
             {"step": 2, "frac_reward_zero_std": 0.25, "dynamic_sampling/refill_rounds": 1}]
     return {"method": method, "seed": seed, "curve": curve, "logs": logs, "totals": {"skipped_prompts": skipped},
-            "git": {"commit": "abcdef0123", "dirty": False}, "machine": {"cpu": "x", "cores": 2}}
+            "setting": SETTING, "git": {"commit": "abcdef0123", "dirty": False}, "machine": {"cpu": "x", "cores": 2}}
+
+
+def test_groups_without_signal_are_counted_among_the_generated_ones():
+    # GRPO: TRL's share of each step's 2 groups. Dynamic sampling: TRL's share is after the filter (0 here), the
+    # generated and kept groups say what was dropped: 6 generated, 2 kept; then 4 generated, 3 kept, 1 skipped.
+    grpo = {"setting": SETTING, "logs": [{"step": 1, "frac_reward_zero_std": 0.5},
+                                         {"step": 2, "frac_reward_zero_std": 1.0}, {"step": 3, "frac_reward_zero_std": 0.0}]}
+    dapo = {"setting": SETTING, "logs": [
+        {"step": 1, "frac_reward_zero_std": 0.0, "dynamic_sampling/generated_groups": 6.0,
+         "dynamic_sampling/kept_groups": 2.0},
+        {"step": 2, "frac_reward_zero_std": 0.0, "dynamic_sampling/generated_groups": 4.0,
+         "dynamic_sampling/kept_groups": 3.0, "dynamic_sampling/skipped_prompts": 1.0}]}
+    assert bench.group_counts(grpo) == [(2, 1), (2, 2), (2, 0)]
+    assert bench.no_signal_share(grpo) == pytest.approx(3 / 6)
+    assert bench.no_signal_share(dapo) == pytest.approx(5 / 10)
+    # bins of 32 completions = 4 groups: GRPO's first two steps, then the last one alone
+    assert bench.no_signal_curve(grpo, 32) == [(32, 0.75), (48, 0.0)]
+    assert bench.no_signal_curve(dapo, 32) == [(48, 4 / 6), (80, 0.25)]
+    assert bench.skipped_curve(dapo) == [(48, 0), (80, 1)]
+    assert bench.skipped_curve(grpo) == []
 
 
 def test_summary_and_json_keys(tmp_path):
@@ -59,6 +82,7 @@ def test_summary_and_json_keys(tmp_path):
     summary = result["summary"]["methods"]["dapo_cheaper"]
     assert summary["skipped_prompts"]["mean"] == 5 and summary["refill_rounds"]["mean"] == 3
     assert summary["frac_reward_zero_std"]["mean"] == pytest.approx(0.375)
+    assert summary["no_signal_share"]["mean"] == pytest.approx(0.375)  # 3 of 8 groups (no dynamic_sampling/* logs)
     assert summary["final_sampled_accuracy"]["per_seed"] == {"0": 0.205, "1": 0.21}
     assert "| dapo_cheaper | 0.625; 0.750, 0.500 |" in path.with_suffix(".md").read_text()
     assert path.with_suffix(".png").exists()

@@ -31,6 +31,9 @@ def build_report(cfg: PipelineConfig, infos: dict[str, dict]) -> dict:
         report["rl_dropped_groups"] = {"first": rl["dropped_groups_first"], "last": rl["dropped_groups_last"]}
     if "eval" in infos:
         report["models"] = infos["eval"]["metrics"]
+        names = getattr(cfg.task, "level_names", None) if cfg.uses_embedded_task else None
+        if names:  # the by-level tables' keys are the level indexes
+            report["level_names"] = {str(i): name for i, name in enumerate(names)}
     return report
 
 
@@ -47,7 +50,7 @@ def format_report(report: dict) -> str:
             cells = ["n/a" if row.get(key) is None else f"{row[key]:.3f}" for key, _ in columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-        lines += _format_by_level(report["models"])
+        lines += _format_by_level(report["models"], report.get("level_names", {}))
         lines += _format_reward_funcs(report["models"])
     if "rm_test_pairwise_accuracy" in report:
         lines += [f"Reward model held-out pairwise accuracy: {report['rm_test_pairwise_accuracy']:.3f}", ""]
@@ -65,13 +68,14 @@ def format_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _format_by_level(models: dict) -> list[str]:
-    """Oracle accuracy per difficulty level, greedy / sampled, one column per level (tasks with levels only)."""
+def _format_by_level(models: dict, names: dict[str, str]) -> list[str]:
+    """Oracle accuracy per difficulty level, greedy / sampled, one column per level (tasks with levels only), headed
+    by the task's level names where the report has them."""
     levels = sorted({lv for row in models.values() for lv in row.get("oracle_accuracy_greedy_by_level", {})}, key=int)
     if not levels:
         return []
     lines = ["Oracle accuracy per difficulty level (greedy / sampled):", "",
-             "| model | " + " | ".join(f"level {lv}" for lv in levels) + " |", "|---|" + "---:|" * len(levels)]
+             "| model | " + " | ".join(names.get(lv, f"level {lv}") for lv in levels) + " |", "|---|" + "---:|" * len(levels)]
     for name, row in models.items():
         g, s = row.get("oracle_accuracy_greedy_by_level", {}), row.get("oracle_accuracy_sampled_by_level", {})
         cells = [f"{g[lv]:.3f} / {s[lv]:.3f}" if lv in g else "n/a" for lv in levels]

@@ -87,6 +87,11 @@ class ArithmeticTask:
                     f"out between 1 and half of them ({size // 2}) so training keeps the rest."
                 )
 
+    @property
+    def level_names(self) -> list[str]:
+        """What reports call level ``i`` (its key of :data:`LEVELS`)."""
+        return list(self.levels)
+
     # ---- the problem space ---------------------------------------------------------------------------------------
     def _draw(self, level: int, rng: random.Random) -> tuple[int, ...]:
         op, ranges = LEVELS[self.levels[level]]

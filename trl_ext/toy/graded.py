@@ -73,6 +73,11 @@ class GradedAdditionTask:
     def levels(self) -> list[int]:
         return list(range(len(self.operands)))
 
+    @property
+    def level_names(self) -> list[str]:
+        """What reports call level ``i``: its number of operands."""
+        return [f"{n} operands" for n in self.operands]
+
     # ---- the problem space ---------------------------------------------------------------------------------------
     def _draw(self, level: int, rng: random.Random) -> tuple[int, ...]:
         return tuple(rng.randint(self.low, self.high) for _ in range(self.operands[level]))
