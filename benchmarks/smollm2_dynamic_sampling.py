@@ -46,6 +46,7 @@ from stats import first_reaching, logged, mean_if_all  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = str(ROOT / "models" / "smollm2-135m-instruct")  # where `trl-ext convert-gguf smollm2` is told to write
+MIN_SEEDS = 3  # the goal is judged on at least this many seeds per method
 METHODS = {
     "grpo": dict(dynamic_sampling=False),
     "dapo": dict(dynamic_sampling=True),
@@ -286,6 +287,11 @@ def markdown(result: dict) -> str:
                      f"{_fmt(e['no_signal_share']['mean'])} | {_fmt(e['skipped_prompts']['mean'], '.1f')} | "
                      f"{_fmt(e['refill_rounds']['mean'], '.1f')} |")
     runs = result["runs"]
+    recorded = {m: sorted(r["seed"] for r in runs if r["method"] == m) for m in METHODS}
+    if any(len(v) < MIN_SEEDS for v in recorded.values()):
+        lines += ["", f"**PARTIAL**: the goal is judged on >= {MIN_SEEDS} seeds per method; recorded so far: "
+                  + ", ".join(f"{m} seeds {v}" for m, v in recorded.items())
+                  + ". The rest run at later sittings (finished runs are kept)."]
     if runs:
         r = runs[-1]
         lines += ["", f"Seeds {summary.get('seeds')}; commit {r['git']['commit'][:10]}"
