@@ -248,6 +248,24 @@ def test_unscorable_completion_gets_zero_advantage(tmp_path, tiny, tokenizer):
     assert math.isfinite(trainer.state.log_history[0]["loss"])
 
 
+def test_completions_table_shows_ppos_advantages_not_grpos(tmp_path, tiny, tokenizer):
+    """With one generation per prompt GRPO's group-relative advantages are all 0; the completions table
+    (log_completions) shows each completion's mean per-token GAE advantage, the one that reached the loss."""
+    args = _args(tmp_path, max_steps=1, num_iterations=1, kl_coef=0.0, whiten_advantages=False)
+    trainer = PPOTrainer(tiny, always_one, args=args, train_dataset=AdditionTask().prompt_dataset(8, 0),
+                         processing_class=tokenizer)
+    outputs = []
+    generate = trainer._generate_and_score_completions
+    trainer._generate_and_score_completions = lambda inputs: outputs.append(generate(inputs)) or outputs[-1]
+    trainer.train()
+    out = outputs[0]
+    mask = out["completion_mask"].float()
+    expected = (out["advantages"] * mask).sum(1) / mask.sum(1)  # (B,)
+    shown = torch.tensor(list(trainer._logs["advantages"]))
+    assert shown.shape == expected.shape and expected.abs().sum() > 0  # GRPO's would be all zeros
+    torch.testing.assert_close(shown, expected.cpu())
+
+
 @pytest.mark.slow
 def test_value_loss_falls(tmp_path, tiny, tokenizer):
     """Reward 1 for every completion, no KL, λ = 1: every return is exactly 1, so the critic's values go to 1."""

@@ -16,6 +16,7 @@ from ..adapters import keep_requires_grad
 from ..advantages import RoundRewards, gae, token_rewards, weighted_reward, whiten
 from ..cards import INSTRUCTGPT_PAPER, PPO_PAPER, ModelCardMixin
 from ..checks import warn_plain_prompts_for_chat_model
+from ..groups import process_rows
 from ..resume import GenerationStateMixin
 from . import porting
 from .config import AdaptiveKLController, PPOConfig
@@ -190,6 +191,7 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if self.args.whiten_advantages:
             advantages = whiten(advantages, scored_mask)
         returns = torch.where(scored.bool(), returns, values * mask)
+        self._log_table_advantages(output, advantages, mask)
         seq_kl = log_rollout(seam.metrics(self), self.accelerator, kl=kl,
                              kl_coef=self.kl_coef, scores=scores, contains_eos=contains_eos, values=values,
                              returns=returns, mask=mask)
@@ -199,6 +201,16 @@ class PPOTrainer(ModelCardMixin, GenerationStateMixin, GRPOTrainer):
         if self.beta == 0.0:  # only GRPO's loss term reads it
             output.pop("ref_per_token_logps", None)
         return output
+
+    def _log_table_advantages(self, output: dict, advantages: torch.Tensor, mask: torch.Tensor) -> None:
+        """The completions table (``log_completions``) shows each completion's mean per-token GAE advantage, (B, C)
+        -> (B,), all ranks' rows in TRL's order, where GRPOTrainer logged its group-relative ones (0 with one
+        generation per prompt). Called while ``output["advantages"]`` still holds GRPO's, which the seam checks."""
+        per_completion = (advantages * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B,)
+        accelerator = self.accelerator
+        everyone = accelerator.gather(per_completion.contiguous()).cpu()  # (N_global,), process order
+        rows = process_rows(everyone.numel(), accelerator.process_index, accelerator.num_processes)
+        seam.replace_advantages(self, output, everyone, rows)
 
     def _rollout(self, inputs) -> tuple[dict, RoundRewards]:
         """GRPO's generation and reward scoring, and the round's rewards (its group-relative advantages are replaced
