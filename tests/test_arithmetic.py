@@ -33,6 +33,11 @@ def said(text):
         ("nineteen", "19", 0.0),  # no number at all
         ("", "19", 0.0),
         ("45 - 50 = -5", "-5", 1.0),
+        ("0 + 5", "5", 0.0),  # the question restated ends in the sum's digits: not an answer
+        ("What is 0 + 5?", "5", 0.0),
+        ("6 * 1", "6", 0.0),
+        ("6 * 1 = 6.", "6", 1.0),
+        ("-5", "-5", 1.0),  # a sign is no operator
     ],
 )
 def test_checker_reads_the_final_number(completion, answer, expected):
@@ -46,8 +51,9 @@ def test_checker_without_the_answer_column_names_it():
 
 
 def test_utility_orders_concise_chatty_wrong_none():
-    grades = [arithmetic_utility("p", c, "19") for c in ("19", "19.", "7 + 12 = 19", "So it is 19!", "18", "no idea")]
-    assert grades == [RIGHT, RIGHT, RIGHT_CHATTY, RIGHT_CHATTY, WRONG, NO_NUMBER]
+    grades = [arithmetic_utility("p", c, "19") for c in ("19", "19.", "7 + 12 = 19", "So it is 19!", "18", "no idea",
+                                                           "0 + 19")]
+    assert grades == [RIGHT, RIGHT, RIGHT_CHATTY, RIGHT_CHATTY, WRONG, NO_NUMBER, NO_NUMBER]
     assert RIGHT > RIGHT_CHATTY > WRONG > NO_NUMBER
 
 

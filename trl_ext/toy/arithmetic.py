@@ -201,10 +201,18 @@ def level_size(name: str) -> int:
 
 
 # ---- the checker ---------------------------------------------------------------------------------------------------
+_OPERATOR_BEFORE = re.compile(r"[-+*/×÷]\s*$")
+
+
 def final_number(text: str) -> float | None:
-    """The last number written in ``text`` ("7 + 12 = 19" -> 19.0), or None."""
-    numbers = _NUMBER.findall(text)
-    return float(numbers[-1]) if numbers else None
+    """The last number written in ``text`` ("7 + 12 = 19" -> 19.0), or None: also None when that number is the
+    right operand of an operator ("0 + 5", the question restated, is no answer even where 5 is the sum)."""
+    last = None
+    for last in _NUMBER.finditer(text):
+        pass
+    if last is None or _OPERATOR_BEFORE.search(text[: last.start()]):
+        return None
+    return float(last.group())
 
 
 def _answers(answer, n: int, fn: str) -> list:
