@@ -121,6 +121,8 @@ def summarise(runs: list[dict]) -> dict:
         entry["no_signal_share"] = _mean_and_seeds([no_signal_share(r) for r in rs], ms)
         entry["frac_reward_zero_std"] = _mean_and_seeds([_mean_logged(r, "frac_reward_zero_std") for r in rs], ms)
         entry["skipped_prompts"] = _mean_and_seeds([r["totals"].get("skipped_prompts", 0) for r in rs], ms)
+        entry["optimizer_steps"] = _mean_and_seeds([r["curve"][-1]["step"] for r in rs], ms)
+        entry["padded_groups"] = _mean_and_seeds([r["totals"].get("padded", 0) for r in rs], ms)
         entry["refill_rounds"] = _mean_and_seeds([sum(h.get("dynamic_sampling/refill_rounds", 0) for h in r["logs"])
                                                   for r in rs], ms)
         out["methods"][method] = entry
@@ -272,21 +274,29 @@ def _fmt(x, spec=".3f"):
 def markdown(result: dict) -> str:
     summary = result["summary"]
     lines = ["# Dynamic sampling that pays for itself: SmolLM2-135M-Instruct, arithmetic", "",
-             f"`{result['command']}`", "",
+             "`python benchmarks/smollm2_dynamic_sampling.py --seeds 0 1 2` (each (method, seed) is written when it "
+             "ends and skipped by the next invocation, so it may run as several; the last was "
+             f"`{result['command']}`)", "",
              "Ratios: generated completions / wall-clock a method needs to first reach GRPO's final greedy held-out "
              "accuracy, over GRPO's whole run (n/a: not reached; mean only when every seed reached it).", "",
+             "Each row: means over the method's seeds. Evaluations every "
+             f"{result['runs'][0]['setting']['eval_every'] if result['runs'] else '?'} generated completions, so a "
+             "ratio moves in steps of that over the budget.", "",
              "Groups without signal: share of all generated groups whose rewards did not vary (dynamic sampling "
              "drops them; GRPO trains on them with zero advantage).", "",
              "| method | completions ratio (mean; per seed) | wall ratio (mean; per seed) | final greedy | final sampled "
-             "| groups without signal | skipped prompts | refill rounds |", "|---|---|---|---:|---:|---:|---:|---:|"]
+             "| groups without signal | skipped prompts | refill rounds | filler groups | optimizer steps | "
+             "training wall-clock (s) |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method, e in summary.get("methods", {}).items():
         def per(name, e=e):
             return f"{_fmt(e[name]['mean'])}; " + ", ".join(_fmt(v) for v in e[name]["per_seed"].values())
         lines.append(f"| {method} | {per('generated_completions_ratio')} | {per('wall_ratio')} | "
                      f"{_fmt(e['final_accuracy']['mean'])} | {_fmt(e['final_sampled_accuracy']['mean'])} | "
                      f"{_fmt(e['no_signal_share']['mean'])} | {_fmt(e['skipped_prompts']['mean'], '.1f')} | "
-                     f"{_fmt(e['refill_rounds']['mean'], '.1f')} |")
+                     f"{_fmt(e['refill_rounds']['mean'], '.1f')} | {_fmt(e['padded_groups']['mean'], '.1f')} | "
+                     f"{_fmt(e['optimizer_steps']['mean'], '.1f')} | {_fmt(e['train_wall_s']['mean'], '.0f')} |")
     runs = result["runs"]
+    lines += ["", *curve_table(runs)]
     recorded = {m: sorted(r["seed"] for r in runs if r["method"] == m) for m in METHODS}
     if any(len(v) < MIN_SEEDS for v in recorded.values()):
         lines += ["", f"**PARTIAL**: the goal is judged on >= {MIN_SEEDS} seeds per method; recorded so far: "
@@ -298,6 +308,25 @@ def markdown(result: dict) -> str:
                   f"{' (dirty)' if r['git']['dirty'] else ''}; {r['machine']['cpu']}, {r['machine']['cores']} cores.",
                   "", "![curves](smollm2_dynamic_sampling.png)", ""]
     return "\n".join(lines)
+
+
+def curve_table(runs: list[dict]) -> list[str]:
+    """The k-th evaluation of every method side by side: mean over seeds of greedy / sampled accuracy and of the
+    training wall-clock there (methods are evaluated at the same generated-completion counts)."""
+    by_method = {m: [r["curve"] for r in runs if r["method"] == m] for m in METHODS}
+    by_method = {m: c for m, c in by_method.items() if c}
+    if not by_method:
+        return []
+    points = min(len(c) for curves in by_method.values() for c in curves)
+    lines = ["Held-out accuracy at each evaluation, greedy / sampled (training wall-clock, s), mean over seeds:", "",
+             "| generated completions | " + " | ".join(by_method) + " |", "|---:|" + "---|" * len(by_method)]
+    for k in range(points):
+        generated = statistics.fmean(c[k]["generated"] for curves in by_method.values() for c in curves)
+        cells = [f"{statistics.fmean(c[k]['accuracy'] for c in curves):.3f} / "
+                 f"{statistics.fmean(c[k]['sampled_accuracy'] for c in curves):.3f} "
+                 f"({statistics.fmean(c[k]['wall_s'] for c in curves):.0f})" for curves in by_method.values()]
+        lines.append(f"| {generated:.0f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(result: dict, path: Path) -> None:
