@@ -359,6 +359,11 @@ def plot(result: dict, path: Path) -> None:
                                     label=run["method"] if run["seed"] == first_seed else None)
                 axes[row][col].set_xlabel("generated completions" if x == "generated" else "training wall-clock (s)")
                 axes[row][col].set_ylabel(f"held-out {'greedy' if key == 'accuracy' else 'sampled'} accuracy")
+    grpo_finals = [r["curve"][-1]["accuracy"] for r in result["runs"] if r["method"] == "grpo"]
+    if grpo_finals:  # the headline's target: each seed's own GRPO final (the mean drawn)
+        for col in (0, 1):
+            axes[0][col].axhline(statistics.fmean(grpo_finals), color="grey", linestyle="--", linewidth=1,
+                                 label="GRPO's final (mean)" if col == 0 else None)
     for ax in (axes[0][0], axes[2][0], axes[2][1]):
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
