@@ -234,6 +234,18 @@ def run_one(method: str, seed: int, s: Setting, model_path: str, workdir: Path) 
             "machine": machine_info()}
 
 
+def check_same_setting(runs: list[dict], setting: Setting, path: Path) -> None:
+    """Refuse to add a run to a results file whose runs used another setting: the ratios compare like with like."""
+    ours = asdict(setting)
+    for run in runs:
+        differ = sorted(k for k in ours if run["setting"].get(k) != ours[k])
+        if differ:
+            theirs = ", ".join(f"{k}={run['setting'].get(k)}" for k in differ)
+            mine = ", ".join(f"{k}={ours[k]}" for k in differ)
+            raise SystemExit(f"{path} holds runs with another setting ({theirs}; this invocation: {mine}). Give "
+                             "--results a new file for this setting, or the same --budget/--batch as the file's runs.")
+
+
 # ---- what a dropped group pays besides its generation ------------------------------------------------------------
 def dropped_group_cost(model_path: str, num_groups: int = 8, G: int = 8, T: int = 16) -> dict:
     """Seconds to generate one group of ``G`` completions of ``T`` tokens, and to run on it the no-grad log-prob
@@ -391,6 +403,10 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--budget", type=int, default=None, help="generated completions per run")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="completions a step (prompts x num_generations; default 16). Wider rounds are where "
+                        "dynamic_sampling_sized_refill can differ from whole-round refills; give them their own "
+                        "--results file (a file holds one setting)")
     parser.add_argument("--smoke", action="store_true", help="a tiny budget, 1 seed, results under /tmp")
     parser.add_argument("--workdir", default="runs/smollm2_dynamic_sampling")
     parser.add_argument("--results", default="benchmarks/results/smollm2_dynamic_sampling.json")
@@ -401,13 +417,14 @@ def main(argv=None) -> int:
         print(json.dumps({**dropped_group_cost(args.model), "machine": machine_info()}, indent=1))
         return 0
     setting = SMOKE if args.smoke else Setting()
-    if args.budget is not None:
-        setting = Setting(**{**asdict(setting), "budget": args.budget})
+    overrides = {k: v for k, v in (("budget", args.budget), ("batch", args.batch)) if v is not None}
+    setting = Setting(**{**asdict(setting), **overrides})
     path = Path("/tmp/smollm2_dynamic_sampling_smoke.json") if args.smoke else ROOT / args.results
     seeds = args.seeds[:1] if args.smoke else args.seeds
     if args.smoke:  # a check that the script runs, never a result to resume
         path.unlink(missing_ok=True)
     result = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    check_same_setting(result["runs"], setting, path)
     result["command"] = "python benchmarks/smollm2_dynamic_sampling.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     for seed in seeds:

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,10 @@ def test_summary_and_json_keys(tmp_path):
     assert "| dapo_cheaper | 0.625; 0.750, 0.500 |" in md
     assert "**PARTIAL**" in md and "grpo seeds [0, 1]" in md  # 2 of the 3 seeds the goal needs
     assert path.with_suffix(".png").exists()
+
+
+def test_a_results_file_holds_one_setting(tmp_path):
+    run = {"method": "grpo", "seed": 0, "setting": asdict(bench.Setting())}
+    bench.check_same_setting([run], bench.Setting(), tmp_path / "r.json")  # the same: fine
+    with pytest.raises(SystemExit, match=r"batch=16.*this invocation: batch=64.*new file"):
+        bench.check_same_setting([run], bench.Setting(batch=64), tmp_path / "r.json")
