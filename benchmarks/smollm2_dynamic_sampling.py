@@ -4,6 +4,9 @@ in generated completions and wall-clock.
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/smollm2_dynamic_sampling.py --seeds 0 1 2   # hours on a CPU
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/smollm2_dynamic_sampling.py --smoke         # minutes, not a result
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/smollm2_dynamic_sampling.py --dropped_group_cost   # ~1 min
+    # wider rounds (8 prompts x 8 a step), where the sized refill can draw fewer prompts than a round; own file:
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/smollm2_dynamic_sampling.py --batch 64 \
+        --results benchmarks/results/smollm2_dynamic_sampling_wide.json
 
 What runs, per seed, from the same start (SmolLM2-135M-Instruct's weights, a fresh LoRA adapter seeded alike) with the
 same hyper-parameters (``recipes/configs/smollm2-rlvr.yaml``'s RL settings: LoRA r 16, learning rate 2e-5, 2 prompts
