@@ -222,6 +222,18 @@ def test_ppo_raises_oracle_accuracy(tmp_path, tokenizer, noisy_sft):
         assert any(key in h for h in logs), key
 
 
+def _one_step(tmp_path, tiny, tokenizer, reward, **kw):
+    """One PPO step on 8 prompts (no KL, no whitening): the trainer and the rollout that reached the loss."""
+    args = _args(tmp_path, max_steps=1, num_iterations=1, kl_coef=0.0, whiten_advantages=False, **kw)
+    trainer = PPOTrainer(tiny, reward, args=args, train_dataset=AdditionTask().prompt_dataset(8, 0),
+                         processing_class=tokenizer)
+    outputs = []
+    generate = trainer._generate_and_score_completions
+    trainer._generate_and_score_completions = lambda inputs: outputs.append(generate(inputs)) or outputs[-1]
+    trainer.train()
+    return trainer, outputs[0]
+
+
 def test_unscorable_completion_gets_zero_advantage(tmp_path, tiny, tokenizer):
     """Every reward function returned None for a completion (weighted reward NaN, as in DAPO/RLOO): zero advantage on
     all its tokens and the critic's own value as its target; the scored rows are unaffected (return 1 on each token
@@ -230,14 +242,7 @@ def test_unscorable_completion_gets_zero_advantage(tmp_path, tiny, tokenizer):
     def none_on_even_rows(prompts, completions, **kwargs):
         return [None if i % 2 == 0 else 1.0 for i in range(len(completions))]
 
-    args = _args(tmp_path, max_steps=1, num_iterations=1, kl_coef=0.0, lam=1.0, whiten_advantages=False)
-    trainer = PPOTrainer(tiny, none_on_even_rows, args=args, train_dataset=AdditionTask().prompt_dataset(8, 0),
-                         processing_class=tokenizer)
-    outputs = []
-    generate = trainer._generate_and_score_completions
-    trainer._generate_and_score_completions = lambda inputs: outputs.append(generate(inputs)) or outputs[-1]
-    trainer.train()
-    out = outputs[0]
+    trainer, out = _one_step(tmp_path, tiny, tokenizer, none_on_even_rows, lam=1.0)
     mask = out["completion_mask"].bool()
     unscorable = torch.arange(mask.size(0)) % 2 == 0
     assert torch.equal(out["advantages"][unscorable], torch.zeros_like(out["advantages"][unscorable]))
@@ -251,14 +256,7 @@ def test_unscorable_completion_gets_zero_advantage(tmp_path, tiny, tokenizer):
 def test_completions_table_shows_ppos_advantages_not_grpos(tmp_path, tiny, tokenizer):
     """With one generation per prompt GRPO's group-relative advantages are all 0; the completions table
     (log_completions) shows each completion's mean per-token GAE advantage, the one that reached the loss."""
-    args = _args(tmp_path, max_steps=1, num_iterations=1, kl_coef=0.0, whiten_advantages=False)
-    trainer = PPOTrainer(tiny, always_one, args=args, train_dataset=AdditionTask().prompt_dataset(8, 0),
-                         processing_class=tokenizer)
-    outputs = []
-    generate = trainer._generate_and_score_completions
-    trainer._generate_and_score_completions = lambda inputs: outputs.append(generate(inputs)) or outputs[-1]
-    trainer.train()
-    out = outputs[0]
+    trainer, out = _one_step(tmp_path, tiny, tokenizer, always_one)
     mask = out["completion_mask"].float()
     expected = (out["advantages"] * mask).sum(1) / mask.sum(1)  # (B,)
     shown = torch.tensor(list(trainer._logs["advantages"]))
