@@ -99,6 +99,35 @@ def cost_ratios(curve: list[dict], grpo: list[dict], key: str = "accuracy") -> d
             "wall_ratio": curve[i]["wall_s"] / last["wall_s"]}
 
 
+GOAL = {"method": "dapo_cheaper", "generated_completions_ratio": 0.7, "wall_ratio": 0.8}  # the issue's goal
+
+
+def goal_verdict(summary: dict, goal: dict = GOAL) -> dict:
+    """The goal, seed by seed: ``goal["method"]`` meets it on a seed when it reached GRPO's final there with both
+    ratios at or under their bounds. ``met`` needs every recorded seed to meet it and at least MIN_SEEDS of them."""
+    entry = summary.get("methods", {}).get(goal["method"])
+    if entry is None:
+        return {"method": goal["method"], "per_seed": {}, "seeds_met": 0, "seeds": 0, "met": False}
+    bounds = {k: v for k, v in goal.items() if k != "method"}
+    per_seed = {}
+    for seed in entry["generated_completions_ratio"]["per_seed"]:
+        values = {k: entry[k]["per_seed"][seed] for k in bounds}
+        per_seed[seed] = all(v is not None and v <= bound + 1e-12 for (k, v), bound in
+                             zip(values.items(), bounds.values(), strict=True))
+    met = sum(per_seed.values())
+    return {"method": goal["method"], **{f"max_{k}": v for k, v in bounds.items()}, "per_seed": per_seed,
+            "seeds_met": met, "seeds": len(per_seed), "met": len(per_seed) >= MIN_SEEDS and met == len(per_seed)}
+
+
+def band(curves: list[list[dict]], key: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Mean, min and max of ``key`` over seeds at each evaluation, against the (mean) generated completions there;
+    the curves' common length only (every method is evaluated at the same counts)."""
+    points = min((len(c) for c in curves), default=0)
+    rows = [[c[k][key] for c in curves] for k in range(points)]
+    return ([statistics.fmean(c[k]["generated"] for c in curves) for k in range(points)],
+            [statistics.fmean(r) for r in rows], [min(r) for r in rows], [max(r) for r in rows])
+
+
 def _mean_and_seeds(values: list[float | None], seeds: list[int]) -> dict:
     return {**mean_if_all(values), "per_seed": dict(zip(map(str, seeds), values, strict=True))}
 
@@ -310,6 +339,12 @@ def markdown(result: dict) -> str:
                      f"{_fmt(e['no_signal_share']['mean'])} | {_fmt(e['skipped_prompts']['mean'], '.1f')} | "
                      f"{_fmt(e['refill_rounds']['mean'], '.1f')} | {_fmt(e['padded_groups']['mean'], '.1f')} | "
                      f"{_fmt(e['optimizer_steps']['mean'], '.1f')} | {_fmt(e['train_wall_s']['mean'], '.0f')} |")
+    g = goal_verdict(summary)
+    if g["seeds"]:
+        lines += ["", f"Goal: {g['method']} at <= {g['max_generated_completions_ratio']}x GRPO's generated completions "
+                  f"and <= {g['max_wall_ratio']}x its wall-clock, on every one of >= {MIN_SEEDS} seeds: "
+                  f"**{'met' if g['met'] else 'not met'}** (met on {g['seeds_met']} of {g['seeds']} seeds: "
+                  + ", ".join(f"seed {k} {'yes' if v else 'no'}" for k, v in g["per_seed"].items()) + ")."]
     runs = result["runs"]
     lines += ["", *curve_table(runs)]
     recorded = {m: sorted(r["seed"] for r in runs if r["method"] == m) for m in METHODS}
@@ -366,23 +401,33 @@ def plot(result: dict, path: Path) -> None:
     axes[2][0].set_ylabel(f"groups without signal (share, per {every} completions)")
     axes[2][1].set_xlabel("generated completions")
     axes[2][1].set_ylabel("prompts skipped before generating (cumulative)")
-    for run in result["runs"]:
-        for row, key in enumerate(("accuracy", "sampled_accuracy")):
-            for col, x in enumerate(("generated", "wall_s")):
-                axes[row][col].plot([p[x] for p in run["curve"]], [p[key] for p in run["curve"]],
-                                    color=colours[run["method"]], alpha=0.6,
-                                    label=run["method"] if run["seed"] == first_seed else None)
-                axes[row][col].set_xlabel("generated completions" if x == "generated" else "training wall-clock (s)")
-                axes[row][col].set_ylabel(f"held-out {'greedy' if key == 'accuracy' else 'sampled'} accuracy")
+    for row, key in enumerate(("accuracy", "sampled_accuracy")):
+        # against completions (the same counts for every run): the mean over seeds, the band their min to max
+        for method in METHODS:
+            curves = [r["curve"] for r in result["runs"] if r["method"] == method]
+            if not curves:
+                continue
+            x, mean, lo, hi = band(curves, key)
+            axes[row][0].plot(x, mean, color=colours[method], linewidth=2,
+                              label=f"{method} (mean of {len(curves)}, band min-max)")
+            axes[row][0].fill_between(x, lo, hi, color=colours[method], alpha=0.15)
+        # against wall-clock (each run its own times): one line per (method, seed)
+        for run in result["runs"]:
+            axes[row][1].plot([p["wall_s"] for p in run["curve"]], [p[key] for p in run["curve"]],
+                              color=colours[run["method"]], alpha=0.6,
+                              label=run["method"] if run["seed"] == first_seed else None)
+        for col in (0, 1):
+            axes[row][col].set_xlabel("generated completions" if col == 0 else "training wall-clock (s)")
+            axes[row][col].set_ylabel(f"held-out {'greedy' if key == 'accuracy' else 'sampled'} accuracy")
     grpo_finals = [r["curve"][-1]["accuracy"] for r in result["runs"] if r["method"] == "grpo"]
     if grpo_finals:  # the headline's target: each seed's own GRPO final (the mean drawn)
         for col in (0, 1):
             axes[0][col].axhline(statistics.fmean(grpo_finals), color="grey", linestyle="--", linewidth=1,
                                  label="GRPO's final (mean)" if col == 0 else None)
-    for ax in (axes[0][0], axes[2][0], axes[2][1]):
+    for ax in (axes[0][0], axes[0][1], axes[2][0], axes[2][1]):
         if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    fig.suptitle("one line per (method, seed)")
+            ax.legend(fontsize="small")
+    fig.suptitle("left column of accuracy: mean over seeds with min-max band; the rest: one line per (method, seed)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -391,6 +436,7 @@ def plot(result: dict, path: Path) -> None:
 def write(result: dict, path: Path) -> None:
     result["summary"] = summarise(result["runs"])
     result["seeds"] = result["summary"]["seeds"]
+    result["goal"] = goal_verdict(result["summary"])
     for method, e in result["summary"]["methods"].items():
         result[method] = {k: e[k] for k in ("generated_completions_ratio", "wall_ratio")}
     path.parent.mkdir(parents=True, exist_ok=True)

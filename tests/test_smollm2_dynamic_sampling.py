@@ -88,6 +88,8 @@ def test_summary_and_json_keys(tmp_path):
     md = path.with_suffix(".md").read_text()
     assert "| dapo_cheaper | 0.625; 0.750, 0.500 |" in md
     assert "**PARTIAL**" in md and "grpo seeds [0, 1]" in md  # 2 of the 3 seeds the goal needs
+    assert "**not met** (met on 1 of 2 seeds: seed 0 no, seed 1 yes)" in md  # seed 0: 0.75 > 0.7
+    assert result["goal"]["seeds_met"] == 1 and not result["goal"]["met"]
     assert path.with_suffix(".png").exists()
 
 
@@ -96,3 +98,24 @@ def test_a_results_file_holds_one_setting(tmp_path):
     bench.check_same_setting([run], bench.Setting(), tmp_path / "r.json")  # the same: fine
     with pytest.raises(SystemExit, match=r"batch=16.*this invocation: batch=64.*new file"):
         bench.check_same_setting([run], bench.Setting(batch=64), tmp_path / "r.json")
+
+
+def test_goal_is_judged_seed_by_seed_and_needs_three_seeds():
+    def summary(completions, wall):
+        per = lambda vals: {"per_seed": {str(i): v for i, v in enumerate(vals)}}  # noqa: E731
+        return {"methods": {"dapo_cheaper": {"generated_completions_ratio": per(completions),
+                                             "wall_ratio": per(wall)}}}
+    # seed 1 misses the completions bound, seed 2 never reached GRPO's final; 0.7 and 0.8 themselves count
+    g = bench.goal_verdict(summary([0.7, 0.75, None], [0.8, 0.5, None]))
+    assert g["per_seed"] == {"0": True, "1": False, "2": False} and g["seeds_met"] == 1 and not g["met"]
+    assert bench.goal_verdict(summary([0.5, 0.6, 0.7], [0.8, 0.7, 0.6]))["met"]
+    assert not bench.goal_verdict(summary([0.5, 0.6], [0.5, 0.6]))["met"]  # two seeds met, but three are needed
+    assert bench.goal_verdict({"methods": {}})["seeds"] == 0
+
+
+def test_band_is_mean_min_and_max_over_seeds_per_evaluation():
+    a = _curve([(0, 0.0, 0.20), (600, 50.0, 0.30), (1200, 90.0, 0.50)])
+    b = _curve([(0, 0.0, 0.20), (600, 70.0, 0.40), (1200, 110.0, 0.30), (1800, 150.0, 0.9)])  # one point longer
+    x, mean, lo, hi = bench.band([a, b], "accuracy")
+    assert x == [0, 600, 1200]
+    assert mean == pytest.approx([0.20, 0.35, 0.40]) and lo == [0.20, 0.30, 0.30] and hi == [0.20, 0.40, 0.50]
