@@ -109,11 +109,12 @@ def goal_verdict(summary: dict, goal: dict = GOAL) -> dict:
     if entry is None:
         return {"method": goal["method"], "per_seed": {}, "seeds_met": 0, "seeds": 0, "met": False}
     bounds = {k: v for k, v in goal.items() if k != "method"}
-    per_seed = {}
-    for seed in entry["generated_completions_ratio"]["per_seed"]:
-        values = {k: entry[k]["per_seed"][seed] for k in bounds}
-        per_seed[seed] = all(v is not None and v <= bound + 1e-12 for (k, v), bound in
-                             zip(values.items(), bounds.values(), strict=True))
+    def within(name: str, seed: str) -> bool:  # None: GRPO's final never reached on that seed
+        v = entry[name]["per_seed"][seed]
+        return v is not None and v <= bounds[name] + 1e-12
+
+    per_seed = {seed: all(within(name, seed) for name in bounds)
+                for seed in entry["generated_completions_ratio"]["per_seed"]}
     met = sum(per_seed.values())
     return {"method": goal["method"], **{f"max_{k}": v for k, v in bounds.items()}, "per_seed": per_seed,
             "seeds_met": met, "seeds": len(per_seed), "met": len(per_seed) >= MIN_SEEDS and met == len(per_seed)}
@@ -368,14 +369,15 @@ def curve_table(runs: list[dict]) -> list[str]:
     if not by_method:
         return []
     points = min(len(c) for curves in by_method.values() for c in curves)
+    means = {m: {key: band(curves, key)[1] for key in ("accuracy", "sampled_accuracy", "wall_s")}
+             for m, curves in by_method.items()}
+    generated = band([c for curves in by_method.values() for c in curves], "generated")[1]
     lines = ["Held-out accuracy at each evaluation, greedy / sampled (training wall-clock, s), mean over seeds:", "",
              "| generated completions | " + " | ".join(by_method) + " |", "|---:|" + "---|" * len(by_method)]
     for k in range(points):
-        generated = statistics.fmean(c[k]["generated"] for curves in by_method.values() for c in curves)
-        cells = [f"{statistics.fmean(c[k]['accuracy'] for c in curves):.3f} / "
-                 f"{statistics.fmean(c[k]['sampled_accuracy'] for c in curves):.3f} "
-                 f"({statistics.fmean(c[k]['wall_s'] for c in curves):.0f})" for curves in by_method.values()]
-        lines.append(f"| {generated:.0f} | " + " | ".join(cells) + " |")
+        cells = [f"{m['accuracy'][k]:.3f} / {m['sampled_accuracy'][k]:.3f} ({m['wall_s'][k]:.0f})"
+                 for m in means.values()]
+        lines.append(f"| {generated[k]:.0f} | " + " | ".join(cells) + " |")
     return lines
 
 
